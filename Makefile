@@ -1,0 +1,43 @@
+# Two commands set up a fresh machine: `make run` and `make test` (README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-slow lint bench install system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests and benchmarks use (redis-server is the reference for
+# differential tests, redis-benchmark drives the benchmark). Installed when missing.
+system-deps:
+	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null; \
+	  else echo "need redis-server and redis-tools: sudo apt-get install redis-server redis-tools" >&2; exit 1; fi; }
+
+run: $(STAMP)
+	mkdir -p data
+	$(VENV)/bin/respkv-server conf/respkv.conf
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) system-deps
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy engine cluster
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP) system-deps
+	$(PY) -m bench.server_bench
+
+clean:
+	rm -rf $(VENV) data

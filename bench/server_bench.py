@@ -1,0 +1,158 @@
+"""respkv-server against redis-server, side by side, with redis-benchmark.
+
+Runs in one go so both servers see the same machine state:
+- redis-server with `appendonly yes appendfsync everysec` (same durability as respkv's
+  default) and again with persistence off;
+- respkv-server with its defaults (commit log, appendfsync everysec);
+- for each: SET and GET, 100-byte values, random keys, `-c 50 -P 1`, `-c 50 -P 16`, and
+  `-c 1` for latency.
+Reports ops/s, the respkv/redis ratio, p50/p99 latency and each server's CPU time per
+request (read from /proc: redis-benchmark itself takes about one of this machine's two
+cores, so CPU per request is the truer efficiency figure), and writes the table into
+docs/benchmarks.md between markers.
+
+    python -m bench.server_bench [--requests N] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.servers import ServerProcess, free_port, redis_server, respkv_server
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN = "<!-- server-bench:begin -->"
+END = "<!-- server-bench:end -->"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    server: str
+    workload: str
+    test: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_req: float
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def run_benchmark(
+    server: ServerProcess, test: str, clients: int, pipeline: int, requests: int
+) -> tuple[float, float, float, float]:
+    assert server.proc is not None
+    binary = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
+    argv = [
+        binary, "-h", "127.0.0.1", "-p", str(server.port), "-t", test, "-n", str(requests),
+        "-c", str(clients), "-P", str(pipeline), "-d", "100", "-r", "100000", "--csv",
+    ]
+    before = cpu_seconds(server.proc.pid)
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=600).stdout
+    used = cpu_seconds(server.proc.pid) - before
+    rows = list(csv.DictReader(io.StringIO(out)))
+    row = rows[-1]
+    return (
+        float(row["rps"]),
+        float(row["p50_latency_ms"]),
+        float(row["p99_latency_ms"]),
+        used / requests * 1e6,
+    )
+
+
+WORKLOADS = [
+    ("-c 50 -P 1", 50, 1, 1.0),
+    ("-c 50 -P 16", 50, 16, 4.0),
+    ("-c 1 -P 1", 1, 1, 0.25),
+]
+
+
+def bench_server(name: str, server: ServerProcess, requests: int) -> list[Result]:
+    results = []
+    for label, clients, pipeline, scale in WORKLOADS:
+        for test in ("set", "get"):
+            rps, p50, p99, cpu = run_benchmark(server, test, clients, pipeline, int(requests * scale))
+            results.append(Result(name, label, test.upper(), rps, p50, p99, cpu))
+            print(f"{name:24} {label:12} {test.upper():4} {rps:>10.0f} ops/s  p50 {p50:.3f} ms"
+                  f"  p99 {p99:.3f} ms  cpu {cpu:.2f} us/req", flush=True)
+    return results
+
+
+def render(results: list[Result], command: str) -> str:
+    by = {(r.server, r.workload, r.test): r for r in results}
+    lines = [
+        f"Command: `{command}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d')}",
+        "",
+        "| workload | test | respkv ops/s | redis (aof everysec) ops/s | ratio | redis (no persistence) ops/s | ratio | respkv p50/p99 ms | redis p50/p99 ms | respkv CPU us/req | redis CPU us/req |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
+    ]
+    for label, *_ in WORKLOADS:
+        for test in ("SET", "GET"):
+            ours = by[("respkv", label, test)]
+            aof = by[("redis-aof", label, test)]
+            plain = by[("redis-nopersist", label, test)]
+            lines.append(
+                f"| `{label}` | {test} | {ours.rps:,.0f} | {aof.rps:,.0f} | "
+                f"{ours.rps / aof.rps:.2f} | {plain.rps:,.0f} | {ours.rps / plain.rps:.2f} | "
+                f"{ours.p50_ms:.3f} / {ours.p99_ms:.3f} | {aof.p50_ms:.3f} / {aof.p99_ms:.3f} | "
+                f"{ours.cpu_us_per_req:.2f} | {aof.cpu_us_per_req:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def write_doc(section: str) -> None:
+    text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args()
+    command = "make bench" if args.requests == 200_000 else f"python -m bench.server_bench --requests {args.requests}"
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="respkv-bench-") as tmp:
+        configs = [
+            ("respkv", lambda d: respkv_server(d, "--appendfsync", "everysec", port=free_port())),
+            ("redis-aof", lambda d: redis_server(d, "--appendonly", "yes", "--appendfsync", "everysec")),
+            ("redis-nopersist", lambda d: redis_server(d)),
+        ]
+        for name, make in configs:
+            workdir = Path(tmp) / name
+            server = make(workdir)
+            server.start()
+            try:
+                results += bench_server(name, server, args.requests)
+            finally:
+                server.stop()
+    section = render(results, command)
+    print(section)
+    if not args.no_write:
+        write_doc(section)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

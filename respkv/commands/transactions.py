@@ -1,0 +1,119 @@
+"""MULTI, EXEC, DISCARD, WATCH, UNWATCH with redis-server's semantics.
+
+On a single node a transaction is isolated because its queued commands run one after the
+other without suspending: no other client's command can run in between. WATCH is optimistic
+locking: the node calls ServerState back on every key it writes, which marks the watching
+clients dirty, and EXEC then answers a null array instead of running the queue.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from respkv import errors
+from respkv.commands.table import command
+from respkv.dispatch import resolve, run
+from respkv.replies import NULL_ARRAY, OK, CommandError
+
+if TYPE_CHECKING:
+    from respkv.client import Client
+
+
+def discard_transaction(client: Client) -> None:
+    client.multi = None
+    client.multi_error = False
+    client.server.unwatch_all(client)
+
+
+@command(
+    "multi", 1, "noscript loading stale fast allow_busy",
+    group="transactions", summary="Starts a transaction.", since="1.2.0",
+    acl="@fast @transaction",
+)
+async def multi(client: Client, argv: list[bytes]) -> object:
+    if client.multi is not None:
+        raise CommandError(errors.NESTED_MULTI)
+    client.multi = []
+    client.multi_error = False
+    return OK
+
+
+@command(
+    "exec", 1, "noscript loading stale skip_slowlog",
+    group="transactions", summary="Executes all commands in a transaction.", since="1.2.0",
+    complexity="Depends on commands in the transaction", acl="@slow @transaction",
+)
+async def exec_(client: Client, argv: list[bytes]) -> object:
+    queued = client.multi
+    if queued is None:
+        raise CommandError(errors.EXEC_WITHOUT_MULTI)
+    if _watched_key_expired(client):
+        client.dirty_cas = True
+    if client.multi_error:
+        discard_transaction(client)
+        raise CommandError(errors.EXECABORT)
+    if client.dirty_cas:
+        discard_transaction(client)
+        return NULL_ARRAY
+    client.multi = None
+    # Watches end when EXEC starts: the queued commands' own writes must not abort it.
+    client.server.unwatch_all(client)
+    replies: list[object] = []
+    for queued_argv in queued:
+        try:
+            spec = resolve(queued_argv)
+            replies.append(await run(client, spec, queued_argv))
+        except CommandError as exc:
+            client.server.stats.total_error_replies += 1
+            replies.append(exc)
+    client.multi_error = False
+    client.last_command = "exec"
+    return replies
+
+
+@command(
+    "discard", 1, "noscript loading stale fast allow_busy",
+    group="transactions", summary="Discards a transaction.", since="2.0.0",
+    complexity="O(N), when N is the number of queued commands", acl="@fast @transaction",
+)
+async def discard(client: Client, argv: list[bytes]) -> object:
+    if client.multi is None:
+        raise CommandError(errors.DISCARD_WITHOUT_MULTI)
+    discard_transaction(client)
+    return OK
+
+
+@command(
+    "watch", -2, "noscript loading stale fast allow_busy", (1, -1, 1),
+    group="transactions",
+    summary="Monitors changes to keys to determine the execution of a transaction.",
+    since="2.2.0", complexity="O(1) for every key.", acl="@fast @transaction",
+)
+async def watch(client: Client, argv: list[bytes]) -> object:
+    if client.multi is not None:
+        raise CommandError(errors.WATCH_IN_MULTI)
+    server = client.server
+    for key in argv[1:]:
+        server.watch(client, client.db, key)
+        entry = await client.node.get(client.db, key)
+        if entry is not None and entry.expire_at_ms:
+            client.watch_deadlines[(client.db, key)] = entry.expire_at_ms
+    return OK
+
+
+@command(
+    "unwatch", 1, "noscript loading stale fast allow_busy",
+    group="transactions", summary="Forgets about watched keys of a transaction.",
+    since="2.2.0", acl="@fast @transaction",
+)
+async def unwatch(client: Client, argv: list[bytes]) -> object:
+    client.server.unwatch_all(client)
+    return OK
+
+
+def _watched_key_expired(client: Client) -> bool:
+    """Redis 7 aborts EXEC when a key that was live at WATCH time has expired since."""
+    if not client.watch_deadlines:
+        return False
+    now = client.node.clock.wall_ms()
+    return any(deadline <= now for deadline in client.watch_deadlines.values())

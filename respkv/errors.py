@@ -1,0 +1,57 @@
+"""Error replies worded exactly as redis-server 7 words them.
+
+Clients and tools match on these texts (redis-py maps prefixes to exception classes, and
+scripts grep for them), so they are part of the compatibility surface: change one only to
+follow Redis, and keep a differential test on it.
+"""
+
+from __future__ import annotations
+
+from respkv.replies import CommandError
+
+SYNTAX = "ERR syntax error"
+NOT_INTEGER = "ERR value is not an integer or out of range"
+NOT_FLOAT = "ERR value is not a valid float"
+OVERFLOW = "ERR increment or decrement would overflow"
+NAN_OR_INF = "ERR increment would produce NaN or Infinity"
+NO_SUCH_KEY = "ERR no such key"
+WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+NOAUTH = "NOAUTH Authentication required."
+WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+DB_INDEX = "ERR DB index is out of range"
+INVALID_EXPIRE = "ERR invalid expire time in '{}' command"
+NESTED_MULTI = "ERR MULTI calls can not be nested"
+EXEC_WITHOUT_MULTI = "ERR EXEC without MULTI"
+DISCARD_WITHOUT_MULTI = "ERR DISCARD without MULTI"
+WATCH_IN_MULTI = "ERR WATCH inside MULTI is not allowed"
+EXECABORT = "EXECABORT Transaction discarded because of previous errors."
+STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+OFFSET_OUT_OF_RANGE = "ERR offset is out of range"
+
+
+def wrong_arity(fullname: str) -> CommandError:
+    return CommandError(f"ERR wrong number of arguments for '{fullname}' command")
+
+
+def unknown_command(argv: list[bytes]) -> CommandError:
+    """Redis quotes the name and up to 128 bytes of arguments, each truncated."""
+    name = _printable(argv[0], 128)
+    args = ""
+    for arg in argv[1:]:
+        if len(args) >= 128:
+            break
+        args += f"'{_printable(arg, 128 - len(args))}' "
+    return CommandError(f"ERR unknown command '{name}', with args beginning with: {args}")
+
+
+def unknown_subcommand(argv: list[bytes]) -> CommandError:
+    sub = _printable(argv[1], 128)
+    return CommandError(
+        f"ERR unknown subcommand '{sub}'. Try {argv[0].decode('utf-8', 'replace').upper()} HELP."
+    )
+
+
+def _printable(data: bytes, limit: int) -> str:
+    # Redis formats these with printf's "%.*s": the text ends at the first NUL byte and is cut
+    # at `limit` bytes. Errors are single-line: replies.error_bytes() turns CR/LF into spaces.
+    return data.split(b"\0", 1)[0][:limit].decode("utf-8", "surrogateescape")

@@ -1,0 +1,346 @@
+"""asyncio glue for one client connection: bytes in, commands run, replies out in order.
+
+Theory of operation
+- data_received feeds the sans-IO RequestParser and runs every complete command at once
+  (pipelining). Replies are collected and written with one transport.write per batch.
+- Handlers are coroutines that, in a cluster of one, never suspend. They are driven with
+  send(None): when that raises StopIteration the reply is ready with no Task, no future and no
+  loop round-trip. Only a handler that really suspends gets a Task; while it runs, the
+  connection's later commands wait in `_backlog`, so replies keep request order.
+- Group commit: when a batch wrote to the node, its replies are not written until the
+  server's commit barrier has pushed the commit log to the OS (and fsynced it with
+  appendfsync always), once per loop iteration for all connections. A reply therefore never
+  reaches a client before its write can survive a kill -9 of the server.
+- Flow control: when the transport's write buffer passes its high-water mark
+  (pause_writing) we stop reading from this client until it drains; a suspended command
+  with a growing backlog also pauses reading. The `client-output-buffer-limit normal` hard
+  limit closes a client whose unread replies pile up anyway.
+
+Rule: this module owns sockets and nothing else; every decision about a command lives in
+dispatch.py and the handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import types
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+from respkv.client import Client
+import respkv.commands  # noqa: F401  (registers every command)
+from respkv.dispatch import dispatch
+from respkv.replies import CommandError, encode, error_bytes
+from respkv.resp import ProtocolError, RequestParser
+
+if TYPE_CHECKING:
+    from respkv.server import Server
+
+log = logging.getLogger("respkv")
+
+# Commands queued behind a suspended one before we stop reading from the client.
+BACKLOG_HIGH_WATER = 1024
+
+DENIED = (
+    "DENIED respkv is running in protected mode because protected mode is enabled and no "
+    "password is set for the default user. In this mode connections are only accepted from "
+    "the loopback interface. If you want to connect from external computers to respkv you "
+    "may adopt one of the following solutions: 1) Just disable protected mode sending the "
+    "command 'CONFIG SET protected-mode no' from the loopback interface by connecting to "
+    "respkv from the same host the server is running, however MAKE SURE respkv is not "
+    "publicly accessible from internet if you do so. Use CONFIG REWRITE to make this change "
+    "permanent. 2) Alternatively you can just disable the protected mode by editing the "
+    "respkv configuration file, and setting the protected mode option to 'no', and then "
+    "restarting the server. 3) If you started the server manually just for testing, restart "
+    "it with the '--protected-mode no' option. 4) Set up an authentication password for the "
+    "default user. NOTE: You only need to do one of the above things in order for the server "
+    "to start accepting connections from the outside."
+)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Generator[Any, Any, Any]:
+    """Continue, inside a real Task, a coroutine whose first send() yielded `first`."""
+    try:
+        yield first
+    except BaseException as exc:
+        coro.throw(exc)
+        raise
+    return (yield from coro.__await__())
+
+
+class RespConnection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        # Shared server state
+        self.server = server
+        self.state = server.state
+        # Per-connection state
+        self.transport: asyncio.Transport | None = None
+        self.client: Client | None = None
+        self.parser = RequestParser(
+            max_bulk_len=server.state.config.proto_max_bulk_len,
+            max_query_buffer_bytes=server.state.config.client_query_buffer_limit,
+        )
+        self._out: list[bytes] = []
+        self._backlog: list[list[bytes]] = []
+        self._pending_protocol_error: str | None = None
+        self._busy = False  # a command is suspended in a Task
+        self._waiting_commit = False
+        self._read_paused = False
+        self._write_paused = False
+        self._closed = False
+
+    # Connection lifecycle -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        state = self.state
+        config = state.config
+        state.stats.total_connections_received += 1
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if len(state.clients) >= config.maxclients:
+            state.stats.rejected_connections += 1
+            transport.write(error_bytes("ERR max number of clients reached"))
+            transport.close()
+            self._closed = True
+            return
+        if config.protected_mode and not config.requirepass and not _is_loopback(peer):
+            state.stats.rejected_connections += 1
+            transport.write(error_bytes(DENIED))
+            transport.close()
+            self._closed = True
+            return
+        if sock is not None and config.tcp_keepalive > 0 and sock.family != socket.AF_UNIX:
+            _set_keepalive(sock, config.tcp_keepalive)
+        local = transport.get_extra_info("sockname")
+        client = Client(
+            state,
+            state.new_client_id(),
+            addr=_format_addr(peer),
+            laddr=_format_addr(local),
+            fd=sock.fileno() if sock is not None else -1,
+        )
+        client.kill = self.close
+        self.client = client
+        self.parser.authenticated = client.authenticated
+        state.clients[client.id] = client
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        client = self.client
+        if client is not None:
+            self.state.clients.pop(client.id, None)
+            self.state.unwatch_all(client)
+
+    def close(self) -> None:
+        if not self._closed and self.transport is not None:
+            self._closed = True
+            self.transport.close()
+
+    # Input ---------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None or self._closed or client.close_after_reply:
+            return  # after QUIT or a protocol error nothing more is read
+        client.last_interaction = self.state.monotonic()
+        self.state.stats.total_net_input_bytes += len(data)
+        if not client.authenticated:
+            # Redis's tighter request limits apply until AUTH succeeds.
+            self.parser.authenticated = False
+        elif not self.parser.authenticated:
+            self.parser.authenticated = True
+        try:
+            commands = self.parser.feed(data)
+        except ProtocolError as exc:
+            commands = exc.commands
+            self._pending_protocol_error = exc.message
+        if self._busy:
+            self._backlog.extend(commands)
+            if len(self._backlog) > BACKLOG_HIGH_WATER:
+                self._pause_reading()
+        else:
+            self._run_commands(commands)
+        if self._pending_protocol_error is not None and not self._busy:
+            self._fail_protocol(self._pending_protocol_error)
+        elif self.parser.buffered_bytes() > self.parser.max_query_buffer_bytes:
+            self.state.stats.client_query_buffer_limit_disconnections += 1
+            log.warning("closing client %s: query buffer over limit", client.addr)
+            self.close()
+
+    def _fail_protocol(self, message: str) -> None:
+        self._out.append(error_bytes("ERR Protocol error: " + message))
+        self._pending_protocol_error = None
+        assert self.client is not None
+        self.client.close_after_reply = True
+        self._flush()
+
+    def _run_commands(self, commands: list[list[bytes]]) -> None:
+        """Run commands in order until one suspends; then the rest wait for it."""
+        client = self.client
+        assert client is not None
+        out = self._out
+        index = 0
+        count = len(commands)
+        while index < count:
+            argv = commands[index]
+            index += 1
+            try:
+                result = dispatch(client, argv)
+                if type(result) is types.CoroutineType:
+                    try:
+                        first = result.send(None)
+                    except StopIteration as done:
+                        result = done.value
+                    else:
+                        self._suspend(result, first, argv, commands[index:])
+                        break
+                out.append(encode(result, client.resp == 3))
+            except CommandError as exc:
+                self.state.stats.total_error_replies += 1
+                out.append(error_bytes(exc.message))
+            except Exception as exc:  # a bug must cost one reply, not the connection
+                log.exception("command %r failed", argv[:1])
+                self.state.stats.total_error_replies += 1
+                self.state.stats.unexpected_error_replies += 1
+                out.append(error_bytes(f"ERR internal error: {type(exc).__name__}: {exc}"))
+            if client.close_after_reply:
+                self._backlog.clear()
+                break
+        self._flush()
+
+    def _suspend(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        first: Any,
+        argv: list[bytes],
+        rest: list[list[bytes]],
+    ) -> None:
+        self._busy = True
+        self._backlog[:0] = rest
+        task = asyncio.get_running_loop().create_task(_resume(coro, first))
+        task.add_done_callback(lambda t: self._resumed(t, argv))
+
+    def _resumed(self, task: asyncio.Task[Any], argv: list[bytes]) -> None:
+        self._busy = False
+        client = self.client
+        assert client is not None
+        exc = task.exception() if not task.cancelled() else CommandError("ERR command cancelled")
+        if exc is None:
+            self._out.append(encode(task.result(), client.resp == 3))
+        elif isinstance(exc, CommandError):
+            self.state.stats.total_error_replies += 1
+            self._out.append(error_bytes(exc.message))
+        else:
+            log.error("command %r failed", argv[:1], exc_info=exc)
+            self.state.stats.total_error_replies += 1
+            self._out.append(error_bytes(f"ERR internal error: {type(exc).__name__}: {exc}"))
+        if self._closed:
+            return
+        backlog, self._backlog = self._backlog, []
+        if client.close_after_reply:
+            backlog = []
+        self._run_commands(backlog)
+        if not self._busy:
+            if self._pending_protocol_error is not None:
+                self._fail_protocol(self._pending_protocol_error)
+            if not self._write_paused:
+                self._resume_reading()
+
+    # Output --------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self._out or self._closed:
+            return
+        if self.state.node.has_uncommitted:
+            # Hold the replies until the commit barrier has made the writes durable enough.
+            if not self._waiting_commit:
+                self._waiting_commit = True
+                self.server.commit_soon(self)
+            return
+        if self._waiting_commit:
+            return
+        self._write_out()
+
+    def committed(self, error: str | None) -> None:
+        """Called by the server's commit barrier once the commit log write finished."""
+        self._waiting_commit = False
+        if error is not None:
+            # The writes of this batch may be lost: tell the clients instead of +OK.
+            self._out = [error_bytes(error) for _ in self._out]
+        self._write_out()
+
+    def _write_out(self) -> None:
+        transport = self.transport
+        if transport is None or self._closed:
+            self._out.clear()
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self.state.stats.total_net_output_bytes += len(data)
+        transport.write(data)
+        client = self.client
+        if client is not None and client.close_after_reply:
+            self.close()
+            return
+        hard_limit = self.state.config.client_output_buffer_limit_normal_hard
+        if hard_limit and transport.get_write_buffer_size() > hard_limit:
+            self.state.stats.client_output_buffer_limit_disconnections += 1
+            log.warning("closing client %s: output buffer over limit", self.client and self.client.addr)
+            self.close()
+
+    # Flow control --------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self._busy:
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self._closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None and not self._closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+
+def _is_loopback(peer: Any) -> bool:
+    if not peer or isinstance(peer, str):
+        return True  # unix socket
+    try:
+        return ipaddress.ip_address(peer[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _format_addr(addr: Any) -> str:
+    if not addr:
+        return ""
+    if isinstance(addr, str):
+        return addr
+    host, port = addr[0], addr[1]
+    return f"{host}:{port}"
+
+
+def _set_keepalive(sock: socket.socket, interval: int) -> None:
+    """Mirror Redis's anetKeepAlive: probes start after `interval` seconds of silence."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, interval)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(interval // 3, 1))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    except OSError:
+        pass

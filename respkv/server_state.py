@@ -1,0 +1,105 @@
+"""State shared by every connection of one server: config, node, clients, stats, watches.
+
+Kept apart from the asyncio server (server.py) so command handlers and tests can use it
+without sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cluster.node import Node
+    from respkv.client import Client
+    from respkv.config import Config
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters INFO stats reports; CONFIG RESETSTAT zeroes them."""
+
+    total_connections_received: int = 0
+    total_commands_processed: int = 0
+    rejected_connections: int = 0
+    total_net_input_bytes: int = 0
+    total_net_output_bytes: int = 0
+    keyspace_hits: int = 0
+    keyspace_misses: int = 0
+    total_error_replies: int = 0
+    unexpected_error_replies: int = 0
+    client_query_buffer_limit_disconnections: int = 0
+    client_output_buffer_limit_disconnections: int = 0
+    commands: dict[str, list[int]] = field(default_factory=dict)  # name -> [calls, usec]
+
+    def reset(self) -> None:
+        fresh = Stats()
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(fresh, name))
+
+
+class ServerState:
+    def __init__(self, config: Config, node: Node) -> None:
+        self.config = config
+        self.node = node
+        self.stats = Stats()
+        self.clients: dict[int, Client] = {}
+        self._next_client_id = 1
+        self.run_id = os.urandom(20).hex()
+        self.start_time = time.time()
+        self.start_monotonic = time.monotonic()
+        self.tcp_port = config.port
+        self.executable = ""
+        self.config_file = ""
+        # WATCH: (db, key) -> clients watching it; a write marks them dirty (EXEC then fails).
+        self.watchers: dict[tuple[int, bytes], set[Client]] = {}
+        self.shutdown_requested: Callable[[], None] | None = None
+        # Set while the commit log cannot be written: write commands are refused with it.
+        self.write_error: str | None = None
+        node.add_listener(self._key_written)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def new_client_id(self) -> int:
+        client_id = self._next_client_id
+        self._next_client_id += 1
+        return client_id
+
+    # WATCH bookkeeping -------------------------------------------------------------------
+
+    def watch(self, client: Client, db: int, key: bytes) -> None:
+        entry = (db, key)
+        if entry in client.watched:
+            return
+        client.watched.add(entry)
+        self.watchers.setdefault(entry, set()).add(client)
+
+    def unwatch_all(self, client: Client) -> None:
+        for entry in client.watched:
+            watching = self.watchers.get(entry)
+            if watching is not None:
+                watching.discard(client)
+                if not watching:
+                    del self.watchers[entry]
+        client.watched.clear()
+        client.watch_deadlines.clear()
+        client.dirty_cas = False
+
+    def _key_written(self, db: int, key: bytes | None) -> None:
+        if not self.watchers:
+            return
+        if key is not None:
+            watching = self.watchers.get((db, key))
+            if watching:
+                for client in watching:
+                    client.dirty_cas = True
+            return
+        # A flush of db touches every watched key of it (db -1: every database).
+        for (watched_db, _key), watching in self.watchers.items():
+            if db in (-1, watched_db):
+                for client in watching:
+                    client.dirty_cas = True
