@@ -588,6 +588,19 @@ def test_keys(diff3: Differential) -> None:
     diff3.call("KEYS", "a", "b")
 
 
+def test_keys_with_pathological_patterns(diff: Differential) -> None:
+    diff.call("SET", b"a" * 5000, "v")
+    diff.call("SET", b"a" * 1100, "v")
+    started = time.monotonic()
+    for pattern in (b"a*a*a*a*a*a*a*a*a*a*b", b"*a" * 1000, b"*a" * 1001, b"?*" * 1001,
+                    b"*" + b"a*" * 1001):
+        ours, theirs = diff.both("KEYS", pattern)
+        assert as_set(ours) == as_set(theirs), pattern[:20]
+        ours, theirs = diff.both("SCAN", 0, "MATCH", pattern, "COUNT", 1000)
+        assert as_set(ours[ours.index(b"*", 1):]) == as_set(theirs[theirs.index(b"*", 1):])
+    assert time.monotonic() - started < 5
+
+
 def test_keys_on_an_empty_database(diff3: Differential) -> None:
     diff3.call("KEYS", "*")
 
@@ -995,12 +1008,16 @@ def test_databases_are_separate(diff: Differential) -> None:
     "name",
     ["del", "unlink", "exists", "touch", "type", "rename", "renamenx", "copy", "move", "keys",
      "scan", "randomkey", "dbsize", "flushdb", "flushall", "expire", "pexpire", "expireat",
-     "pexpireat", "ttl", "pttl", "expiretime", "pexpiretime", "persist"],
+     "pexpireat", "ttl", "pttl", "expiretime", "pexpiretime", "persist", "object"],
 )
 def test_command_info(diff: Differential, name: str) -> None:
     ours, theirs = (parse(reply) for reply in diff.both("COMMAND", "INFO", name))
     # name, arity, flags, first key, last key, step, ACL categories: as Redis reports them.
     assert ours[0][:7] == theirs[0][:7]
+    diff.both("HELLO", 3)
+    ours, theirs = (parse(reply)[name.encode()] for reply in diff.both("COMMAND", "DOCS", name))
+    for field_name in (b"summary", b"since", b"group", b"complexity", b"arguments"):
+        assert ours.get(field_name) == theirs.get(field_name), field_name
 
 
 # redis-py, sync and asyncio --------------------------------------------------------------
