@@ -1,0 +1,243 @@
+"""The local replica: sibling sets of this node's keys kept in the engine, with their counters.
+
+Theory of operation. Each user key is one engine key (``keys.engine_key``) whose value is an
+encoded sibling set (``sibling_codec``). Every change goes through ``apply`` (or
+``apply_many``): the caller passes the sibling set it read (``old``) and the one to store
+(``new``); ``apply`` writes or physically removes the engine key and keeps three derived
+structures in step with the engine:
+
+- ``keys[db]``: keys whose winner is a value, expired-but-not-yet-reclaimed included (what
+  Redis's DBSIZE counts);
+- ``expires[db]``: those of them whose winner has an expiry (INFO keyspace ``expires=``);
+- ``due[db]``: a sorted list of ``(due_ms, engine_key)``: when a key next needs attention
+  (its winner expires, or, all its versions dead, it may be purged). The active expiry cycle
+  walks it from the front.
+
+Invariants:
+1. ``keys``, ``expires`` and ``due`` always equal what ``key_state`` of every stored sibling set
+   gives (``rebuild`` computes them by one scan on open; ``apply`` maintains them).
+2. A stored sibling set is never empty, and a key whose versions are all dead is removed from
+   the engine once ``purge_at`` has passed; with ``tombstone_grace_ms == 0`` (a cluster of
+   one, where nothing can resurrect a deleted key) that is at once.
+3. REQUIRES for ``apply``: ``old`` is what the engine holds for the key right now (``()`` if
+   nothing). The bookkeeping is a diff of ``old`` and ``new``; a wrong ``old`` corrupts it.
+4. Bookkeeping happens only after the engine accepted the write: if the engine raises,
+   nothing here changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+from sortedcontainers import SortedList
+
+from cluster import keys as keyspace
+from cluster.errors import CorruptionError
+from cluster.sibling_codec import decode, encode
+from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, expire, purge_at, winner
+from engine.db import Engine
+
+KeyState = tuple[int, int, int | None]  # (1 if counted, 1 if counted with expiry, due_ms)
+ABSENT: KeyState = (0, 0, None)
+_LIVE: KeyState = (1, 0, None)
+FLUSH_BATCH_KEYS = 4096  # keys removed per engine batch by flush (bounds one batch's size)
+
+
+def key_state(siblings: Siblings, grace_ms: int) -> KeyState:
+    """Counters and due time of one stored sibling set (see the module docstring)."""
+    if len(siblings) == 1:
+        _, timestamp_ms, expire_at_ms, _, value = siblings[0]
+        if value is not None:
+            return _LIVE if not expire_at_ms else (1, 1, expire_at_ms)
+        return (0, 0, max(timestamp_ms, expire_at_ms) + grace_ms)
+    if not siblings:
+        return ABSENT
+    top = winner(siblings)
+    if top[VALUE] is not None:
+        expire_at_ms = top[EXPIRE_AT_MS]
+        return _LIVE if not expire_at_ms else (1, 1, expire_at_ms)
+    return (0, 0, purge_at(siblings, grace_ms))
+
+
+class Replica:
+    def __init__(
+        self,
+        engine: Engine,
+        databases: int,
+        tombstone_grace_ms: int,
+        reporter: Callable[[str], None],
+    ) -> None:
+        assert 1 <= databases <= keyspace.DATABASES_MAX, databases
+        assert tombstone_grace_ms >= 0, tombstone_grace_ms
+        self.engine = engine
+        self.databases = databases
+        self.grace_ms = tombstone_grace_ms
+        self.report = reporter
+        self.keys = [0] * databases
+        self.expires = [0] * databases
+        self.due: list[SortedList] = [SortedList() for _ in range(databases)]
+        self.stats = {
+            "expired_keys": 0,
+            "tombstones_purged": 0,
+            "corrupt_values": 0,
+        }
+        self._get = engine.get
+        self._put = engine.put
+
+    # Reading ---------------------------------------------------------------------------
+
+    def read(self, ekey: bytes) -> Siblings:
+        """The stored sibling set of an engine key, ``()`` if none. CorruptionError if damaged."""
+        raw = self._get(ekey)
+        return () if raw is None else decode(raw)
+
+    def raw(self, ekey: bytes) -> bytes | None:
+        return self._get(ekey)
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, Siblings | None]]:
+        """(engine key, sibling set) in ``[start, end)``; None for a value that does not decode
+        (reported and counted). REQUIRES: consumed before the next change to the replica."""
+        for ekey, raw in self.engine.scan(start, end):
+            try:
+                yield ekey, decode(raw)
+            except CorruptionError as exc:
+                self.stats["corrupt_values"] += 1
+                self.report(f"skipping key {ekey!r}: {exc}")
+                yield ekey, None
+
+    # Writing ---------------------------------------------------------------------------
+
+    def apply(self, db: int, ekey: bytes, old: Siblings, new: Siblings, now_ms: int) -> None:
+        """Replace ``old`` (what is stored, invariant 3) by ``new`` for one key."""
+        grace_ms = self.grace_ms
+        old_state = key_state(old, grace_ms) if old else ABSENT
+        new_state = key_state(new, grace_ms)
+        if new_state[0] or new_state[2] is None or new_state[2] > now_ms:
+            self._put(ekey, encode(new))
+        elif old:
+            self.engine.delete(ekey)
+            self.stats["tombstones_purged"] += 1
+            new_state = ABSENT
+        else:
+            return  # nothing stored, and nothing worth storing
+        if old_state is not new_state:
+            self._account(db, ekey, old_state, new_state)
+
+    def apply_many(self, db: int, changes: Sequence[tuple[bytes, Siblings, Siblings]],
+                   now_ms: int) -> None:
+        """``apply`` for several keys as one atomic engine batch.
+
+        REQUIRES: each ``old`` is the stored set *as changed by the earlier entries* of the
+        same call (a key may appear more than once; the last entry wins).
+        """
+        grace_ms = self.grace_ms
+        ops: list[tuple[bytes, bytes | None]] = []
+        accounting: list[tuple[bytes, KeyState, KeyState]] = []
+        purged = 0
+        for ekey, old, new in changes:
+            old_state = key_state(old, grace_ms) if old else ABSENT
+            new_state = key_state(new, grace_ms)
+            if new_state[0] or new_state[2] is None or new_state[2] > now_ms:
+                ops.append((ekey, encode(new)))
+            elif old:
+                ops.append((ekey, None))
+                purged += 1
+                new_state = ABSENT
+            else:
+                continue
+            accounting.append((ekey, old_state, new_state))
+        self.engine.write_batch(ops)
+        self.stats["tombstones_purged"] += purged
+        for ekey, old_state, new_state in accounting:
+            self._account(db, ekey, old_state, new_state)
+
+    def expire_key(self, db: int, ekey: bytes, old: Siblings, now_ms: int) -> None:
+        """Reclaim what has expired or may be purged in a stored key (lazy and active expiry)."""
+        top = winner(old)
+        if top[VALUE] is not None and 0 < top[EXPIRE_AT_MS] <= now_ms:
+            self.stats["expired_keys"] += 1
+        self.apply(db, ekey, old, expire(old, now_ms), now_ms)
+
+    def expire_due(self, db: int, entries: Sequence[tuple[int, bytes]], now_ms: int) -> None:
+        """``expire_key`` for several due index entries of ``db``, as one engine batch.
+
+        REQUIRES: the entries are distinct keys taken from ``due[db]`` with due_ms <= now_ms.
+        Every entry leaves the index (an entry whose key is missing or damaged is reported).
+        """
+        changes: list[tuple[bytes, Siblings, Siblings]] = []
+        expired = 0
+        for due_ms, ekey in entries:
+            try:
+                old = self.read(ekey)
+            except CorruptionError as exc:
+                old = ()
+                self.report(f"cannot expire key {ekey!r}: {exc}")
+            if not old:
+                self.report(f"expiry index named key {ekey!r}, which is not stored")
+                self.due[db].discard((due_ms, ekey))
+                continue
+            top = winner(old)
+            if top[VALUE] is not None and 0 < top[EXPIRE_AT_MS] <= now_ms:
+                expired += 1
+            changes.append((ekey, old, expire(old, now_ms)))
+        self.apply_many(db, changes, now_ms)
+        self.stats["expired_keys"] += expired
+
+    def _account(self, db: int, ekey: bytes, old: KeyState, new: KeyState) -> None:
+        self.keys[db] += new[0] - old[0]
+        self.expires[db] += new[1] - old[1]
+        if old[2] != new[2]:
+            due = self.due[db]
+            if old[2] is not None:
+                due.discard((old[2], ekey))
+            if new[2] is not None:
+                due.add((new[2], ekey))
+
+    # Whole-db operations ---------------------------------------------------------------
+
+    def flush(self, db: int) -> None:
+        """Physically remove every key of ``db`` (in batches of FLUSH_BATCH_KEYS).
+
+        Not atomic as a whole: a crash in the middle leaves the db partly flushed.
+        """
+        end = keyspace.db_end(db)
+        start = keyspace.db_start(db)
+        while True:
+            batch = []
+            for ekey, _ in self.engine.scan(start, end):
+                batch.append((ekey, None))
+                if len(batch) == FLUSH_BATCH_KEYS:
+                    break
+            if not batch:
+                break
+            self.engine.write_batch(batch)
+            start = batch[-1][0] + b"\x00"
+        self.keys[db] = 0
+        self.expires[db] = 0
+        self.due[db] = SortedList()
+
+    def rebuild(self) -> None:
+        """Recompute keys, expires and due from the engine by one scan (invariant 1)."""
+        grace_ms = self.grace_ms
+        keys = [0] * self.databases
+        expires = [0] * self.databases
+        due: list[list[tuple[int, bytes]]] = [[] for _ in range(self.databases)]
+        ignored = 0
+        for ekey, siblings in self.scan(b"", keyspace.db_start(self.databases)):
+            if siblings is None:
+                continue
+            counted, with_expiry, due_ms = key_state(siblings, grace_ms)
+            db = ekey[0]
+            keys[db] += counted
+            expires[db] += with_expiry
+            if due_ms is not None:
+                due[db].append((due_ms, ekey))
+        for _ in self.engine.scan(keyspace.db_start(self.databases),
+                                  keyspace.db_start(keyspace.DATABASES_MAX)):
+            ignored += 1
+        if ignored:
+            self.report(f"{ignored} keys are in databases >= {self.databases} (the configured "
+                        "number of databases) and cannot be reached")
+        self.keys = keys
+        self.expires = expires
+        self.due = [SortedList(entries) for entries in due]

@@ -1,0 +1,520 @@
+"""Node: the API the frontend calls, on a real Engine in a temporary directory, with a clock
+we control.
+
+No pytest fixtures here (directories come from ``harness()``/``temp_dir()``): with looptime
+0.9 installed and pytest-asyncio absent, every fixture setup in this venv fails inside
+looptime's plugin (see tests/engine_helpers.py).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cluster import node as node_module
+from cluster import sibling_codec
+from cluster.clock import ManualClock
+from cluster.errors import CorruptionError
+from cluster.node import Entry, Node, NodeOptions, _engine_key
+from cluster.version import Siblings
+
+T = TypeVar("T")
+T0 = 1_700_000_000_000
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Drive a node coroutine as the server does: it must finish on the first send."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise AssertionError("node coroutine suspended")
+
+
+class Harness:
+    def __init__(self, path: Path, **options: Any) -> None:
+        self.path = str(path)
+        self.clock = ManualClock(T0)
+        self.options = NodeOptions(fsync="no", **options)
+        self.events: list[tuple[int, bytes | None]] = []
+        self.opens = 0
+        self.node = self.open()
+
+    def open(self) -> Node:
+        self.opens += 1
+        node = Node.open(self.path, self.options, self.clock, random.Random(self.opens))
+        node.add_listener(lambda db, key: self.events.append((db, key)))
+        self.node = node
+        return node
+
+    def reopen(self) -> Node:
+        run(self.node.close())
+        return self.open()
+
+    def stored(self, db: int, key: bytes) -> Siblings:
+        engine = self.node._engine
+        assert engine is not None
+        raw = engine.get(_engine_key(db, key))
+        return () if raw is None else sibling_codec.decode(raw)
+
+
+@contextmanager
+def temp_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="respkv-cluster-") as name:
+        yield Path(name)
+
+
+@contextmanager
+def harness(**options: Any) -> Iterator[Harness]:
+    with temp_dir() as path:
+        h = Harness(path / "node", **options)
+        try:
+            yield h
+        finally:
+            run(h.node.close())
+
+
+def test_put_then_get() -> None:
+    with harness() as h:
+        node = h.node
+        assert run(node.get(0, b"k")) is None
+        run(node.put(0, b"k", b"v1"))
+        entry = run(node.get(0, b"k"))
+        assert isinstance(entry, Entry)
+        assert (entry.value, entry.expire_at_ms) == (b"v1", 0)
+        run(node.put(0, b"k", b"v2", T0 + 5000))
+        entry = run(node.get(0, b"k"))
+        assert entry is not None and (entry.value, entry.expire_at_ms) == (b"v2", T0 + 5000)
+        assert run(node.get(1, b"k")) is None  # databases are separate
+        assert h.events == [(0, b"k"), (0, b"k")]
+
+
+def test_overwrites_keep_one_version_and_bump_this_actor() -> None:
+    with harness() as h:
+        for i in range(5):
+            run(h.node.put(0, b"k", b"%d" % i))
+            h.clock.advance(0.001)
+        (version,) = h.stored(0, b"k")
+        clock, timestamp_ms, _, writer, value = version
+        assert value == b"4" and writer == h.node.actor
+        assert clock == {h.node.actor: (5, timestamp_ms)}
+
+
+def test_timestamp_never_goes_back_when_wall_clock_steps_back() -> None:
+    with harness() as h:
+        run(h.node.put(0, b"k", b"a"))
+        h.clock.step_wall_ms(-60_000)
+        run(h.node.put(0, b"k", b"b"))
+        ((_, timestamp_ms, _, _, value),) = h.stored(0, b"k")
+        assert (value, timestamp_ms) == (b"b", T0)
+
+
+def test_delete() -> None:
+    with harness() as h:
+        node = h.node
+        assert run(node.delete(0, b"k")) is False
+        run(node.put(0, b"k", b"v"))
+        assert run(node.dbsize(0)) == 1
+        assert run(node.delete(0, b"k")) is True
+        assert run(node.get(0, b"k")) is None
+        assert run(node.dbsize(0)) == 0
+        assert h.stored(0, b"k") == ()  # grace 0: removed from the engine at once
+        assert run(node.delete(0, b"k")) is False
+        assert h.events == [(0, b"k"), (0, b"k")]
+
+
+def test_tombstone_kept_for_grace_then_purged() -> None:
+    with temp_dir() as tmp_path:
+        h = Harness(tmp_path / "n", tombstone_grace_ms=10_000)
+        node = h.node
+        run(node.put(0, b"k", b"v"))
+        assert run(node.delete(0, b"k")) is True
+        ((clock, _, _, _, value),) = h.stored(0, b"k")
+        assert value is None and clock == {node.actor: (2, T0)}  # descends the value it deleted
+        assert run(node.get(0, b"k")) is None
+        assert run(node.dbsize(0)) == 0 and node.keyspace() == []
+        assert run(node.delete(0, b"k")) is False
+        h.clock.advance(9.9)
+        node.run_expire_cycle()
+        assert h.stored(0, b"k") != ()
+        h.clock.advance(0.1)
+        node.run_expire_cycle()
+        assert h.stored(0, b"k") == ()
+        assert node.stats()["tombstones_purged"] == 1
+        run(node.close())
+
+
+def test_write_many_is_one_batch_in_order() -> None:
+    with harness() as h:
+        node = h.node
+        run(node.put(0, b"gone", b"x"))
+        run(node.write_many(0, [
+            (b"a", b"1", 0),
+            (b"b", b"2", T0 + 1000),
+            (b"a", b"3", 0),  # the last op on a key wins
+            (b"gone", None, 0),
+            (b"never", None, 0),
+        ]))
+        assert run(node.get(0, b"a")) == Entry(b"3", 0, run(node.get(0, b"a")).context)  # type: ignore[union-attr]
+        entry_b = run(node.get(0, b"b"))
+        assert entry_b is not None and entry_b.expire_at_ms == T0 + 1000
+        assert run(node.get(0, b"gone")) is None and h.stored(0, b"gone") == ()
+        assert run(node.dbsize(0)) == 2
+        assert node.keyspace() == [(0, 2, 1)]
+        ((clock, *_),) = h.stored(0, b"a")
+        assert clock[node.actor][0] == 2  # each op superseded the previous one
+        assert h.events[-5:] == [(0, b"a"), (0, b"b"), (0, b"a"), (0, b"gone"), (0, b"never")]
+
+
+def test_write_many_renames_atomically_across_reopen() -> None:
+    with harness() as h:
+        run(h.node.put(0, b"src", b"v"))
+        run(h.node.write_many(0, [(b"dst", b"v", 0), (b"src", None, 0)]))
+        node = h.reopen()
+        assert run(node.get(0, b"src")) is None
+        assert run(node.get(0, b"dst")) is not None
+        assert run(node.dbsize(0)) == 1
+
+
+def test_lazy_expiry() -> None:
+    with harness() as h:
+        node = h.node
+        run(node.put(0, b"k", b"v", T0 + 1000))
+        assert node.keyspace() == [(0, 1, 1)]
+        h.clock.advance(0.999)
+        assert run(node.get(0, b"k")) is not None
+        h.clock.advance(0.001)
+        assert run(node.get(0, b"k")) is None
+        assert node.keyspace() == []
+        assert node.stats()["expired_keys"] == 1
+        assert h.stored(0, b"k") == ()
+        assert h.events == [(0, b"k"), (0, b"k")]
+
+
+def test_expired_key_counts_until_reclaimed() -> None:
+    with harness() as h:
+        run(h.node.put(0, b"k", b"v", T0 + 10))
+        h.clock.advance(1)  # no cycle started: nobody reclaimed it
+        assert run(h.node.dbsize(0)) == 1  # as Redis: DBSIZE includes expired, unreclaimed keys
+        assert run(h.node.delete(0, b"k")) is False  # invisible, and reclaimed by the attempt
+        assert run(h.node.dbsize(0)) == 0
+
+
+def test_put_removes_expiry() -> None:
+    with harness() as h:
+        run(h.node.put(0, b"k", b"v", T0 + 10))
+        run(h.node.put(0, b"k", b"w"))
+        assert h.node.keyspace() == [(0, 1, 0)]
+        assert h.node._replica.due[0].count((T0 + 10, _engine_key(0, b"k"))) == 0
+        h.clock.advance(1)
+        assert run(h.node.get(0, b"k")) is not None
+
+
+def test_active_expiry_cycle() -> None:
+    with harness() as h:
+        node = h.node
+        node.start()
+        for i in range(300):
+            run(node.put(0, b"k%d" % i, b"v", T0 + 500 + i))
+        run(node.put(0, b"keep", b"v"))
+        run(node.put(3, b"k", b"v", T0 + 200))
+        h.clock.advance(0.5)
+        assert run(node.dbsize(0)) == 300  # 1 due at 500 ms, reclaimed by the next cycle
+        h.clock.advance(1)
+        assert run(node.dbsize(0)) == 1 and run(node.dbsize(3)) == 0
+        assert node.keyspace() == [(0, 1, 0)]
+        stats = node.stats()
+        assert stats["expired_keys"] == 301 and stats["expire_cycles"] >= 10
+        assert (3, b"k") in h.events
+
+
+def test_active_expiry_respects_its_time_budget() -> None:
+    with temp_dir() as tmp_path:
+        class RealMonotonic(ManualClock):
+            def monotonic(self) -> float:
+                return time.perf_counter()
+
+        path = str(tmp_path / "n")
+        clock = RealMonotonic(T0)
+        options = NodeOptions(fsync="no", active_expire_budget_ms=5)
+        node = Node.open(path, options, clock, random.Random(1))
+        keys = 20_000
+        run(node.write_many(0, [(b"k%d" % i, b"v", T0 + 1) for i in range(keys)]))
+        clock.step_wall_ms(10)
+        cycles = 0
+        slowest_s = 0.0
+        while run(node.dbsize(0)):
+            started = time.perf_counter()
+            capped = node.run_expire_cycle()
+            slowest_s = max(slowest_s, time.perf_counter() - started)
+            cycles += 1
+            assert capped or run(node.dbsize(0)) == 0
+        assert cycles > 1  # 20k keys do not fit in 5 ms
+        assert slowest_s < 0.05  # budget plus one chunk, with slack for a loaded machine
+        assert node.stats()["expired_time_cap_reached_count"] == cycles - 1
+        assert node.stats()["expired_keys"] == keys
+        run(node.close())
+
+
+def test_counters_and_expiry_index_survive_reopen() -> None:
+    with harness() as h:
+        run(h.node.put(0, b"a", b"1"))
+        run(h.node.put(0, b"b", b"2", T0 + 1000))
+        run(h.node.put(5, b"c", b"3"))
+        run(h.node.put(5, b"d", b"4"))
+        run(h.node.delete(5, b"d"))
+        node = h.reopen()
+        assert node.keyspace() == [(0, 2, 1), (5, 1, 0)]
+        h.clock.advance(1)
+        node.run_expire_cycle()
+        assert node.keyspace() == [(0, 1, 0), (5, 1, 0)]
+
+
+def test_context_write_supersedes_without_second_read() -> None:
+    with harness() as h:
+        node = h.node
+        run(node.put(0, b"k", b"1"))
+        entry = run(node.get(0, b"k"))
+        assert entry is not None
+        engine = node._engine
+        assert engine is not None
+        reads: list[bytes] = []
+        node._replica._get = lambda ekey: reads.append(ekey)
+        node._eget = node._replica._get
+        run(node.put(0, b"k", b"2", context=entry.context))
+        assert reads == []
+        node._replica._get = node._eget = engine.get
+        ((clock, _, _, _, value),) = h.stored(0, b"k")
+        assert value == b"2" and clock[node.actor][0] == 2
+
+
+def test_stale_context_keeps_concurrent_write_as_sibling() -> None:
+    with harness() as h:
+        node = h.node
+        run(node.put(0, b"k", b"1"))
+        entry = run(node.get(0, b"k"))
+        assert entry is not None
+        # Another coordinator's write lands in between (concurrent with what the context saw).
+        other = b"\xff" * 8
+        ekey = _engine_key(0, b"k")
+        foreign = ({other: (1, T0)}, T0 + 50, 0, other, b"remote")
+        old = h.stored(0, b"k")
+        node._replica.apply(0, ekey, old, (foreign,), T0)
+        node._seq += 1
+        h.clock.advance(0.01)
+        run(node.put(0, b"k", b"local", context=entry.context))
+        siblings = h.stored(0, b"k")
+        assert sorted(v[4] for v in siblings) == [b"local", b"remote"]  # type: ignore[type-var]
+        got = run(node.get(0, b"k"))
+        assert got is not None and got.value == b"remote"  # newest timestamp wins
+        # A write without context supersedes both.
+        run(node.put(0, b"k", b"last"))
+        assert [v[4] for v in h.stored(0, b"k")] == [b"last"]
+
+
+def test_stale_context_never_reuses_own_counter() -> None:
+    with harness() as h:
+        node = h.node
+        run(node.put(0, b"k", b"1"))
+        entry = run(node.get(0, b"k"))
+        assert entry is not None
+        run(node.put(0, b"k", b"2"))  # counter 2
+        run(node.put(0, b"k", b"3", context=entry.context))  # saw counter 1 only
+        ((clock, _, _, _, value),) = h.stored(0, b"k")
+        assert value == b"3" and clock[node.actor][0] == 3
+
+
+def test_scan_visits_every_key_once() -> None:
+    with harness() as h:
+        node = h.node
+        expected = {b"key:%d" % i for i in range(500)}
+        run(node.write_many(2, [(k, b"v", 0) for k in expected]))
+        seen: list[bytes] = []
+        cursor, calls = 0, 0
+        while True:
+            cursor, batch = run(node.scan(2, cursor, 7))
+            seen += batch
+            calls += 1
+            if cursor == 0:
+                break
+        assert len(seen) == len(expected) and set(seen) == expected
+        assert calls > 50
+
+
+def test_scan_with_token_collisions() -> None:
+    # Every key hashes to one of 4 tokens: scan must finish a token before it stops.
+    real_hash = node_module._hash_bytes
+    node_module._hash_bytes = lambda key: bytes([0] * 7 + [key[-1] % 4]) * 2  # type: ignore[assignment,misc]
+    try:
+        with harness() as h:
+            node = h.node
+            expected = {b"k%03d" % i for i in range(100)}
+            run(node.write_many(0, [(k, b"v", 0) for k in expected]))
+            seen: list[bytes] = []
+            cursor = 0
+            sizes = []
+            while True:
+                cursor, batch = run(node.scan(0, cursor, 1))
+                seen += batch
+                sizes.append(len(batch))
+                if cursor == 0:
+                    break
+            assert sorted(seen) == sorted(expected)
+            groups = Counter(key[-1] % 4 for key in expected)
+            assert sizes == [groups[token] for token in sorted(groups)]
+    finally:
+        node_module._hash_bytes = real_hash
+
+
+def test_scan_under_concurrent_modification() -> None:
+    with harness() as h:
+        node = h.node
+        rng = random.Random(3)
+        stable = {b"s%d" % i for i in range(300)}
+        run(node.write_many(0, [(k, b"v", 0) for k in stable]))
+        churn = [b"c%d" % i for i in range(300)]
+        seen: list[bytes] = []
+        cursor = 0
+        while True:
+            cursor, batch = run(node.scan(0, cursor, 10))
+            seen += batch
+            for key in rng.sample(churn, 10):  # writes and deletes between scan calls
+                if rng.random() < 0.5:
+                    run(node.put(0, key, b"x"))
+                else:
+                    run(node.delete(0, key))
+            if cursor == 0:
+                break
+        assert len(seen) == len(set(seen))  # never twice
+        assert stable <= set(seen)  # keys present throughout: always
+        assert set(seen) <= stable | set(churn)
+
+
+def test_scan_skips_and_reclaims_expired_keys() -> None:
+    with harness() as h:
+        run(h.node.put(0, b"live", b"v"))
+        run(h.node.put(0, b"dying", b"v", T0 + 5))
+        h.clock.advance(0.01)
+        assert run(h.node.scan(0, 0, 100)) == (0, [b"live"])
+        assert run(h.node.dbsize(0)) == 1
+
+
+def test_random_key() -> None:
+    with harness() as h:
+        node = h.node
+        assert run(node.random_key(0)) is None
+        keys = {b"r%d" % i for i in range(50)}
+        run(node.write_many(0, [(k, b"v", 0) for k in keys]))
+        run(node.put(0, b"dying", b"v", T0 + 5))
+        h.clock.advance(0.01)
+        picked = {run(node.random_key(0)) for _ in range(300)}
+        assert picked <= keys and len(picked) > 10
+        run(node.write_many(0, [(k, None, 0) for k in keys]))
+        assert run(node.random_key(0)) is None
+        assert run(node.dbsize(0)) == 0  # the expired key was reclaimed on the way
+
+
+def test_flushdb_and_flushall() -> None:
+    with harness() as h:
+        node = h.node
+        run(node.write_many(0, [(b"a%d" % i, b"v", T0 + 10_000) for i in range(5000)]))
+        run(node.put(1, b"b", b"v"))
+        run(node.put(2, b"c", b"v"))
+        h.events.clear()
+        run(node.flushdb(0))
+        assert h.events == [(0, None)]
+        assert node.keyspace() == [(1, 1, 0), (2, 1, 0)]
+        assert run(node.get(0, b"a1")) is None and run(node.get(1, b"b")) is not None
+        assert not node._replica.due[0]
+        run(node.flushall())
+        assert node.keyspace() == []
+        assert run(node.get(2, b"c")) is None
+        assert (1, None) in h.events and (2, None) in h.events
+        node = h.reopen()
+        assert node.keyspace() == []
+
+
+def test_memory_usage_and_stats() -> None:
+    with harness() as h:
+        run(h.node.put(0, b"k", b"v" * 1000))
+        usage = h.node.memory_usage(0, b"k")
+        assert usage is not None and 1000 < usage < 1300
+        assert h.node.memory_usage(0, b"missing") is None
+        stats = h.node.stats()
+        for name in ("expired_keys", "expire_cycles", "siblings_dropped", "clock_prunes",
+                     "tombstones_purged", "engine_keys"):
+            assert name in stats
+
+
+def test_corrupt_value_is_reported_never_served() -> None:
+    with temp_dir() as tmp_path:
+        h = Harness(tmp_path / "n")
+        run(h.node.put(0, b"good", b"v"))
+        engine = h.node._engine
+        assert engine is not None
+        engine.put(_engine_key(0, b"bad"), b"\x93garbage")
+        with pytest.raises(CorruptionError):
+            run(h.node.get(0, b"bad"))
+        run(h.node.close())
+        messages: list[str] = []
+        node = Node.open(h.path, h.options, h.clock, random.Random(1), messages.append)
+        assert node.keyspace() == [(0, 1, 0)]
+        assert any("bad" in message for message in messages)
+        assert node.stats()["corrupt_values"] == 1
+        assert run(node.scan(0, 0, 10)) == (0, [b"good"])
+        run(node.close())
+
+
+def test_identity_kept_across_clean_reopen() -> None:
+    with harness() as h:
+        node_id, actor = h.node.node_id, h.node.actor
+        node = h.reopen()
+        assert (node.node_id, node.actor) == (node_id, actor)
+
+
+def test_new_actor_after_unclean_shutdown() -> None:
+    with harness() as h:
+        node_id, actor = h.node.node_id, h.node.actor
+        run(h.node.put(0, b"k", b"v"))
+        h.node.commit()
+        engine = h.node._engine
+        assert engine is not None
+        engine.close()  # the process dies: the node never records a clean shutdown
+        h.node._engine = None
+        node = h.open()
+        assert node.node_id == node_id and node.actor != actor
+        run(node.put(0, b"k", b"w"))  # the old actor's entry stays; the new one is bumped
+        ((clock, *_),) = h.stored(0, b"k")
+        assert set(clock) == {actor, node.actor}
+
+
+def test_new_actor_when_data_directory_is_wiped() -> None:
+    with harness() as h:
+        import shutil
+
+        node_id, actor = h.node.node_id, h.node.actor
+        run(h.node.put(0, b"k", b"v"))
+        run(h.node.close())
+        shutil.rmtree(Path(h.path) / "engine")  # data lost, identity file kept
+        node = h.open()
+        assert node.node_id == node_id and node.actor != actor
+        run(node.close())
+        shutil.rmtree(h.path)  # everything lost
+        node = h.open()
+        assert node.node_id != node_id and node.actor != actor
+
+
+def test_open_rejects_bad_options() -> None:
+    with pytest.raises(ValueError):
+        NodeOptions(databases=0)
+    with pytest.raises(ValueError):
+        NodeOptions(fsync="sometimes")
