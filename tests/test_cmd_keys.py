@@ -858,7 +858,7 @@ def test_expire_overflow(diff: Differential, name: str, value: str) -> None:
      ("PEXPIREAT", "-9223372036854775808"), ("PEXPIREAT", "9223372036854775807")],
 )
 def test_expire_in_the_past_deletes(diff: Differential, name: str, value: Any) -> None:
-    run(diff, ("SET", "k", "v"), (name, "k", value), ("EXISTS", "k"), ("TTL", "k"),
+    run(diff, ("SET", "k", "v"), (name, "k", value), ("EXISTS", "k"), ("PEXPIRETIME", "k"),
         (name, "missing", value))
 
 
