@@ -47,7 +47,14 @@ from cluster import node_meta, vclock
 from cluster.clock import Clock
 from cluster.expiry import ActiveExpiry
 from cluster.replica import Replica
-from cluster.sibling_codec import Single, decode, decode_single, encode_single, siblings_of
+from cluster.sibling_codec import (
+    SINGLE_FIELDS,
+    Single,
+    decode,
+    decode_single,
+    encode_single,
+    siblings_of,
+)
 from cluster.vclock import PruneBounds, VClock
 from cluster.version import (
     CLOCK,
@@ -73,6 +80,7 @@ _new = tuple.__new__
 _DB_BYTES = tuple(keyspace.db_start(db) for db in range(keyspace.DATABASES_MAX))
 _hash_bytes = keyspace.hash_bytes  # the one hash the node uses; tests patch it to collide tokens
 _decode_single = decode_single
+_SINGLE_FIELDS = SINGLE_FIELDS
 _encode_single = encode_single
 _increment = vclock.increment
 _NO_ENTRY = (0, 0)
@@ -238,9 +246,11 @@ class Node:
         else:
             ctx: _Context = context  # type: ignore[assignment]
             fresh = ctx[1] == self._seq and ctx[2] == ekey
-            single = ctx[0] if type(ctx[0][0]) is int else None
-        if (fresh and single is not None and single[6] == actor and not single[2]
-                and not expire_at_ms and single[4] is not None):
+            read = ctx[0]
+            single = cast(Single, read) if type(read[0]) is int else None
+        if (fresh and single is not None and len(single) == _SINGLE_FIELDS
+                and single[6] == actor and not single[2] and not expire_at_ms
+                and single[4] is not None):
             # Fast path (a SET over a live key without expiry that this node wrote last): the
             # new clock is the old one bumped; key counters and expiry index do not change.
             timestamp_ms = single[1]
@@ -248,23 +258,19 @@ class Node:
                 timestamp_ms if timestamp_ms > now_ms else now_ms, 0, actor, value,
                 single[7] + 1, now_ms))
         else:
-            self._put_general(db, ekey, value, expire_at_ms, context, now_ms)
+            if context is None:
+                assert raw is not None
+                old = seen = siblings_of(single) if single is not None else decode(raw)
+            elif fresh:
+                old = seen = _as_siblings(ctx[0])  # nothing changed since it was read (Rule 3)
+            else:
+                old = self._replica.read(ekey)
+                seen = _as_siblings(ctx[0])
+            self._apply(db, ekey, old, self._siblings(
+                old, seen, self._version(old, seen, now_ms, expire_at_ms, value), now_ms), now_ms)
         self._seq += 1
         for listener in self._listeners:
             listener(db, key)
-
-    def _put_general(self, db: int, ekey: bytes, value: bytes, expire_at_ms: int,
-                     context: object | None, now_ms: int) -> None:
-        old = self._replica.read(ekey)
-        if context is None:
-            seen = old
-        else:
-            ctx: _Context = context  # type: ignore[assignment]
-            seen = _as_siblings(ctx[0])
-            if ctx[1] == self._seq and ctx[2] == ekey:
-                seen = old  # nothing changed since the context was read (Rule 3)
-        version = self._version(old, seen, now_ms, expire_at_ms, value)
-        self._apply(db, ekey, old, self._siblings(old, seen, version, now_ms), now_ms)
 
     async def delete(self, db: int, key: bytes) -> bool:
         """Delete ``key`` with a tombstone; True when a visible value existed."""
@@ -470,6 +476,10 @@ class Node:
         actor = self.actor
         if not seen and not old:
             return ({actor: (1, now_ms)}, now_ms, expire_at_ms, actor, value)
+        if len(old) == 1 and seen is old:  # the common case: supersede the one stored version
+            clock, timestamp_ms = old[0][0], old[0][1]
+            return (_increment(clock, actor, now_ms), max(now_ms, timestamp_ms), expire_at_ms,
+                    actor, value)
         # This actor's next counter must exceed every counter of it stored for the key.
         top = max(v[CLOCK].get(actor, _NO_ENTRY)[0] for v in chain(seen, old))
         clocks: list[VClock] = [v[CLOCK] for v in seen]

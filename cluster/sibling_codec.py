@@ -57,9 +57,10 @@ def encode(siblings: Siblings) -> bytes:
     return _pack(out)
 
 
-# The common shape, as decoded: (FORMAT_VERSION, timestamp_ms, expire_at_ms, writer, value,
-# 1, actor, counter, stamp): one version whose clock has one entry.
-Single = tuple[int, int, int, bytes, bytes | None, int, bytes, int, int]
+# One version, as decoded: (FORMAT_VERSION, timestamp_ms, expire_at_ms, writer, value, n,
+# actor_1, counter_1, stamp_1, ..., actor_n, counter_n, stamp_n). The common shape (every key
+# of a cluster of one) has n == 1: SINGLE_FIELDS fields.
+Single = tuple[Any, ...]
 SINGLE_FIELDS = 9
 
 
@@ -72,45 +73,49 @@ def decode(data: bytes) -> Siblings:
 
 
 def decode_single(data: bytes) -> Single | None:
-    """The validated fields of ``data`` if it holds the common shape (see ``Single``), None
-    if it holds another shape (then call ``decode``). Raises CorruptionError on garbage.
+    """The validated flat fields of ``data`` if it holds exactly one version (see ``Single``),
+    None if it holds several (then call ``decode``). Raises CorruptionError on garbage.
 
     The hot path of GET and SET reads these fields directly and builds no Version.
     """
     raw = _unpack(data)
-    if len(raw) != SINGLE_FIELDS:
-        return None
-    head, timestamp_ms, expire_at_ms, writer, value, n, actor, counter, stamp = raw
-    if (
-        head == FORMAT_VERSION
-        and n == 1
-        and type(head) is int
-        and type(n) is int
-        and type(timestamp_ms) is int
-        and type(expire_at_ms) is int
-        and type(counter) is int
-        and type(stamp) is int
-        and timestamp_ms >= 0
-        and expire_at_ms >= 0
-        and counter >= 1
-        and stamp >= 0
-        and type(writer) is bytes
-        and type(actor) is bytes
-        and 0 < len(writer) <= ACTOR_BYTES_MAX
-        and 0 < len(actor) <= ACTOR_BYTES_MAX
-        and (value is None or type(value) is bytes)
-    ):
+    size = len(raw)
+    if size == SINGLE_FIELDS:  # straight-line check of the commonest shape
+        head, timestamp_ms, expire_at_ms, writer, value, n, actor, counter, stamp = raw
+        if (
+            head == FORMAT_VERSION
+            and n == 1
+            and type(head) is int
+            and type(n) is int
+            and type(timestamp_ms) is int
+            and type(expire_at_ms) is int
+            and type(counter) is int
+            and type(stamp) is int
+            and timestamp_ms >= 0
+            and expire_at_ms >= 0
+            and counter >= 1
+            and stamp >= 0
+            and type(writer) is bytes
+            and type(actor) is bytes
+            and 0 < len(writer) <= ACTOR_BYTES_MAX
+            and 0 < len(actor) <= ACTOR_BYTES_MAX
+            and (value is None or type(value) is bytes)
+        ):
+            return raw
+    elif size > SINGLE_FIELDS and raw[5] == (size - 6) // 3 and (size - 6) % 3 == 0:
+        _decode_general(raw)  # one version with a longer clock: validate it fully
         return raw
-    if type(head) is not int or head != FORMAT_VERSION:
-        raise CorruptionError(f"sibling set: unknown format version {head!r}")
-    _decode_general(raw)  # raises CorruptionError naming the bad field
-    return None  # pragma: no cover - a valid 9-field set other than the common shape
+    _decode_general(raw)  # raises CorruptionError naming the bad field, or
+    return None  # several versions
 
 
 def siblings_of(single: Single) -> Siblings:
     """The sibling set of a ``decode_single`` result."""
-    _, timestamp_ms, expire_at_ms, writer, value, _, actor, counter, stamp = single
-    return (({actor: (counter, stamp)}, timestamp_ms, expire_at_ms, writer, value),)
+    if len(single) == SINGLE_FIELDS:
+        _, timestamp_ms, expire_at_ms, writer, value, _, actor, counter, stamp = single
+        return (({actor: (counter, stamp)}, timestamp_ms, expire_at_ms, writer, value),)
+    clock = {single[i]: (single[i + 1], single[i + 2]) for i in range(6, len(single), 3)}
+    return ((clock, single[1], single[2], single[3], single[4]),)
 
 
 def encode_single(timestamp_ms: int, expire_at_ms: int, actor: bytes, value: bytes | None,
@@ -145,7 +150,11 @@ def _decode_general(raw: tuple[Any, ...]) -> Siblings:
             raise CorruptionError(f"sibling set: more than {SIBLINGS_MAX} versions")
         if end - i < _VERSION_FIELDS:
             raise CorruptionError("sibling set: truncated version")
-        timestamp_ms, expire_at_ms, writer, value, n = raw[i : i + _VERSION_FIELDS]
+        timestamp_ms = raw[i]
+        expire_at_ms = raw[i + 1]
+        writer = raw[i + 2]
+        value = raw[i + 3]
+        n = raw[i + 4]
         i += _VERSION_FIELDS
         if type(timestamp_ms) is not int or timestamp_ms < 0:
             raise CorruptionError("sibling set: timestamp_ms is not an unsigned integer")
@@ -162,7 +171,9 @@ def _decode_general(raw: tuple[Any, ...]) -> Siblings:
         clock = {}
         previous = b""
         for j in range(i, i + n * _ENTRY_FIELDS, _ENTRY_FIELDS):
-            actor, counter, stamp = raw[j : j + _ENTRY_FIELDS]
+            actor = raw[j]
+            counter = raw[j + 1]
+            stamp = raw[j + 2]
             if type(actor) is not bytes or not 0 < len(actor) <= ACTOR_BYTES_MAX:
                 raise CorruptionError("sibling set: a clock actor is not 1..255 bytes")
             if type(counter) is not int or counter < 1 or type(stamp) is not int or stamp < 0:

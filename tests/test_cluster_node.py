@@ -518,3 +518,56 @@ def test_open_rejects_bad_options() -> None:
         NodeOptions(databases=0)
     with pytest.raises(ValueError):
         NodeOptions(fsync="sometimes")
+
+
+def test_sibling_limit_drops_oldest_and_counts() -> None:
+    with harness(sibling_limit=2) as h:
+        node = h.node
+        run(node.put(0, b"k", b"mine"))
+        entry = run(node.get(0, b"k"))
+        assert entry is not None
+        ekey = _engine_key(0, b"k")
+        foreign: Siblings = tuple(
+            ({bytes([0xF0 + i]) * 8: (1, T0)}, T0 + 10 + i, 0, bytes([0xF0 + i]) * 8, b"f%d" % i)
+            for i in range(3)
+        )
+        node._replica.apply(0, ekey, h.stored(0, b"k"), foreign, T0)
+        node._seq += 1
+        run(node.put(0, b"k", b"local", context=entry.context))  # stale: 3 foreign + 1 new
+        siblings = h.stored(0, b"k")
+        assert len(siblings) == 2
+        assert node.stats()["siblings_dropped"] == 2
+        # The greatest two by rank (timestamp first), the same on every replica whatever the
+        # arrival order: here the foreign writes are stamped later than the local one.
+        assert [v[4] for v in siblings] == [b"f1", b"f2"]
+
+
+def test_long_clocks_are_pruned_on_write() -> None:
+    with harness() as h:
+        node = h.node
+        ekey = _engine_key(0, b"k")
+        old_actors = {bytes([i]) * 8: (1, T0 - 10 * 86_400_000) for i in range(1, 13)}
+        node._replica.apply(0, ekey, (), ((old_actors, T0, 0, b"\x01" * 8, b"v"),), T0)
+        node._seq += 1
+        run(node.put(0, b"k", b"w"))
+        ((clock, *_),) = h.stored(0, b"k")
+        assert len(clock) == node.options.vclock_prune.entries_small
+        assert node.actor in clock
+        assert node.stats()["clock_prunes"] == 1
+
+
+def test_multi_entry_clock_reads_and_context_writes() -> None:
+    with harness() as h:
+        run(h.node.put(0, b"k", b"v"))
+        h.node.commit()
+        engine = h.node._engine
+        assert engine is not None
+        engine.close()  # crash: the next start has a new actor
+        h.node._engine = None
+        node = h.open()
+        run(node.put(0, b"k", b"w"))  # now a two-entry clock
+        entry = run(node.get(0, b"k"))
+        assert entry is not None and entry.value == b"w"
+        run(node.put(0, b"k", b"x", context=entry.context))
+        ((clock, _, _, _, value),) = h.stored(0, b"k")
+        assert value == b"x" and len(clock) == 2 and clock[node.actor][0] == 2

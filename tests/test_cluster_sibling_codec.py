@@ -52,6 +52,10 @@ def test_common_shape_fast_path() -> None:
     assert single is not None and siblings_of(single) == decode(data)
     tombstone = encode((({A: (3, 9)}, 10, 0, A, None),))
     assert decode_single(tombstone) == (FORMAT_VERSION, 10, 0, A, None, 1, A, 3, 9)
+    wide = encode((({A: (1, 1), b"b": (2, 2)}, 1, 0, A, b"x"),))
+    wide_single = decode_single(wide)
+    assert wide_single is not None and len(wide_single) == 12
+    assert siblings_of(wide_single) == decode(wide) == (({A: (1, 1), b"b": (2, 2)}, 1, 0, A, b"x"),)
     two = encode((({A: (1, 1)}, 1, 0, A, b"x"), ({b"b": (1, 1)}, 1, 0, b"b", b"y")))
     assert decode_single(two) is None
     assert len(decode(two)) == 2
