@@ -87,10 +87,14 @@ def bench_server(name: str, server: ServerProcess, requests: int) -> list[Result
     results = []
     for label, clients, pipeline, scale in WORKLOADS:
         for test in ("set", "get"):
-            rps, p50, p99, cpu = run_benchmark(server, test, clients, pipeline, int(requests * scale))
+            count = int(requests * scale)
+            rps, p50, p99, cpu = run_benchmark(server, test, clients, pipeline, count)
             results.append(Result(name, label, test.upper(), rps, p50, p99, cpu))
-            print(f"{name:24} {label:12} {test.upper():4} {rps:>10.0f} ops/s  p50 {p50:.3f} ms"
-                  f"  p99 {p99:.3f} ms  cpu {cpu:.2f} us/req", flush=True)
+            print(
+                f"{name:16} {label:12} {test.upper():4} {rps:>10.0f} ops/s"
+                f"  p50 {p50:.3f} ms  p99 {p99:.3f} ms  cpu {cpu:.2f} us/req",
+                flush=True,
+            )
     return results
 
 
@@ -98,10 +102,12 @@ def render(results: list[Result], command: str) -> str:
     by = {(r.server, r.workload, r.test): r for r in results}
     lines = [
         f"Command: `{command}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}",
         "",
-        "| workload | test | respkv ops/s | redis (aof everysec) ops/s | ratio | redis (no persistence) ops/s | ratio | respkv p50/p99 ms | redis p50/p99 ms | respkv CPU us/req | redis CPU us/req |",
+        "| workload | test | respkv ops/s | redis (aof everysec) ops/s | ratio "
+        "| redis (no persistence) ops/s | ratio | respkv p50/p99 ms | redis p50/p99 ms "
+        "| respkv CPU us/req | redis CPU us/req |",
         "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for label, *_ in WORKLOADS:
@@ -132,12 +138,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
-    command = "make bench" if args.requests == 200_000 else f"python -m bench.server_bench --requests {args.requests}"
+    command = "make bench"
+    if args.requests != 200_000:
+        command = f"python -m bench.server_bench --requests {args.requests}"
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="respkv-bench-") as tmp:
         configs = [
             ("respkv", lambda d: respkv_server(d, "--appendfsync", "everysec", port=free_port())),
-            ("redis-aof", lambda d: redis_server(d, "--appendonly", "yes", "--appendfsync", "everysec")),
+            ("redis-aof", lambda d: redis_server(
+                d, "--appendonly", "yes", "--appendfsync", "everysec")),
             ("redis-nopersist", lambda d: redis_server(d)),
         ]
         for name, make in configs:

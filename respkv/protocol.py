@@ -30,8 +30,8 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
-from respkv.client import Client
 import respkv.commands  # noqa: F401  (registers every command)
+from respkv.client import Client
 from respkv.dispatch import dispatch
 from respkv.replies import CommandError, encode, error_bytes
 from respkv.resp import ProtocolError, RequestParser
@@ -291,7 +291,7 @@ class RespConnection(asyncio.Protocol):
         hard_limit = self.state.config.client_output_buffer_limit_normal_hard
         if hard_limit and transport.get_write_buffer_size() > hard_limit:
             self.state.stats.client_output_buffer_limit_disconnections += 1
-            log.warning("closing client %s: output buffer over limit", self.client and self.client.addr)
+            log.warning("closing client %s: output buffer over limit", client and client.addr)
             self.close()
 
     # Flow control --------------------------------------------------------------------------

@@ -69,7 +69,11 @@ class Server:
                 if optional:
                     log.info("skipping optional bind address %s: %s", host, exc)
                     continue
-                raise OSError(exc.errno, f"Could not create server TCP listening socket {host}:{port}: {exc.strerror}") from exc
+                raise OSError(
+                    exc.errno,
+                    f"Could not create server TCP listening socket {host}:{port}: "
+                    f"{exc.strerror}",
+                ) from exc
             self._listeners.append(listener)
         if not self._listeners:
             raise OSError(f"Failed listening on port {port} (tcp), aborting.")

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
@@ -143,12 +142,11 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.argv, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=env_with_root(),
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env=env_with_root(),
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
