@@ -60,7 +60,11 @@ class ActiveExpiry:
 
     def _tick(self) -> None:
         self._handle = None
-        capped = self.run_cycle()
+        try:
+            capped = self.run_cycle()
+        except Exception as exc:  # e.g. StorageError on a full disk: report, retry later
+            self._replica.report(f"active expiry cycle failed: {type(exc).__name__}: {exc}")
+            capped = False
         self._handle = self._clock.call_later(
             self._budget_s if capped else self._interval_s, self._tick
         )

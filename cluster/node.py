@@ -293,7 +293,8 @@ class Node:
         """Apply ``(key, value or None = delete, expire_at_ms)`` ops atomically (one batch).
 
         Ops apply in order; a key may appear more than once (the last op wins). Listeners are
-        called once per op, after the batch is written.
+        called once per op that changed something, after the batch is written; a delete of a
+        key with nothing live changes nothing.
         """
         if not ops:
             return
@@ -302,6 +303,7 @@ class Node:
         grace_ms = replica.grace_ms
         current: dict[bytes, Siblings] = {}
         changes: list[tuple[bytes, Siblings, Siblings]] = []
+        changed: list[bytes] = []
         for key, value, expire_at_ms in ops:
             ekey = _engine_key(db, key)
             old = current[ekey] if ekey in current else replica.read(ekey)
@@ -310,10 +312,11 @@ class Node:
             version = self._version(old, old, now_ms, expire_at_ms, value)
             new = self._siblings(old, old, version, now_ms)
             changes.append((ekey, old, new))
+            changed.append(key)
             due_ms = purge_at(new, grace_ms)
             current[ekey] = () if due_ms is not None and due_ms <= now_ms else new
         replica.apply_many(db, changes, now_ms)
-        for key, _, _ in ops:
+        for key in changed:
             self._changed(db, key)
 
     # Iteration -------------------------------------------------------------------------
