@@ -1,10 +1,5 @@
 """Node: the API the frontend calls, on a real Engine in a temporary directory, with a clock
-we control.
-
-No pytest fixtures here (directories come from ``harness()``/``temp_dir()``): with looptime
-0.9 installed and pytest-asyncio absent, every fixture setup in this venv fails inside
-looptime's plugin (see tests/engine_helpers.py).
-"""
+we control. Directories come from ``harness()``/``temp_dir()`` context managers."""
 
 from __future__ import annotations
 

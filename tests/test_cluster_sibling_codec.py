@@ -1,6 +1,4 @@
-"""Sibling-set codec: round trips, canonical bytes, and garbage rejected at the boundary.
-
-No fixtures or parametrize (looptime 0.9 without pytest-asyncio breaks them in this venv)."""
+"""Sibling-set codec: round trips, canonical bytes, and garbage rejected at the boundary."""
 
 from __future__ import annotations
 
@@ -97,7 +95,6 @@ BAD = [
 
 
 def test_garbage_is_rejected() -> None:
-    # A plain loop, not parametrize: see the note in tests/test_cluster_node.py.
     for data, reason in BAD:
         with pytest.raises(CorruptionError, match=reason):
             decode(data)
