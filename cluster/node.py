@@ -18,8 +18,10 @@ Rules:
 3. A write with a context supersedes the versions in the context. If nothing changed since the
    context was read (``_seq`` unchanged: no write of any key since) the stored set *is* the
    context and is not read again; otherwise the stored set is read and merged, and versions
-   written since stay as siblings. Either way this actor's new counter is above every counter
-   of this actor stored for the key, so it is never reused.
+   other actors wrote since stay as siblings. Either way this actor's new counter is above
+   every counter of this actor stored for the key, so it is never reused; the price is that a
+   stale-context write supersedes this actor's own later writes (node-actor clocks cannot
+   tell them apart; dotted version vectors would).
 4. Every change of stored data bumps ``_seq`` (which invalidates outstanding contexts) and
    then calls the listeners with (db, key), or (db, None) after a flush.
 5. Expired keys are invisible at once: reads compare the winner's expiry with the wall clock.
