@@ -159,29 +159,26 @@ async def hello(client: Client, argv: list[bytes]) -> object:
         if version < 2 or version > 3:
             raise CommandError("NOPROTO unsupported protocol version")
         index = 2
-    credentials: tuple[bytes, bytes] | None = None
-    name: bytes | None = None
+    # Redis 7.0 applies the options in order: an AUTH or SETNAME before a bad option has
+    # already taken effect when the error is returned.
     while index < len(argv):
         more = len(argv) - 1 - index
         option = argv[index].lower()
         if option == b"auth" and more >= 2:
-            credentials = (argv[index + 1], argv[index + 2])
+            if not _password_ok(client, argv[index + 1], argv[index + 2]):
+                raise CommandError(errors.WRONGPASS)
+            client.authenticated = True
             index += 3
         elif option == b"setname" and more >= 1:
             name = argv[index + 1]
             if not is_valid_attr(name):
                 raise CommandError(BAD_CLIENT_NAME)
+            client.name = name
             index += 2
         else:
             raise CommandError(f"ERR Syntax error in HELLO option '{c_string(argv[index])}'")
-    if credentials is not None:
-        if not _password_ok(client, *credentials):
-            raise CommandError(errors.WRONGPASS)
-        client.authenticated = True
     if not client.authenticated:
         raise CommandError(HELLO_NOAUTH)
-    if name is not None:
-        client.name = name
     if version:
         client.resp = version
     return Map({
