@@ -222,17 +222,14 @@ def _server(state: ServerState) -> Fields:
         ("uptime_in_seconds", uptime_s),
         ("uptime_in_days", uptime_s // 86400),
         ("hz", hz),
-        ("configured_hz", hz),
+        ("configured_hz", state.config.hz),
         ("executable", state.executable or os.path.abspath(sys.argv[0])),
-        ("config_file", state.config_file),
+        ("config_file", state.config_file or state.config.config_file),
     ]
 
 
 def _hz(state: ServerState) -> int:
-    configured = getattr(state.config, "hz", None)
-    if isinstance(configured, int) and configured > 0:
-        return configured
-    # Without an `hz` directive the node's active expiry cycle sets the background pace.
+    # The background pace that really runs: the node's active expiry cycle.
     return max(1, 1000 // state.node.options.active_expire_interval_ms)
 
 
@@ -261,13 +258,10 @@ def _memory(state: ServerState) -> Fields:
         ("total_system_memory", system),
         ("total_system_memory_human", bytes_to_human(system)),
     ]
-    maxmemory = getattr(state.config, "maxmemory", None)
-    if isinstance(maxmemory, int):
-        fields.append(("maxmemory", maxmemory))
-        fields.append(("maxmemory_human", bytes_to_human(maxmemory)))
-    policy = getattr(state.config, "maxmemory_policy", None)
-    if isinstance(policy, str):
-        fields.append(("maxmemory_policy", policy))
+    config = state.config
+    fields.append(("maxmemory", config.maxmemory))
+    fields.append(("maxmemory_human", bytes_to_human(config.maxmemory)))
+    fields.append(("maxmemory_policy", config.maxmemory_policy))
     return fields
 
 

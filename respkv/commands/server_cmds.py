@@ -20,6 +20,7 @@ from respkv import errors, info
 from respkv.commands.args import parse_int
 from respkv.commands.introspection import arg, help_reply, token_arg
 from respkv.commands.table import command, container, subcommand
+from respkv.config import ConfigError
 from respkv.replies import OK, CommandError, Map, Raw, Status, Verbatim
 
 if TYPE_CHECKING:
@@ -85,8 +86,6 @@ async def config_get(client: Client, argv: list[bytes]) -> object:
 async def config_set(client: Client, argv: list[bytes]) -> object:
     if len(argv) % 2:
         raise CommandError(errors.SYNTAX)
-    from respkv.config import ConfigError
-
     pairs = [(argv[index], argv[index + 1]) for index in range(2, len(argv), 2)]
     try:
         client.server.config.set(pairs)
@@ -110,18 +109,10 @@ async def config_resetstat(client: Client, argv: list[bytes]) -> object:
     acl=_ADMIN_ACL,
 )
 async def config_rewrite(client: Client, argv: list[bytes]) -> object:
-    state = client.server
-    if not state.config_file:
-        raise CommandError("ERR The server is running without a config file")
-    from respkv.config import ConfigError
-
-    rewrite = getattr(state.config, "rewrite", None)
-    if rewrite is None:
-        raise CommandError("ERR Rewriting config file: not supported by this server")
     try:
-        rewrite(state.config_file)
-    except (ConfigError, OSError) as exc:
-        raise CommandError(f"ERR Rewriting config file: {exc}") from None
+        client.server.config.rewrite()
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
     return OK
 
 
