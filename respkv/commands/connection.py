@@ -14,7 +14,7 @@ import hmac
 import weakref
 from typing import TYPE_CHECKING
 
-from respkv import REDIS_COMPAT_VERSION, errors
+from respkv import REDIS_COMPAT_VERSION, errors, info
 from respkv.commands.args import parse_int
 from respkv.commands.introspection import arg, help_reply, token_arg
 from respkv.commands.table import command, container, subcommand
@@ -181,6 +181,8 @@ async def hello(client: Client, argv: list[bytes]) -> object:
         raise CommandError(HELLO_NOAUTH)
     if version:
         client.resp = version
+    # Clients start with HELLO: a good moment to make sure INFO's rate sampler runs.
+    info.start_sampling(client.server)
     return Map({
         b"server": SERVER_NAME,
         b"version": REDIS_COMPAT_VERSION.encode(),
