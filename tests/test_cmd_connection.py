@@ -330,6 +330,7 @@ def test_client_id_is_unique_and_increasing(respkv_port: int) -> None:
 
 def _info_line(conn: RawConnection) -> str:
     reply = plain(parse_typed(conn.call("CLIENT", "INFO")))
+    assert isinstance(reply, bytes)
     assert reply.endswith(b"\n") and reply.count(b"\n") == 1
     return reply.decode()
 
@@ -342,9 +343,9 @@ FIELDS = [
 
 
 def _fields(line: str) -> dict[str, str]:
-    pairs = [item.split("=", 1) for item in line.strip().split(" ")]
-    assert [name for name, _ in pairs] == FIELDS
-    return dict(pairs)  # type: ignore[arg-type]
+    pairs = [tuple(item.split("=", 1)) for item in line.strip().split(" ")]
+    assert [pair[0] for pair in pairs] == FIELDS
+    return {name: value for name, value in pairs}
 
 
 def test_client_info_fields(respkv_port: int) -> None:
@@ -539,7 +540,7 @@ def test_redis_py_asyncio_handshake(respkv_port: int, protocol: int) -> None:
             assert await client.ping() is True
             info = await client.client_info()
             assert info["lib-name"] == "redis-py" and str(info["resp"]) == str(protocol)
-            hello = await client.execute_command("HELLO")
+            hello = await client.execute_command("HELLO")  # type: ignore[no-untyped-call]
             proto = hello.get(b"proto", hello.get("proto")) if isinstance(hello, dict) else None
             if protocol == 3:
                 assert proto == 3

@@ -16,14 +16,21 @@ import asyncio
 import re
 import subprocess
 import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 
 import respkv
+from cluster.clock import ManualClock
+from cluster.node import Node, NodeOptions
+from respkv import info
+from respkv.config import Config
 from respkv.info import bytes_to_human, wanted_sections
+from respkv.server_state import ServerState
 from tests.conftest import Differential
 from tests.servers import RawConnection, respkv_server
 from tests.test_cmd_introspection import parse_typed, plain
@@ -51,6 +58,69 @@ def test_section_selection() -> None:
     assert wanted_sections([b"Server", b"keyspace"]) == {"server", "keyspace"}
     assert wanted_sections([b"default", b"commandstats"]) == default | {"commandstats"}
     assert wanted_sections([b"module_list"]) == {"modules"}
+
+
+def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise AssertionError("coroutine suspended")
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[tuple[ServerState, ManualClock]]:
+    """A ServerState over a real node driven by a manual clock (no sockets)."""
+    clock = ManualClock()
+    node = Node.open(str(tmp_path / "node"), NodeOptions(), clock)
+    yield ServerState(Config(), node), clock
+    _drive(node.close())
+
+
+def test_instantaneous_rate_is_a_sliding_average(local: tuple[ServerState, ManualClock]) -> None:
+    state, clock = local
+    figures = info.metrics(state)
+    assert figures.rate("ops") == 0
+    for _ in range(30):  # 1000 commands a second for 3 s
+        state.stats.total_commands_processed += 100
+        clock.advance(0.1)
+    assert round(figures.rate("ops")) == 1000
+    for _ in range(8):  # idle for half the window
+        clock.advance(0.1)
+    assert round(figures.rate("ops")) == 500
+    clock.advance(2.0)
+    assert figures.rate("ops") == 0
+    text = info.generate(state, [b"stats"]).decode()
+    assert "instantaneous_ops_per_sec:0\r\n" in text
+
+
+def test_resetstat_zeroes_node_counters(local: tuple[ServerState, ManualClock]) -> None:
+    state, clock = local
+    node = state.node
+    for i in range(5):
+        _drive(node.put(0, b"k%d" % i, b"v", expire_at_ms=node.clock.wall_ms() + 100))
+    clock.advance(1.0)
+    node.run_expire_cycle()
+    stats = parse_sections(info.generate(state, [b"stats"]).decode())["Stats"]
+    assert stats["expired_keys"] == "5"
+    state.stats.total_commands_processed = 42
+    info.metrics(state).reset(state)
+    stats = parse_sections(info.generate(state, [b"stats"]).decode())["Stats"]
+    assert stats["expired_keys"] == "0"
+    assert stats["total_commands_processed"] == "0"
+    assert "expired_keys" in parse_sections(info.generate(state, [b"respkv"]).decode())["Respkv"]
+
+
+def test_info_layout_in_process(local: tuple[ServerState, ManualClock]) -> None:
+    state, _clock = local
+    assert info.generate(state, [b"nosuch"]) == b""
+    assert info.generate(state, [b"cluster"]) == b"# Cluster\r\ncluster_enabled:0\r\n"
+    both = info.generate(state, [b"keyspace", b"cluster"])
+    assert both == b"# Cluster\r\ncluster_enabled:0\r\n\r\n# Keyspace\r\n"
+    _drive(state.node.put(2, b"k", b"v"))
+    keyspace = info.generate(state, [b"keyspace"])
+    assert keyspace == b"# Keyspace\r\ndb2:keys=1,expires=0,avg_ttl=0\r\n"
 
 
 # Helpers ---------------------------------------------------------------------------------
