@@ -84,8 +84,8 @@ def _password_ok(client: Client, username: bytes, password: bytes) -> bool:
     required = client.server.config.requirepass
     if not required:
         return True
-    expected = required.encode() if isinstance(required, str) else bytes(required)
-    return hmac.compare_digest(password, expected)
+    # Config keeps non-UTF-8 bytes as surrogate escapes; this restores the exact bytes.
+    return hmac.compare_digest(password, required.encode("utf-8", "surrogateescape"))
 
 
 # Liveness and session ----------------------------------------------------------------------
