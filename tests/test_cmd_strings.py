@@ -871,6 +871,7 @@ def test_resp3_shapes(diff3: Differential) -> None:
 # redis-py ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 def test_redis_py_sync(r: redis.Redis) -> None:
     assert r.set("k", b"v\x00\r\n\xff") is True
     assert r.get("k") == b"v\x00\r\n\xff"

@@ -28,8 +28,6 @@ from respkv.replies import OK, CommandError
 if TYPE_CHECKING:
     from respkv.client import Client
 
-_STRING = "@string"
-
 # SET / GETEX option flags, as redis-server's OBJ_SET_* / OBJ_* bits.
 _NX = 1
 _XX = 2
