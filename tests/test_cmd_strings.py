@@ -953,3 +953,41 @@ def test_redis_py_asyncio(respkv_port: int, protocol: int) -> None:
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_random_command_mix(diff: Differential) -> None:
+    """A seeded random mix of every string command over a few keys, byte for byte."""
+    rng = random.Random(7)
+    keys: list[str | bytes] = ["a", "b", "c", b"\x00k\r\n"]
+    values = ["", "0", "1", "-7", "10.5", "abc", b"\xff\x00\r\n", "9223372036854775807", "3e2"]
+    numbers = ["0", "1", "-1", "5", "-3", "100", "abc", "9223372036854775807", ""]
+    floats = ["0.1", "-2.5", "1e3", "abc", "inf", "0x10", "-0"]
+    set_options = [(), ("NX",), ("XX",), ("GET",), ("KEEPTTL",), ("EX", "100"), ("PX", "0"),
+                   ("NX", "GET"), ("XX", "GET", "PX", "100000"), ("NX", "XX")]
+
+    def pick(seq: list[Any]) -> Any:
+        return rng.choice(seq)
+
+    makers = [
+        lambda: ("GET", pick(keys)),
+        lambda: ("SET", pick(keys), pick(values), *pick(set_options)),
+        lambda: ("SETNX", pick(keys), pick(values)),
+        lambda: ("GETSET", pick(keys), pick(values)),
+        lambda: ("GETDEL", pick(keys)),
+        lambda: ("GETEX", pick(keys), *pick([(), ("PERSIST",), ("EX", "100"), ("PX", "0")])),
+        lambda: ("MGET", *rng.sample(keys, rng.randint(1, 4))),
+        lambda: ("MSET", *[x for k in rng.sample(keys, 2) for x in (k, pick(values))]),
+        lambda: ("MSETNX", *[x for k in rng.sample(keys, 2) for x in (k, pick(values))]),
+        lambda: ("APPEND", pick(keys), pick(values)),
+        lambda: ("STRLEN", pick(keys)),
+        lambda: ("GETRANGE", pick(keys), pick(numbers), pick(numbers)),
+        lambda: ("SETRANGE", pick(keys), pick(["0", "1", "3", "-1", "20"]), pick(values)),
+        lambda: ("INCR", pick(keys)),
+        lambda: ("DECR", pick(keys)),
+        lambda: ("INCRBY", pick(keys), pick(numbers)),
+        lambda: ("DECRBY", pick(keys), pick(numbers)),
+        lambda: ("INCRBYFLOAT", pick(keys), pick(floats)),
+    ]
+    for _ in range(600):
+        diff.call(*pick(makers)())
+    diff.call("MGET", "a", "b", "c", b"\x00k\r\n")
