@@ -344,7 +344,7 @@ def test_idle_client_is_closed_and_active_one_is_not(timeout_pair: Pair) -> None
     active = [server.connect() for server in timeout_pair]
     started = time.monotonic()
     closed_at: dict[int, float] = {}
-    deadline = started + 5
+    deadline = started + 6
     next_ping = started
     while len(closed_at) < len(idle) and time.monotonic() < deadline:
         for index, conn in enumerate(idle):
@@ -355,9 +355,9 @@ def test_idle_client_is_closed_and_active_one_is_not(timeout_pair: Pair) -> None
                 assert conn.call("PING") == b"+PONG\r\n"
             next_ping = time.monotonic() + 0.3
         time.sleep(0.02)
-    assert sorted(closed_at) == [0, 1], f"idle clients still open after 5 s: {closed_at}"
+    assert sorted(closed_at) == [0, 1], f"idle clients still open after 6 s: {closed_at}"
     # Redis closes a client idle for more than `timeout` whole seconds, checked in its cron.
-    assert 0.9 <= closed_at[0] <= 3.5, closed_at
+    assert 0.9 <= closed_at[0] <= 4.0, closed_at
     for conn in active:
         assert conn.call("PING") == b"+PONG\r\n"
     for conn in idle + active:

@@ -197,7 +197,66 @@ def test_huge_pipeline_unread_for_a_while_loses_nothing(
     assert conn.call("PING") == b"+PONG\r\n"
     conn.close()
     growth = rss_peak - rss_before
+    print(f"server RSS growth {growth >> 20} MiB for {expected_total >> 20} MiB of replies")
     assert growth < 40 * 1024 * 1024, f"server RSS grew by {growth} bytes"
+
+
+def test_big_argument_trickled_in_pieces(respkv_port: int) -> None:
+    value = bytes(range(256)) * 20_000  # 5 MB, every byte value, CRLF included
+    request = encode_command("SET", "trickle", value)
+    with RawConnection(respkv_port) as conn:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(request), 700_001):
+            conn.send_raw(request[start : start + 700_001])
+            time.sleep(0.001)
+        assert conn.read_reply() == b"+OK\r\n"
+        assert conn.call("STRLEN", "trickle") == b":%d\r\n" % len(value)
+        assert conn.call("GET", "trickle") == encode_bulk(value)
+
+
+@pytest.mark.parametrize(
+    "last", [b"QUIT\r\n", b"*x\r\n"], ids=["quit", "protocol_error"]
+)
+def test_closing_after_big_replies_delivers_them_all(
+    respkv_port: int, redis_port: int, last: bytes
+) -> None:
+    # The connection closes only after every earlier reply went out, however big.
+    value = b"q" * 100_000
+    data = encode_command("GET", "big") * 100 + last
+    received = []
+    for port in (respkv_port, redis_port):
+        with RawConnection(port) as conn:
+            assert conn.call("SET", "big", value) == b"+OK\r\n"
+            conn.send_raw(data)
+            time.sleep(0.2)  # let the server hit its write high-water mark first
+            received.append(conn.read_until_close(10))
+    assert received[0] == received[1]
+    assert received[0].startswith(encode_bulk(value) * 100)
+
+
+def test_output_buffer_hard_limit_closes_a_client_that_does_not_read(
+    respkv_port: int, redis_port: int
+) -> None:
+    value = b"o" * 2048
+    total = 10_000  # 20 MB of replies against a 1 MB limit
+    for port in (respkv_port, redis_port):
+        with RawConnection(port) as admin:
+            assert admin.call("SET", "big", value) == b"+OK\r\n"
+            assert admin.call(
+                "CONFIG", "SET", "client-output-buffer-limit", "normal 1mb 0 0"
+            ) == b"+OK\r\n"
+            try:
+                with RawConnection(port, timeout=10) as hog:
+                    try:
+                        hog.send_raw(encode_command("GET", "big") * total)
+                    except OSError:
+                        pass  # closed while we were still sending: that is the point
+                    time.sleep(0.3)
+                    got = hog.read_until_close(10)
+                assert len(got) < total * len(encode_bulk(value)), port
+                assert admin.call("PING") == b"+PONG\r\n"
+            finally:
+                admin.call("CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0")
 
 
 # --- Malformed input ---------------------------------------------------------------------------

@@ -176,6 +176,23 @@ def test_shutdown_is_refused_inside_multi(diff: Differential) -> None:
     assert diff.call("DISCARD") == OK
 
 
+def test_reset_inside_multi_discards_it(diff3: Differential) -> None:
+    diff3.call("SET", "k", "1")
+    diff3.call("WATCH", "k")
+    diff3.call("MULTI")
+    diff3.call("SET", "k", "2")
+    assert diff3.call("RESET") == b"+RESET\r\n"
+    assert diff3.call("EXEC") == b"-ERR EXEC without MULTI\r\n"
+    diff3.call("GET", "k")
+
+
+def test_reset_forgets_the_watches(diff: Differential, other: Differential) -> None:
+    diff.call("WATCH", "k")
+    diff.call("RESET")
+    other.call("SET", "k", "x")
+    assert run_transaction(diff, ("PING",)) == b"*1\r\n+PONG\r\n"
+
+
 def test_several_transactions_pipelined_in_one_write(
     respkv_port: int, redis_port: int
 ) -> None:
