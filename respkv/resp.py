@@ -1,0 +1,312 @@
+"""Sans-IO RESP request parser for the server: bytes in, argv lists out (replies are encoded
+elsewhere). No I/O here: no asyncio, no sockets.
+
+Invariants:
+1. feed() returns exactly the commands redis-server 7.0 would run on the same bytes, and raises
+   ProtocolError exactly where it would close the connection, with its message. The pure-Python
+   PyRequestReader (resp_pyparser.py) is the authority; hiredis is only a faster way to the same
+   answer, used where it provably agrees.
+2. hiredis runs only while the stream is synced: at the start of every feed hiredis is between
+   commands with an empty buffer (a probe checks it at the end of each feed, see feed()), so the
+   bytes fed since the last sync point are exactly the current chunk.
+3. hiredis's answer for a chunk is kept only if it is plain RESP: every item a non-empty list of
+   bytes, each command starting with '*' and each argument with '$'. Types that hiredis turns into
+   a list or into bytes ('~' set, '|' attribute, '+' status, '=' verbatim, '(' big number) can
+   only hide in a chunk containing one of the bytes '~|+=('; such chunks are checked command by
+   command (_walk). Anything else unusual (hiredis error, a partial command at the end, another
+   type) hands the exact unconsumed bytes to the Python reader, which keeps the stream until it
+   is back at a command start that begins with '*'.
+4. Once a ProtocolError is raised the parser is dead: every later feed raises it again.
+
+Theory of operation. Redis accepts some non-canonical input (a header line ends at its first
+'\\r' and the next byte is skipped unchecked; the two bytes after bulk data are skipped
+unchecked; inline commands) and checks limits at points set by its 16 KiB reads. hiredis cannot
+express those, so it only ever sees streams where they cannot matter (invariant 3), and the walk
+that locates the unconsumed bytes is done only on the rare paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from respkv.resp_pyparser import (
+    BULK_BYTES_MAX_DEFAULT,
+    LINE_BYTES_MAX,
+    QUERY_BUFFER_BYTES_MAX_DEFAULT,
+    ProtocolError,
+    PyRequestReader,
+    QueryBufferLimitError,
+)
+
+hiredis: Any
+try:
+    import hiredis
+except ImportError:  # the pure-Python reader alone is complete, only slower
+    hiredis = None
+
+HAVE_HIREDIS: Final = hiredis is not None
+
+__all__ = [
+    "HAVE_HIREDIS",
+    "ProtocolError",
+    "PyRequestReader",
+    "QueryBufferLimitError",
+    "RequestParser",
+]
+
+_STAR: Final = 0x2A
+_SYNC_PROBE: Final = b"*0\r\n"
+# hiredis's default "need more data" value, False, is also what it returns for a RESP3 '#f'.
+_NEED_DATA: Final = object()
+_DOLLAR: Final = 0x24
+# Bytes that start a RESP3 item hiredis would hand back as a list or as bytes.
+_DISGUISE_BYTES: Final = b"~|+=("
+# Up to this size one translate() pass beats five find() calls.
+_TRANSLATE_BYTES_MAX: Final = 1024
+
+# Serialized size of '$<n>\r\n<n bytes>\r\n' and of '*<n>\r\n', precomputed for small n.
+_SMALL_MAX: Final = 4096
+_BULK_FRAME: Final = [n + 5 + len(str(n)) for n in range(_SMALL_MAX)]
+_ARRAY_HEADER: Final = [3 + len(str(n)) for n in range(_SMALL_MAX)]
+
+
+def _has_disguise(data: bytes) -> bool:
+    return (
+        data.find(b"~") >= 0
+        or data.find(b"|") >= 0
+        or data.find(b"+") >= 0
+        or data.find(b"=") >= 0
+        or data.find(b"(") >= 0
+    )
+
+
+def _walk(data: bytes, items: list[Any], bulk_bytes_max: int) -> tuple[int, int]:
+    """How many leading items of hiredis's answer are plain RESP multibulk commands laid out
+    at the start of data (each '*', each argument '$', arguments within the bulk limit), and
+    the offset where they end."""
+    pos = 0
+    count = 0
+    end = len(data)
+    for item in items:
+        if type(item) is not list or pos >= end or data[pos] != _STAR:
+            break
+        argc = len(item)
+        p = pos + (_ARRAY_HEADER[argc] if argc < _SMALL_MAX else 3 + len(str(argc)))
+        for arg in item:
+            if type(arg) is not bytes or p >= end or data[p] != _DOLLAR:
+                return count, pos
+            n = len(arg)
+            if n > bulk_bytes_max:
+                return count, pos
+            p += _BULK_FRAME[n] if n < _SMALL_MAX else n + 5 + len(str(n))
+        if p > end:
+            break
+        pos = p
+        count += 1
+    return count, pos
+
+
+class RequestParser:
+    """Parses a client's request stream as redis-server 7.0 does.
+
+    max_bulk_len (proto-max-bulk-len), max_query_buffer_bytes (client-query-buffer-limit) and
+    authenticated may be changed at any time; like Redis, a new value applies to headers parsed
+    from then on. While authenticated is False, Redis 7's limits for clients that still owe an
+    AUTH apply (at most 10 arguments of at most 16 KiB each).
+    use_hiredis=False runs the pure-Python reader alone (the reference in tests).
+    """
+
+    __slots__ = ("_fast", "_fast_bytes_max", "_py", "_py_owns", "_reader")
+
+    def __init__(
+        self,
+        *,
+        max_bulk_len: int = BULK_BYTES_MAX_DEFAULT,
+        max_inline_bytes: int = LINE_BYTES_MAX,
+        max_query_buffer_bytes: int = QUERY_BUFFER_BYTES_MAX_DEFAULT,
+        authenticated: bool = True,
+        use_hiredis: bool = True,
+    ) -> None:
+        self._py = PyRequestReader(
+            max_bulk_len=max_bulk_len,
+            max_inline_bytes=max_inline_bytes,
+            max_query_buffer_bytes=max_query_buffer_bytes,
+            authenticated=authenticated,
+        )
+        self._fast = use_hiredis and hiredis is not None
+        self._reader: Any = self._new_reader() if self._fast else None
+        # True while the Python reader holds bytes of the stream.
+        self._py_owns = False
+        # The largest chunk hiredis may take, or -1 when it may not run: one comparison on the
+        # hot path instead of four. No argument of a chunk this short can break the bulk limit.
+        self._fast_bytes_max = -1
+        self._update_gate()
+
+    def _update_gate(self) -> None:
+        if self._fast and not self._py_owns and self._py.authenticated:
+            self._fast_bytes_max = self._chunk_bytes_max()
+        else:
+            self._fast_bytes_max = -1
+
+    def _chunk_bytes_max(self) -> int:
+        # Up to this size a chunk cannot hold an argument over proto-max-bulk-len, nor make one
+        # of Redis's reads overflow client-query-buffer-limit.
+        return min(self._py.max_query_buffer_bytes, self._py.max_bulk_len)
+
+    def _set_py_owns(self, owns: bool) -> None:
+        self._py_owns = owns
+        self._update_gate()
+
+    @property
+    def max_bulk_len(self) -> int:
+        return self._py.max_bulk_len
+
+    @max_bulk_len.setter
+    def max_bulk_len(self, value: int) -> None:
+        self._py.max_bulk_len = value
+        self._update_gate()
+
+    @property
+    def max_query_buffer_bytes(self) -> int:
+        return self._py.max_query_buffer_bytes
+
+    @max_query_buffer_bytes.setter
+    def max_query_buffer_bytes(self, value: int) -> None:
+        self._py.max_query_buffer_bytes = value
+        self._update_gate()
+
+    @property
+    def authenticated(self) -> bool:
+        return self._py.authenticated
+
+    @authenticated.setter
+    def authenticated(self, value: bool) -> None:
+        self._py.authenticated = value
+        self._update_gate()
+
+    def buffered_bytes(self) -> int:
+        """Bytes held for an incomplete command (Redis's qbuf in CLIENT LIST)."""
+        # hiredis is always synced between feeds (invariant 2), so only Python holds bytes.
+        return self._py.buffered_bytes()
+
+    def feed(self, data: bytes) -> list[list[bytes]]:
+        """Every command completed by data, in order. Empty commands produce nothing.
+        Raises ProtocolError (with .commands = the commands completed before the error in this
+        feed) when Redis would reject the stream; the parser is then dead."""
+        commands: list[list[bytes]] | None = None
+        rest: bytes | None = data
+        # Each hand-over copies the rest of the chunk. Allowing another only after hiredis
+        # consumed at least half of what it was given keeps the copying linear when inline and
+        # multibulk commands alternate.
+        hand_back = True
+        while rest is not None:
+            # No first-byte test: hiredis rejects an inline command itself, and a '~' or '|'
+            # it would accept as a command is caught with the other disguises below.
+            if len(rest) <= self._fast_bytes_max:
+                reader = self._reader
+                reader.feed(rest)
+                items: list[Any] = []
+                try:
+                    item = reader.gets()
+                    while item is not _NEED_DATA:
+                        items.append(item)
+                        item = reader.gets()
+                    # hiredis has returned all it could. A probe now comes back as a bare []
+                    # only if hiredis stopped between commands; has_data() alone misses a
+                    # command cut after its '*' line or after a whole argument (hiredis keeps
+                    # those in its task stack).
+                    reader.feed(_SYNC_PROBE)
+                    probe = reader.gets()
+                    synced = type(probe) is list and not probe
+                except Exception:
+                    # Not only ProtocolError: a '%' map with a list key raises TypeError. Any
+                    # failure means this chunk is not plain RESP; the Python reader decides.
+                    synced = False
+                if synced:
+                    for item in items:
+                        if type(item) is not list or not item:
+                            break
+                        for arg in item:
+                            if type(arg) is not bytes:
+                                break
+                        else:
+                            continue
+                        break
+                    else:
+                        if len(rest) <= _TRANSLATE_BYTES_MAX:
+                            disguised = len(rest.translate(None, _DISGUISE_BYTES)) != len(rest)
+                        else:
+                            disguised = _has_disguise(rest)
+                        if not disguised:
+                            if commands is None:
+                                return items
+                            commands.extend(items)
+                            return commands
+                given = len(rest)
+                good, rest = self._recover(rest, items, synced=synced)
+                hand_back = rest is None or 2 * (given - len(rest)) >= given
+                if commands is None:
+                    commands = good
+                else:
+                    commands.extend(good)
+                if rest is None:
+                    return commands
+            elif commands is None:
+                commands = []
+            # The Python reader takes the stream from here.
+            self._set_py_owns(True)
+            if rest:
+                self._py.feed(bytes(rest))
+            rest = self._drain(commands, hand_back)
+        assert commands is not None
+        return commands
+
+    # ----------------------------------------------------------------- rare paths
+
+    @staticmethod
+    def _new_reader() -> Any:
+        return hiredis.Reader(notEnoughData=_NEED_DATA)
+
+    def _recover(
+        self, data: bytes, items: list[Any], *, synced: bool
+    ) -> tuple[list[list[bytes]], bytes | None]:
+        """hiredis met something unusual in data: keep the commands it got right and return
+        the rest of the chunk for the Python reader (None when nothing is left)."""
+        count, consumed = _walk(data, items, self._py.max_bulk_len)
+        commands: list[list[bytes]] = [item for item in items[:count] if item]
+        if not synced:
+            self._reader = self._new_reader()
+        elif count == len(items) and consumed == len(data):
+            return commands, None
+        return commands, data[consumed:]
+
+    def _drain(self, commands: list[list[bytes]], hand_back: bool) -> bytes | None:
+        """Let the Python reader parse what it holds, appending to commands. If hand_back, at
+        the first command start that begins with '*' it hands the rest back: returns those
+        bytes for hiredis, or None when the Python reader keeps the stream (or emptied it)."""
+        py = self._py
+        try:
+            while True:
+                argv = py.gets()
+                if argv is not False:
+                    commands.append(argv)
+                if self._fast and py.at_command_start():
+                    first = py.peek_byte()
+                    if first == -1:
+                        self._set_py_owns(False)
+                        return None
+                    # A rest too big for hiredis stays here: handing it back would only bring it
+                    # straight back, copying it once per command.
+                    if (
+                        hand_back
+                        and first == _STAR
+                        and py.authenticated
+                        and py.buffered_bytes() <= self._chunk_bytes_max()
+                    ):
+                        self._set_py_owns(False)
+                        return py.take_unconsumed()
+                if argv is False:
+                    return None
+        except ProtocolError as err:
+            err.commands = commands
+            raise
