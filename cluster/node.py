@@ -53,7 +53,7 @@ from cluster.sibling_codec import (
     SINGLE_FIELDS,
     Single,
     decode,
-    decode_single,
+    decode_single_trusted,
     encode_single,
     siblings_of,
 )
@@ -81,7 +81,7 @@ ENGINE_DIR = "engine"  # the engine's directory inside the node's data directory
 _new = tuple.__new__
 _DB_BYTES = tuple(keyspace.db_start(db) for db in range(keyspace.DATABASES_MAX))
 _hash_bytes = keyspace.hash_bytes  # the one hash the node uses; tests patch it to collide tokens
-_decode_single = decode_single
+_decode_single = decode_single_trusted  # values were validated by Replica.rebuild at open
 _SINGLE_FIELDS = SINGLE_FIELDS
 _encode_single = encode_single
 _increment = vclock.increment
@@ -158,6 +158,11 @@ class Node:
         self._counters = {"siblings_dropped": 0, "clock_prunes": 0}
         # Hot-path bindings.
         self._eget = engine.get
+        # True while every replica of every key is this node: the frontend may then call
+        # get_now/put_now instead of awaiting get/put. A node of a larger ring is never so.
+        self.local_only = True
+        # Truthy while writes await commit(); see Engine.pending_log.
+        self.pending_log: bytearray = engine.pending_log
         self._wall_ms = clock.wall_ms
         self._apply = replica.apply
         self._engine_put = engine.put
@@ -200,7 +205,14 @@ class Node:
     # Reads -----------------------------------------------------------------------------
 
     async def get(self, db: int, key: bytes) -> Entry | None:
-        """The visible value of ``key``: None if missing, deleted or expired.
+        """The visible value of ``key``: None if missing, deleted or expired (see get_now)."""
+        return self.get_now(db, key)
+
+    def get_now(self, db: int, key: bytes) -> Entry | None:
+        """``get`` without a coroutine, for callers on the hot path of a cluster of one
+        (``local_only``): the same code answers both.
+
+        The visible value of ``key``: None if missing, deleted or expired.
 
         An expired key is reclaimed here (lazy expiry). Raises CorruptionError if the stored
         bytes do not decode.
@@ -229,7 +241,13 @@ class Node:
 
     async def put(self, db: int, key: bytes, value: bytes, expire_at_ms: int = 0, *,
                   context: object | None = None) -> None:
-        """Set ``key`` to ``value`` (expiring at ``expire_at_ms``, 0 = never); Rules 2 and 3."""
+        """Set ``key`` (see put_now)."""
+        self.put_now(db, key, value, expire_at_ms, context=context)
+
+    def put_now(self, db: int, key: bytes, value: bytes, expire_at_ms: int = 0, *,
+                context: object | None = None) -> None:
+        """``put`` without a coroutine, for the hot path of a cluster of one (``local_only``).
+        Set ``key`` to ``value`` (expiring at ``expire_at_ms``, 0 = never); Rules 2 and 3."""
         ekey = _DB_BYTES[db] + _hash_bytes(key)[7::-1] + key  # keys.engine_key, inlined
         now_ms = self._wall_ms()
         actor = self.actor

@@ -109,6 +109,31 @@ def decode_single(data: bytes) -> Single | None:
     return None  # several versions
 
 
+_VALUE_TYPES = frozenset((bytes, type(None)))
+
+
+def decode_single_trusted(data: bytes) -> Single | None:
+    """``decode_single`` for bytes already validated once: the replica's values, which were
+    all decoded in full when the node opened (Replica.rebuild) or encoded by this module
+    since. It checks only what the hot paths rely on (the shape, and the types of the value,
+    expiry, timestamp and counter they serve, compare or bump) and hands anything else to
+    ``decode_single``, the trust boundary, which validates every field.
+    """
+    raw = _unpack(data)
+    if len(raw) == SINGLE_FIELDS:
+        head, timestamp_ms, expire_at_ms, _writer, value, n, _actor, counter, _stamp = raw
+        if (
+            head == FORMAT_VERSION
+            and n == 1
+            and type(value) in _VALUE_TYPES
+            and type(expire_at_ms) is int
+            and type(timestamp_ms) is int
+            and type(counter) is int
+        ):
+            return raw
+    return decode_single(data)
+
+
 def siblings_of(single: Single) -> Siblings:
     """The sibling set of a ``decode_single`` result."""
     if len(single) == SINGLE_FIELDS:

@@ -55,6 +55,10 @@ class Engine:
         self._recovery_stats = recovery_stats
         # Hot-path bindings (invariant 4). Both objects live as long as the engine.
         self._pending = log.pending
+        # The live commit-log buffer, the same object for the engine's lifetime: truthy
+        # while records await commit(). The server's group commit polls it per batch, where
+        # even a property call would show up in the profile.
+        self.pending_log: bytearray = log.pending
         self._mem_put = memtable.put
         self.get = memtable.get
         # Negative once closed: the size check in put() then doubles as the "closed" check.

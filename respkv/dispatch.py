@@ -8,7 +8,6 @@ then transaction queueing; a refusal inside MULTI flags the transaction so EXEC 
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from respkv import errors
@@ -27,40 +26,78 @@ def resolve(argv: list[bytes]) -> CommandSpec:
     spec = COMMANDS.get(argv[0].lower())
     if spec is None:
         raise errors.unknown_command(argv)
-    if spec.subcommands:
-        if len(argv) < 2:
+    argc = len(argv)
+    # A container with a handler of its own (COMMAND) also runs without a subcommand.
+    if spec.subcommands and (argc >= 2 or spec.handler is None):
+        if argc < 2:
             raise errors.wrong_arity(spec.fullname)
         sub = spec.subcommands.get(argv[1].lower())
         if sub is None:
             raise errors.unknown_subcommand(argv)
         spec = sub
-    if not spec.arity_ok(len(argv)):
+    arity = spec.arity
+    if (argc != arity) if arity >= 0 else (argc < -arity):
         raise errors.wrong_arity(spec.fullname)
     return spec
 
 
 def dispatch(client: Client, argv: list[bytes]) -> Any:
     """Run argv for client: a reply value, or a coroutine whose result is the reply."""
+    spec = COMMANDS.get(argv[0].lower())
+    if (
+        spec is not None
+        and not spec.subcommands
+        and client.multi is None
+        and client.authenticated
+    ):
+        # The common case, checked inline: a plain command outside a transaction.
+        argc = len(argv)
+        arity = spec.arity
+        if (argc != arity) if arity >= 0 else (argc < -arity):
+            if spec.name == "exec":
+                raise _exec_refused(client, errors.wrong_arity(spec.fullname).message)
+            raise errors.wrong_arity(spec.fullname)
+        client.last_command = spec.fullname
+        return run(client, spec, argv)
     try:
         spec = resolve(argv)
         if not client.authenticated and not spec.no_auth:
             raise CommandError(errors.NOAUTH)
-    except CommandError:
         if client.multi is not None:
+            if spec.no_multi:
+                raise CommandError(errors.NOT_IN_MULTI)
+            if spec.name not in _RUN_IN_MULTI or spec.parent is not None:
+                client.last_command = spec.fullname
+                client.multi.append(argv)
+                return QUEUED
+    except CommandError as exc:
+        if argv[0].lower() == b"exec":
+            raise _exec_refused(client, exc.message) from None
+        if client.multi is not None:
+            # Redis flags the transaction: EXEC will answer EXECABORT.
             client.multi_error = True
         raise
     client.last_command = spec.fullname
-    if client.multi is not None and spec.name not in _RUN_IN_MULTI:
-        client.multi.append(argv)
-        return QUEUED
     return run(client, spec, argv)
 
 
-def run(client: Client, spec: CommandSpec, argv: list[bytes]) -> Coroutine[Any, Any, Any]:
-    """Run an already-resolved command (used by dispatch and by EXEC)."""
+def _exec_refused(client: Client, message: str) -> CommandError:
+    """Redis answers a refused EXEC with EXECABORT and drops the transaction."""
+    client.multi = None
+    client.multi_error = False
+    client.server.unwatch_all(client)
+    if message.startswith("ERR "):
+        message = message[4:]
+    return CommandError("EXECABORT Transaction discarded because of: " + message)
+
+
+def run(client: Client, spec: CommandSpec, argv: list[bytes]) -> Any:
+    """Run an already-resolved command (used by dispatch and by EXEC): the reply, or a
+    coroutine that produces it."""
     server = client.server
     server.stats.total_commands_processed += 1
+    spec.calls += 1
     if spec.is_write and server.write_error is not None:
         raise CommandError(server.write_error)
     assert spec.handler is not None, spec.fullname
-    return spec.handler(client, argv)  # type: ignore[return-value]
+    return spec.handler(client, argv)

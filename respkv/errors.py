@@ -24,6 +24,7 @@ NESTED_MULTI = "ERR MULTI calls can not be nested"
 EXEC_WITHOUT_MULTI = "ERR EXEC without MULTI"
 DISCARD_WITHOUT_MULTI = "ERR DISCARD without MULTI"
 WATCH_IN_MULTI = "ERR WATCH inside MULTI is not allowed"
+NOT_IN_MULTI = "ERR Command not allowed inside a transaction"
 EXECABORT = "EXECABORT Transaction discarded because of previous errors."
 STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 OFFSET_OUT_OF_RANGE = "ERR offset is out of range"
@@ -34,14 +35,15 @@ def wrong_arity(fullname: str) -> CommandError:
 
 
 def unknown_command(argv: list[bytes]) -> CommandError:
-    """Redis quotes the name and up to 128 bytes of arguments, each truncated."""
-    name = _printable(argv[0], 128)
-    args = ""
+    """Redis quotes the name and then arguments until 128 bytes of them are quoted."""
+    name = _cstring(argv[0])[:128]
+    args = b""
     for arg in argv[1:]:
         if len(args) >= 128:
             break
-        args += f"'{_printable(arg, 128 - len(args))}' "
-    return CommandError(f"ERR unknown command '{name}', with args beginning with: {args}")
+        args += b"'" + _cstring(arg)[: 128 - len(args)] + b"' "
+    text = b"ERR unknown command '" + name + b"', with args beginning with: " + args
+    return CommandError(text.decode("utf-8", "surrogateescape"))
 
 
 def unknown_subcommand(argv: list[bytes]) -> CommandError:
@@ -49,6 +51,11 @@ def unknown_subcommand(argv: list[bytes]) -> CommandError:
     return CommandError(
         f"ERR unknown subcommand '{sub}'. Try {argv[0].decode('utf-8', 'replace').upper()} HELP."
     )
+
+
+def _cstring(data: bytes) -> bytes:
+    # Redis formats with printf's "%.*s", which stops at the first NUL byte.
+    return data.split(b"\0", 1)[0]
 
 
 def _printable(data: bytes, limit: int) -> str:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import respkv.commands  # noqa: F401  (registers every command)
 from respkv.client import Client
 from respkv.dispatch import dispatch
-from respkv.replies import CommandError, encode, error_bytes
+from respkv.replies import CommandError, Raw, encode, error_bytes
 from respkv.resp import ProtocolError, RequestParser
 
 if TYPE_CHECKING:
@@ -43,6 +43,9 @@ log = logging.getLogger("respkv")
 
 # Commands queued behind a suspended one before we stop reading from the client.
 BACKLOG_HIGH_WATER = 1024
+# A bulk reply up to this size is framed in one formatted copy; larger ones are not copied.
+_INLINE_BULK_BYTES_MAX = 16 * 1024
+_Coroutine = types.CoroutineType
 
 DENIED = (
     "DENIED respkv is running in protected mode because protected mode is enabled and no "
@@ -92,12 +95,16 @@ class RespConnection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._closed = False
+        self._parser_authenticated = True
+        # Truthy while the node holds writes not yet committed (group commit).
+        self._pending_log = server.state.node.pending_log
 
     # Connection lifecycle -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
         state = self.state
         config = state.config
         state.stats.total_connections_received += 1
@@ -127,11 +134,12 @@ class RespConnection(asyncio.Protocol):
         )
         client.kill = self.close
         self.client = client
-        self.parser.authenticated = client.authenticated
+        self.parser.authenticated = self._parser_authenticated = client.authenticated
         state.clients[client.id] = client
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self.server.connections.discard(self)
         client = self.client
         if client is not None:
             self.state.clients.pop(client.id, None)
@@ -148,43 +156,52 @@ class RespConnection(asyncio.Protocol):
         client = self.client
         if client is None or self._closed or client.close_after_reply:
             return  # after QUIT or a protocol error nothing more is read
-        client.last_interaction = self.state.monotonic()
-        self.state.stats.total_net_input_bytes += len(data)
-        if not client.authenticated:
+        state = self.state
+        client.last_interaction = state.now_s
+        state.stats.total_net_input_bytes += len(data)
+        parser = self.parser
+        if client.authenticated is not self._parser_authenticated:
             # Redis's tighter request limits apply until AUTH succeeds.
-            self.parser.authenticated = False
-        elif not self.parser.authenticated:
-            self.parser.authenticated = True
+            parser.authenticated = self._parser_authenticated = client.authenticated
         try:
-            commands = self.parser.feed(data)
+            commands = parser.feed(data)
         except ProtocolError as exc:
             commands = exc.commands
-            self._pending_protocol_error = exc.message
+            # Past client-query-buffer-limit Redis closes without a reply ("" = no reply).
+            self._pending_protocol_error = exc.message if exc.send_error_reply else ""
+            if not exc.send_error_reply:
+                state.stats.client_query_buffer_limit_disconnections += 1
+                log.warning("closing client %s: query buffer over limit", client.addr)
         if self._busy:
             self._backlog.extend(commands)
             if len(self._backlog) > BACKLOG_HIGH_WATER:
                 self._pause_reading()
-        else:
+        elif commands:
             self._run_commands(commands)
         if self._pending_protocol_error is not None and not self._busy:
             self._fail_protocol(self._pending_protocol_error)
-        elif self.parser.buffered_bytes() > self.parser.max_query_buffer_bytes:
-            self.state.stats.client_query_buffer_limit_disconnections += 1
-            log.warning("closing client %s: query buffer over limit", client.addr)
-            self.close()
 
     def _fail_protocol(self, message: str) -> None:
-        self._out.append(error_bytes("ERR Protocol error: " + message))
         self._pending_protocol_error = None
-        assert self.client is not None
-        self.client.close_after_reply = True
-        self._flush()
+        client = self.client
+        assert client is not None
+        if client.close_after_reply:
+            return  # QUIT came first: Redis never reads the bad bytes behind it
+        if message:
+            # The parser keeps Redis's bytes one per character (latin-1), binary included.
+            self._out.append(b"-ERR Protocol error: " + message.encode("latin-1") + b"\r\n")
+        client.close_after_reply = True
+        if self._out:
+            self._flush()
+        else:
+            self.close()
 
     def _run_commands(self, commands: list[list[bytes]]) -> None:
         """Run commands in order until one suspends; then the rest wait for it."""
         client = self.client
         assert client is not None
         out = self._out
+        append = out.append
         index = 0
         count = len(commands)
         while index < count:
@@ -192,7 +209,7 @@ class RespConnection(asyncio.Protocol):
             index += 1
             try:
                 result = dispatch(client, argv)
-                if type(result) is types.CoroutineType:
+                if type(result) is _Coroutine:
                     try:
                         first = result.send(None)
                     except StopIteration as done:
@@ -200,19 +217,34 @@ class RespConnection(asyncio.Protocol):
                     else:
                         self._suspend(result, first, argv, commands[index:])
                         break
-                out.append(encode(result, client.resp == 3))
+                kind = type(result)
+                if kind is Raw:
+                    append(result.data)
+                elif kind is bytes:
+                    if len(result) < _INLINE_BULK_BYTES_MAX:
+                        append(b"$%d\r\n%b\r\n" % (len(result), result))
+                    else:  # no copy of a big value here; the write joins once
+                        append(b"$%d\r\n" % len(result))
+                        append(result)
+                        append(b"\r\n")
+                else:
+                    append(encode(result, client.resp == 3))
             except CommandError as exc:
                 self.state.stats.total_error_replies += 1
-                out.append(error_bytes(exc.message))
+                append(error_bytes(exc.message))
             except Exception as exc:  # a bug must cost one reply, not the connection
                 log.exception("command %r failed", argv[:1])
                 self.state.stats.total_error_replies += 1
                 self.state.stats.unexpected_error_replies += 1
-                out.append(error_bytes(f"ERR internal error: {type(exc).__name__}: {exc}"))
+                append(error_bytes(f"ERR internal error: {type(exc).__name__}: {exc}"))
             if client.close_after_reply:
                 self._backlog.clear()
                 break
-        self._flush()
+        if out and not self._closed:
+            if self._pending_log or self._waiting_commit:
+                self._flush()
+            else:
+                self._write_out()
 
     def _suspend(
         self,
@@ -257,7 +289,7 @@ class RespConnection(asyncio.Protocol):
     def _flush(self) -> None:
         if not self._out or self._closed:
             return
-        if self.state.node.has_uncommitted:
+        if self._pending_log:
             # Hold the replies until the commit barrier has made the writes durable enough.
             if not self._waiting_commit:
                 self._waiting_commit = True
@@ -280,15 +312,17 @@ class RespConnection(asyncio.Protocol):
         if transport is None or self._closed:
             self._out.clear()
             return
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out.clear()
-        self.state.stats.total_net_output_bytes += len(data)
+        out = self._out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        state = self.state
+        state.stats.total_net_output_bytes += len(data)
         transport.write(data)
         client = self.client
         if client is not None and client.close_after_reply:
             self.close()
             return
-        hard_limit = self.state.config.client_output_buffer_limit_normal_hard
+        hard_limit = state.output_limit_bytes
         if hard_limit and transport.get_write_buffer_size() > hard_limit:
             self.state.stats.client_output_buffer_limit_disconnections += 1
             log.warning("closing client %s: output buffer over limit", client and client.addr)

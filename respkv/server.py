@@ -12,10 +12,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from cluster.clock import LoopClock
 from cluster.node import Node, NodeOptions
@@ -30,6 +30,7 @@ log = logging.getLogger("respkv")
 
 FSYNC_INTERVAL_S = 1.0  # appendfsync everysec
 CRON_INTERVAL_S = 1.0  # idle-client timeouts, retry of a failed commit
+CLOCK_TICK_S = 0.1  # resolution of the cached clock used for client idle times
 
 
 class Server:
@@ -38,6 +39,7 @@ class Server:
         self.state = ServerState(config, node)
         self.state.shutdown_requested = self.request_shutdown
         self._listeners: list[asyncio.base_events.Server] = []
+        self.connections: set[RespConnection] = set()
         self._commit_waiters: list[RespConnection] = []
         self._commit_scheduled = False
         self._timers: list[asyncio.TimerHandle] = []
@@ -50,33 +52,44 @@ class Server:
     async def start(self) -> None:
         config = self.state.config
         if config.port:
-            await self._listen(config.bind, config.port)
+            await self._serve_on(_bind_sockets(config.bind, config.port, config.tcp_backlog))
+        config.on_change("port", lambda _value: self._rebind("Unable to listen on this port"))
+        config.on_change("bind", lambda _value: self._rebind("Failed to bind to specified addresses."))
+        config.on_change("proto-max-bulk-len", lambda _value: self._update_parser_limits())
+        config.on_change("client-query-buffer-limit", lambda _value: self._update_parser_limits())
         self._schedule(FSYNC_INTERVAL_S, self._fsync_tick)
         self._schedule(CRON_INTERVAL_S, self._cron)
+        self._schedule(CLOCK_TICK_S, self._clock_tick)
         log.info("Ready to accept connections tcp")
 
-    async def _listen(self, binds: list[str], port: int) -> None:
-        backlog = self.state.config.tcp_backlog
-        for raw in binds or ["*"]:
-            optional = raw.startswith("-")
-            host = raw[1:] if optional else raw
-            hosts: Any = None if host in ("*", "::*") else host
-            try:
-                listener = await self.loop.create_server(
-                    lambda: RespConnection(self), hosts, port, backlog=backlog, reuse_address=True
-                )
-            except OSError as exc:
-                if optional:
-                    log.info("skipping optional bind address %s: %s", host, exc)
-                    continue
-                raise OSError(
-                    exc.errno,
-                    f"Could not create server TCP listening socket {host}:{port}: "
-                    f"{exc.strerror}",
-                ) from exc
+    async def _serve_on(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            listener = await self.loop.create_server(lambda: RespConnection(self), sock=sock)
             self._listeners.append(listener)
-        if not self._listeners:
-            raise OSError(f"Failed listening on port {port} (tcp), aborting.")
+
+    def _rebind(self, refusal: str) -> None:
+        """CONFIG SET port/bind: listen on the new addresses, then drop the old listeners.
+
+        The new sockets are bound before anything is closed, so a refused address leaves the
+        server as it was and CONFIG SET reports it (Redis's texts)."""
+        config = self.state.config
+        try:
+            sockets = (
+                _bind_sockets(config.bind, config.port, config.tcp_backlog) if config.port else []
+            )
+        except OSError as exc:
+            raise ConfigError(refusal) from exc
+        old, self._listeners = self._listeners, []
+        for listener in old:
+            listener.close()
+        self.state.tcp_port = config.port
+        self.loop.create_task(self._serve_on(sockets))
+
+    def _update_parser_limits(self) -> None:
+        config = self.state.config
+        for connection in self.connections:
+            connection.parser.max_bulk_len = config.proto_max_bulk_len
+            connection.parser.max_query_buffer_bytes = config.client_query_buffer_limit
 
     def request_shutdown(self) -> None:
         if not self._stopping:
@@ -138,6 +151,9 @@ class Server:
     # Timers --------------------------------------------------------------------------------
 
     def _schedule(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run callback every `delay` seconds until shutdown."""
+        slot = len(self._timers)
+
         def run() -> None:
             if self._stopping:
                 return
@@ -145,11 +161,9 @@ class Server:
                 callback()
             finally:
                 if not self._stopping:
-                    self._timers.append(self.loop.call_later(delay, run))
+                    self._timers[slot] = self.loop.call_later(delay, run)
 
         self._timers.append(self.loop.call_later(delay, run))
-        if len(self._timers) > 64:
-            self._timers = [t for t in self._timers if not t.cancelled()][-16:]
 
     def _fsync_tick(self) -> None:
         if self.state.config.appendfsync != "everysec" or self._sync_running:
@@ -165,17 +179,71 @@ class Server:
 
         future.add_done_callback(done)
 
+    def _clock_tick(self) -> None:
+        self.state.now_s = time.monotonic()
+
     def _cron(self) -> None:
         if self.state.write_error is not None:
             self._try_commit()
         timeout = self.state.config.timeout
         if timeout > 0:
-            now = self.state.monotonic()
+            now = self.state.now_s
             for client in list(self.state.clients.values()):
-                if now - client.last_interaction > timeout and client.multi is None:
+                if now - client.last_interaction > timeout:
                     log.debug("closing idle client %s", client.addr)
                     if callable(client.kill):
                         client.kill()
+
+
+def _bind_sockets(binds: list[str], port: int, backlog: int) -> list[socket.socket]:
+    """Listening sockets for redis-style bind addresses ("-" prefix: skip if unavailable).
+
+    Synchronous, so CONFIG SET can refuse an address before it changes anything."""
+    sockets: list[socket.socket] = []
+    try:
+        for raw in binds or ["*"]:
+            optional = raw.startswith("-")
+            host = raw[1:] if optional else raw
+            try:
+                sockets.append(_listen_socket(host, port, backlog))
+            except OSError as exc:
+                if optional:
+                    log.info("skipping optional bind address %s: %s", host, exc)
+                    continue
+                raise OSError(
+                    exc.errno,
+                    f"Could not create server TCP listening socket {host}:{port}: "
+                    f"{exc.strerror}",
+                ) from exc
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(f"Failed listening on port {port} (tcp), aborting.")
+    return sockets
+
+
+def _listen_socket(host: str, port: int, backlog: int) -> socket.socket:
+    if host in ("*", "0.0.0.0"):
+        family, address = socket.AF_INET, ("0.0.0.0", port)
+    elif host == "::*":
+        family, address = socket.AF_INET6, ("::", port)
+    else:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, address = info[0][0], info[0][4]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _node_options(config: Config) -> NodeOptions:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -33,12 +33,15 @@ class Stats:
     unexpected_error_replies: int = 0
     client_query_buffer_limit_disconnections: int = 0
     client_output_buffer_limit_disconnections: int = 0
-    commands: dict[str, list[int]] = field(default_factory=dict)  # name -> [calls, usec]
 
     def reset(self) -> None:
         fresh = Stats()
         for name in self.__slots__:  # type: ignore[attr-defined]
             setattr(self, name, getattr(fresh, name))
+        from respkv.commands.table import all_specs
+
+        for spec in all_specs():
+            spec.calls = 0
 
 
 class ServerState:
@@ -57,12 +60,20 @@ class ServerState:
         # WATCH: (db, key) -> clients watching it; a write marks them dirty (EXEC then fails).
         self.watchers: dict[tuple[int, bytes], set[Client]] = {}
         self.shutdown_requested: Callable[[], None] | None = None
+        # Wall-clock seconds, refreshed by the server's cron: idle timeouts need no better.
+        self.now_s = time.monotonic()
+        # client-output-buffer-limit normal hard limit, cached off the hot path.
+        self.output_limit_bytes = config.client_output_buffer_limit_normal_hard
+        config.on_change("client-output-buffer-limit", self._output_limit_changed)
         # Set while the commit log cannot be written: write commands are refused with it.
         self.write_error: str | None = None
         node.add_listener(self._key_written)
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def _output_limit_changed(self, _value: object) -> None:
+        self.output_limit_bytes = self.config.client_output_buffer_limit_normal_hard
 
     def new_client_id(self) -> int:
         client_id = self._next_client_id
@@ -90,16 +101,19 @@ class ServerState:
         client.dirty_cas = False
 
     def _key_written(self, db: int, key: bytes | None) -> None:
-        if not self.watchers:
-            return
-        if key is not None:
+        # A flush (key None) is handled by touch_watched_before_flush, which can still see
+        # which watched keys existed.
+        if key is not None and self.watchers:
             watching = self.watchers.get((db, key))
             if watching:
                 for client in watching:
                     client.dirty_cas = True
-            return
-        # A flush of db touches every watched key of it (db -1: every database).
-        for (watched_db, _key), watching in self.watchers.items():
-            if db in (-1, watched_db):
+
+    async def touch_watched_before_flush(self, db: int | None) -> None:
+        """FLUSHDB/FLUSHALL: as Redis, only watched keys that exist count as modified."""
+        for (watched_db, key), watching in list(self.watchers.items()):
+            if db is not None and watched_db != db:
+                continue
+            if await self.node.get(watched_db, key) is not None:
                 for client in watching:
                     client.dirty_cas = True

@@ -381,6 +381,7 @@ def _check_flush_mode(argv: list[bytes]) -> None:
          acl="@keyspace @write @slow @dangerous", arguments=[_FLUSH_MODE])
 async def flushdb(client: Client, argv: list[bytes]) -> object:
     _check_flush_mode(argv)
+    await client.server.touch_watched_before_flush(client.db)
     await client.node.flushdb(client.db)
     return OK
 
@@ -390,6 +391,7 @@ async def flushdb(client: Client, argv: list[bytes]) -> object:
          acl="@keyspace @write @slow @dangerous", arguments=[_FLUSH_MODE])
 async def flushall(client: Client, argv: list[bytes]) -> object:
     _check_flush_mode(argv)
+    await client.server.touch_watched_before_flush(None)
     await client.node.flushall()
     return OK
 

@@ -12,6 +12,8 @@ Conventions follow redis-server's own table:
 
 Rule: handlers are `async def handler(client, argv) -> reply`; in a cluster of one they never
 suspend (the connection drives them with `send(None)` and only starts a Task if they do).
+The hottest ones (GET, SET) are plain functions that return the reply at once when the node
+is `local_only` and otherwise return a coroutine; callers accept both.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from respkv.client import Client
 
-Handler = Callable[["Client", list[bytes]], Awaitable[Any]]
+Handler = Callable[["Client", list[bytes]], Awaitable[Any] | Any]
 
 # Flags that change what the dispatcher does; others are reported by COMMAND only.
 WRITE = "write"
@@ -52,10 +54,9 @@ class CommandSpec:
     parent: CommandSpec | None = None
     is_write: bool = False
     no_auth: bool = False
-
-    @property
-    def fullname(self) -> str:
-        return f"{self.parent.name}|{self.name}" if self.parent else self.name
+    no_multi: bool = False
+    fullname: str = ""  # "get", or "client|setname" for a subcommand
+    calls: int = 0  # INFO commandstats; CONFIG RESETSTAT zeroes it
 
     def key_positions(self, argc: int) -> range:
         """Indexes of the key arguments in an argv of length argc."""
@@ -104,6 +105,8 @@ def _make_spec(
         arguments=arguments or [],
         is_write=WRITE in flag_tuple,
         no_auth=NO_AUTH in flag_tuple,
+        no_multi=NO_MULTI in flag_tuple,
+        fullname=name.lower(),
     )
 
 
@@ -180,10 +183,20 @@ def subcommand(
             arguments, handler,
         )
         spec.parent = parent
+        spec.fullname = f"{parent.name}|{spec.name}"
         parent.subcommands[key] = spec
         return handler
 
     return register
+
+
+def all_specs() -> list[CommandSpec]:
+    """Every command and subcommand, in name order."""
+    specs: list[CommandSpec] = []
+    for spec in sorted(COMMANDS.values(), key=lambda s: s.name):
+        specs.append(spec)
+        specs.extend(sorted(spec.subcommands.values(), key=lambda s: s.name))
+    return specs
 
 
 def lookup(argv: list[bytes]) -> CommandSpec | None:

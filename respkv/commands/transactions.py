@@ -8,6 +8,7 @@ clients dirty, and EXEC then answers a null array instead of running the queue.
 
 from __future__ import annotations
 
+from types import CoroutineType
 from typing import TYPE_CHECKING
 
 from respkv import errors
@@ -62,7 +63,10 @@ async def exec_(client: Client, argv: list[bytes]) -> object:
     for queued_argv in queued:
         try:
             spec = resolve(queued_argv)
-            replies.append(await run(client, spec, queued_argv))
+            result = run(client, spec, queued_argv)
+            if type(result) is CoroutineType:
+                result = await result
+            replies.append(result)
         except CommandError as exc:
             client.server.stats.total_error_replies += 1
             replies.append(exc)
@@ -94,8 +98,10 @@ async def watch(client: Client, argv: list[bytes]) -> object:
         raise CommandError(errors.WATCH_IN_MULTI)
     server = client.server
     for key in argv[1:]:
-        server.watch(client, client.db, key)
+        # Read before watching: reading an expired key reclaims it, and that reclaim of a
+        # key already expired at WATCH time must not count as a change (as in Redis).
         entry = await client.node.get(client.db, key)
+        server.watch(client, client.db, key)
         if entry is not None and entry.expire_at_ms:
             client.watch_deadlines[(client.db, key)] = entry.expire_at_ms
     return OK
