@@ -53,8 +53,11 @@ class Server:
         config = self.state.config
         if config.port:
             await self._serve_on(_bind_sockets(config.bind, config.port, config.tcp_backlog))
-        config.on_change("port", lambda _value: self._rebind("Unable to listen on this port"))
-        config.on_change("bind", lambda _value: self._rebind("Failed to bind to specified addresses."))
+        port_refused, bind_refused = (
+            "Unable to listen on this port", "Failed to bind to specified addresses."
+        )
+        config.on_change("port", lambda _value: self._rebind(port_refused))
+        config.on_change("bind", lambda _value: self._rebind(bind_refused))
         config.on_change("proto-max-bulk-len", lambda _value: self._update_parser_limits())
         config.on_change("client-query-buffer-limit", lambda _value: self._update_parser_limits())
         self._schedule(FSYNC_INTERVAL_S, self._fsync_tick)
