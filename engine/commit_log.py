@@ -40,7 +40,7 @@ class CommitLog:
         self._fs = fs
         self._directory = directory
         self._reporter = reporter
-        self._fsync_always = options.fsync == "always"
+        self.fsync_always = options.fsync == "always"
         self._segment_size_bytes = options.segment_size_bytes
         self._writer: LogWriter | None = writer
         self._closed_segments = closed_segments  # older segments, ascending; not open
@@ -91,7 +91,7 @@ class CommitLog:
         start = writer.offset
         try:
             writer.append(pending)
-            if self._fsync_always:
+            if self.fsync_always:
                 try:
                     writer.sync()
                 except StorageError:

@@ -20,6 +20,7 @@ and the memtable ~0.15; put() of a new key ~1.2 us (SortedList insert ~0.5 us); 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
@@ -29,7 +30,7 @@ from engine.commit_log import CommitLog
 from engine.errors import StorageError
 from engine.fs import FileLock, FileSystem, OSFileSystem, join
 from engine.memtable import Memtable
-from engine.options import EngineOptions
+from engine.options import EngineOptions, FsyncPolicy
 from engine.recovery import recover
 
 _logger = logging.getLogger("engine")
@@ -140,6 +141,17 @@ class Engine:
             raise ValueError("batch larger than one commit-log record (4 GiB)")
         log_format.append_batch(self._pending, ops)
         self._memtable.apply(ops)
+
+    def set_fsync(self, policy: FsyncPolicy) -> None:
+        """Change the fsync policy live (CONFIG SET appendfsync): the next commit() follows it.
+        Moving to "always" from a laxer policy first fsyncs what is already written."""
+        if policy not in ("always", "everysec", "no"):
+            raise ValueError(f"fsync must be 'always', 'everysec' or 'no', not {policy!r}")
+        if policy == "always" and not self._log.fsync_always:
+            self.commit()
+            self.sync()
+        self._log.fsync_always = policy == "always"
+        self._options = dataclasses.replace(self._options, fsync=policy)
 
     def scan(self, start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Live (key, value) pairs with start <= key < end (end None: no bound), ascending.

@@ -163,21 +163,48 @@ class RespConnection(asyncio.Protocol):
         if client.authenticated is not self._parser_authenticated:
             # Redis's tighter request limits apply until AUTH succeeds.
             parser.authenticated = self._parser_authenticated = client.authenticated
+        if not client.authenticated and not self._busy:
+            self._feed_unauthenticated(data)
+            return
         try:
             commands = parser.feed(data)
         except ProtocolError as exc:
             commands = exc.commands
-            # Past client-query-buffer-limit Redis closes without a reply ("" = no reply).
-            self._pending_protocol_error = exc.message if exc.send_error_reply else ""
-            if not exc.send_error_reply:
-                state.stats.client_query_buffer_limit_disconnections += 1
-                log.warning("closing client %s: query buffer over limit", client.addr)
+            self._protocol_error(exc)
         if self._busy:
             self._backlog.extend(commands)
             if len(self._backlog) > BACKLOG_HIGH_WATER:
                 self._pause_reading()
         elif commands:
             self._run_commands(commands)
+        if self._pending_protocol_error is not None and not self._busy:
+            self._fail_protocol(self._pending_protocol_error)
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        # Past client-query-buffer-limit Redis closes without a reply ("" = no reply).
+        self._pending_protocol_error = exc.message if exc.send_error_reply else ""
+        if not exc.send_error_reply:
+            self.state.stats.client_query_buffer_limit_disconnections += 1
+            log.warning("closing client %s: query buffer over limit",
+                        self.client and self.client.addr)
+
+    def _feed_unauthenticated(self, data: bytes) -> None:
+        """Parse and run one command at a time, so an AUTH lifts the unauthenticated limits
+        for the next command of the same read, as in Redis (a rare path: speed is moot)."""
+        client = self.client
+        assert client is not None
+        parser = self.parser
+        try:
+            for argv in parser.feed_stepwise(data):
+                if self._busy:
+                    self._backlog.append(argv)
+                    continue
+                self._run_commands([argv])
+                if client.close_after_reply:
+                    break
+                parser.authenticated = self._parser_authenticated = client.authenticated
+        except ProtocolError as exc:
+            self._protocol_error(exc)
         if self._pending_protocol_error is not None and not self._busy:
             self._fail_protocol(self._pending_protocol_error)
 

@@ -27,6 +27,7 @@ that locates the unconsumed bytes is done only on the rare paths.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 from respkv.resp_pyparser import (
@@ -260,6 +261,26 @@ class RequestParser:
             rest = self._drain(commands, hand_back)
         assert commands is not None
         return commands
+
+    def feed_stepwise(self, data: bytes) -> Iterator[list[bytes]]:
+        """``feed`` one command at a time, for a client that has not authenticated yet.
+
+        Redis parses a command, runs it, then parses the next, so an AUTH changes the limits
+        (``authenticated``) for the very next command of the same read. The caller runs each
+        yielded command and updates ``authenticated`` before asking for the next. Raises
+        ProtocolError from the iteration; every command before it has been yielded.
+        """
+        py = self._py
+        self._set_py_owns(True)
+        py.feed(data)
+        while True:
+            argv = py.gets()
+            if argv is False:
+                break
+            if argv:
+                yield argv
+        if py.at_command_start() and py.peek_byte() == -1:
+            self._set_py_owns(False)
 
     # ----------------------------------------------------------------- rare paths
 

@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from respkv.dispatch import resolve
 from respkv.replies import OK, CommandError, Status
 from respkv.server_state import Stats
 from tests.conftest import Differential
+from tests.inprocess import finish
 from tests.servers import RawConnection
 
 BINARY_KEYS = [b"\x00", b"\xff\xfe", b"a\r\nb", b" ", b"\x00key\x00", b"k" * 600]
@@ -85,14 +86,6 @@ def close_ms(diff: Differential, *args: Any, tolerance: int = 150) -> None:
 START_MS = 1_700_000_000_000
 
 
-def finish(coro: Coroutine[Any, Any, Any]) -> Any:
-    """The result of a coroutine that must complete on its first step (nothing suspends)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise AssertionError("handler suspended")
 
 
 @dataclass

@@ -16,9 +16,8 @@ import asyncio
 import re
 import subprocess
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -32,6 +31,7 @@ from respkv.config import Config
 from respkv.info import bytes_to_human, wanted_sections
 from respkv.server_state import ServerState
 from tests.conftest import Differential
+from tests.inprocess import finish as _drive
 from tests.servers import RawConnection, respkv_server
 from tests.test_cmd_introspection import parse_typed, plain
 
@@ -60,13 +60,6 @@ def test_section_selection() -> None:
     assert wanted_sections([b"module_list"]) == {"modules"}
 
 
-def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise AssertionError("coroutine suspended")
 
 
 @pytest.fixture

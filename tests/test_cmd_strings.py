@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,18 +38,11 @@ from respkv.dispatch import resolve
 from respkv.replies import OK, CommandError
 from respkv.server_state import Stats
 from tests.conftest import Differential
+from tests.inprocess import finish as _drive
 
 # In-process harness ---------------------------------------------------------------------------
 
 
-def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine that must finish without suspending (a cluster of one never does)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise AssertionError("coroutine suspended")
 
 
 @dataclass
