@@ -27,6 +27,7 @@ that locates the unconsumed bytes is done only on the rare paths.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -69,6 +70,19 @@ _TRANSLATE_BYTES_MAX: Final = 1024
 _SMALL_MAX: Final = 4096
 _BULK_FRAME: Final = [n + 5 + len(str(n)) for n in range(_SMALL_MAX)]
 _ARRAY_HEADER: Final = [3 + len(str(n)) for n in range(_SMALL_MAX)]
+
+
+# hiredis allocates an array's slots as soon as it reads the '*' header, so `*2147483647`
+# alone would stall the server for seconds and claim gigabytes. Counts of 9+ digits (Redis
+# accepts up to INT_MAX and allocates as arguments arrive) go to the Python reader instead.
+_HUGE_COUNT_DIGITS: Final = 9
+_HUGE_COUNT: Final = re.compile(rb"\*[0-9]{%d}" % _HUGE_COUNT_DIGITS)
+
+
+def _has_huge_count(data: bytes) -> bool:
+    if data.find(b"*", 1) < 0:  # one command: only its own header can be huge
+        return data[1 : 1 + _HUGE_COUNT_DIGITS].isdigit()
+    return _HUGE_COUNT.search(data) is not None
 
 
 def _has_disguise(data: bytes) -> bool:
@@ -203,7 +217,7 @@ class RequestParser:
         while rest is not None:
             # No first-byte test: hiredis rejects an inline command itself, and a '~' or '|'
             # it would accept as a command is caught with the other disguises below.
-            if len(rest) <= self._fast_bytes_max:
+            if len(rest) <= self._fast_bytes_max and not _has_huge_count(rest):
                 reader = self._reader
                 reader.feed(rest)
                 items: list[Any] = []

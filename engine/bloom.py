@@ -1,0 +1,132 @@
+"""Bloom filter: "may this table hold key?" in one hash call and k bit probes.
+
+Invariants:
+1. No false negatives: for every key added, may_contain(key) is True, before and after a
+   round trip through encode()/decode().
+2. One mmh3.hash64 call per key gives (h1, h2); probe i is (h1 + i * h2) mod num_bits (the
+   Kirsch-Mitzenmacher double hashing). h2 is forced odd so the probes never collapse onto
+   one bit, whatever num_bits is.
+3. The false-positive rate is about (1 - e^(-k/b))^k for b bits per key with k = round(b ln 2):
+   ~0.8% at the default 10 bits per key; a test measures it on 100k absent keys.
+4. encode()/decode() are inverses; decode() checks length and CRC before anything else and
+   raises CorruptionError naming the file, never IndexError or struct.error.
+5. The serialized form is self-checking (its own CRC), independent of the block that holds it.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from array import array
+from collections.abc import Iterable
+
+import mmh3
+
+from engine.errors import CorruptionError
+
+BITS_PER_KEY_DEFAULT = 10
+BITS_PER_KEY_MAX = 64  # beyond this the filter costs more than the block reads it saves
+PROBES_MAX = 30
+FORMAT_VERSION = 1  # On disk: bump when the layout changes.
+# version u8, probes u8, 2 reserved, num_bits u64; then bits; then crc32 of all before it.
+_HEADER = struct.Struct("<BB2xQ")
+_CRC = struct.Struct("<I")
+_MASK64 = (1 << 64) - 1
+
+_hash64 = mmh3.hash64
+
+
+def probe_count(bits_per_key: int) -> int:
+    return max(1, min(PROBES_MAX, round(bits_per_key * math.log(2))))
+
+
+class BloomFilter:
+    """An immutable filter; build one with BloomFilterBuilder or decode()."""
+
+    __slots__ = ("_bits", "_num_bits", "_probes")
+
+    def __init__(self, bits: bytes, num_bits: int, probes: int) -> None:
+        assert num_bits == len(bits) * 8 and num_bits > 0, (num_bits, len(bits))
+        assert 1 <= probes <= PROBES_MAX, probes
+        self._bits = bits
+        self._num_bits = num_bits
+        self._probes = probes
+
+    @property
+    def num_bits(self) -> int:
+        return self._num_bits
+
+    def may_contain(self, key: bytes) -> bool:
+        """False: key was certainly never added. True: it may have been."""
+        h1, h2 = _hash64(key, signed=False)
+        h2 |= 1
+        m = self._num_bits
+        bits = self._bits
+        for _ in range(self._probes):
+            pos = h1 % m
+            if not bits[pos >> 3] & (1 << (pos & 7)):
+                return False
+            h1 = (h1 + h2) & _MASK64
+        return True
+
+    def encode(self) -> bytes:
+        body = _HEADER.pack(FORMAT_VERSION, self._probes, self._num_bits) + self._bits
+        return body + _CRC.pack(zlib.crc32(body))
+
+
+def decode(data: bytes, path: str, offset: int = 0) -> BloomFilter:
+    """Inverse of BloomFilter.encode(); raises CorruptionError if data is damaged."""
+    if len(data) < _HEADER.size + 1 + _CRC.size:
+        raise CorruptionError(path, f"bloom filter of {len(data)} bytes is too short", offset)
+    body = memoryview(data)[: -_CRC.size]
+    (stored,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    if zlib.crc32(body) != stored:
+        raise CorruptionError(path, "bloom filter checksum mismatch", offset)
+    version, probes, num_bits = _HEADER.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise CorruptionError(path, f"bloom filter version {version}", offset)
+    bits = bytes(body[_HEADER.size :])
+    if num_bits != len(bits) * 8 or not 1 <= probes <= PROBES_MAX:
+        raise CorruptionError(path, f"bloom filter header: {num_bits} bits, {probes} probes "
+                              f"for {len(bits)} bytes", offset)
+    return BloomFilter(bits, num_bits, probes)
+
+
+class BloomFilterBuilder:
+    """Collects key hashes (16 bytes per key) and sizes the filter once the count is known.
+
+    Keeping hashes rather than keys bounds the builder's memory however large keys are.
+    """
+
+    __slots__ = ("_bits_per_key", "_h1", "_h2")
+
+    def __init__(self, bits_per_key: int = BITS_PER_KEY_DEFAULT) -> None:
+        if not 1 <= bits_per_key <= BITS_PER_KEY_MAX:
+            raise ValueError(f"bits_per_key out of range (1..{BITS_PER_KEY_MAX}): "
+                             f"{bits_per_key}")
+        self._bits_per_key = bits_per_key
+        self._h1 = array("Q")
+        self._h2 = array("Q")
+
+    def add(self, key: bytes) -> None:
+        h1, h2 = _hash64(key, signed=False)
+        self._h1.append(h1)
+        self._h2.append(h2 | 1)
+
+    def add_all(self, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            self.add(key)
+
+    def finish(self) -> BloomFilter:
+        # At least 64 bits, so a table of one key still has a usefully small FP rate.
+        num_bits = max(64, len(self._h1) * self._bits_per_key)
+        num_bits = (num_bits + 7) // 8 * 8
+        probes = probe_count(self._bits_per_key)
+        bits = bytearray(num_bits // 8)
+        for h1, h2 in zip(self._h1, self._h2, strict=True):
+            for _ in range(probes):
+                pos = h1 % num_bits
+                bits[pos >> 3] |= 1 << (pos & 7)
+                h1 = (h1 + h2) & _MASK64
+        return BloomFilter(bytes(bits), num_bits, probes)

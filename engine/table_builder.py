@@ -1,0 +1,162 @@
+"""Writes one immutable SSTable, streaming: memory holds one data block plus the index.
+
+Invariants:
+1. Keys are added in strictly increasing order (asserted); a table holds at least one entry.
+2. The table is written under "<path>.tmp", fsynced, renamed to path, and the directory is
+   fsynced: once finish() returns the table is durable under its final name, and a crash at
+   any earlier moment leaves at most a "*.tmp" file, never a partial table under path.
+3. A data block is cut once it reaches block_size_bytes, after an add, so each block holds at
+   least one entry however large (a 512 MiB value is one block).
+4. Every block is written sealed (CRC trailer, table_format invariant 1), and the index maps
+   the last key of each data block to its handle, in key order.
+5. On any failure the temp file is removed (best effort) and StorageError names the path;
+   path itself is never created.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from engine import block, bloom, table_format
+from engine.errors import StorageError
+from engine.fs import FileSystem, WritableFile, write_all
+from engine.table_format import BlockHandle, Footer, Properties
+
+_T = TypeVar("_T")
+
+WRITE_BUFFER_BYTES = 1 << 20  # sealed blocks are gathered into ~1 MiB writes
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    path: str
+    file_size: int
+    properties: Properties
+
+
+class TableBuilder:
+    """REQUIRES: one thread; add() in strictly increasing key order; finish() or abandon()."""
+
+    def __init__(self, fs: FileSystem, path: str, *,
+                 block_size_bytes: int = table_format.BLOCK_SIZE_BYTES_DEFAULT,
+                 bloom_bits_per_key: int = bloom.BITS_PER_KEY_DEFAULT,
+                 restart_interval: int = block.RESTART_INTERVAL_DEFAULT) -> None:
+        if not 64 <= block_size_bytes <= 1 << 30:
+            raise ValueError(f"block_size_bytes out of range (64..1 GiB): {block_size_bytes}")
+        self._fs = fs
+        self.path = path
+        self._temp_path = path + table_format.TEMP_SUFFIX
+        self._block_size = block_size_bytes
+        self._restart_interval = restart_interval
+        self._bloom = bloom.BloomFilterBuilder(bloom_bits_per_key)
+        self._block = block.BlockBuilder(restart_interval)
+        self._index = block.BlockBuilder(restart_interval)
+        self._pending = bytearray()  # sealed blocks not yet written
+        self._offset = 0  # file offset where _pending starts
+        self._entries = 0
+        self._tombstones = 0
+        self._blocks = 0
+        self._min_key = b""
+        self._last_key = b""
+        self._file: WritableFile | None = self._guard(
+            lambda: fs.open_write(self._temp_path, truncate=True))
+
+    def add(self, key: bytes, value: bytes | None) -> None:
+        """Append key -> value (None: tombstone). REQUIRES: key > every key added before."""
+        assert self._file is not None, "add() after finish() or abandon()"
+        if self._entries == 0:
+            self._min_key = key
+        else:
+            assert key > self._last_key, "keys must be added in strictly increasing order"
+        self._block.add(key, value)
+        self._bloom.add(key)
+        self._last_key = key
+        self._entries += 1
+        self._tombstones += value is None
+        if self._block.size_estimate >= self._block_size:
+            self._cut_block()
+
+    @property
+    def entry_count(self) -> int:
+        return self._entries
+
+    @property
+    def file_size_estimate(self) -> int:
+        """Bytes written so far plus the open block: what a compaction splits outputs on."""
+        return self._offset + len(self._pending) + self._block.size_estimate
+
+    def finish(self) -> TableInfo:
+        """Write bloom, index, properties and footer; fsync; rename; fsync the directory.
+
+        REQUIRES: at least one entry added. Raises StorageError (temp file removed) on failure.
+        """
+        assert self._file is not None, "finish() twice or after abandon()"
+        assert self._entries > 0, "a table holds at least one entry"
+        if len(self._block):
+            self._cut_block()
+        bloom_handle = self._append(self._bloom.finish().encode())
+        index_handle = self._append(self._index.finish())
+        props = Properties(self._entries, self._tombstones, self._blocks, self._min_key,
+                           self._last_key)
+        props_handle = self._append(table_format.encode_properties(props))
+        self._pending += table_format.encode_footer(Footer(bloom_handle, index_handle,
+                                                           props_handle))
+        file = self._file
+        size = self._offset + len(self._pending)
+
+        def commit() -> None:
+            self._flush_pending()
+            file.sync()
+            file.close()
+            self._fs.rename(self._temp_path, self.path)
+            self._fs.sync_dir(os.path.dirname(self.path) or ".")
+
+        self._guard(commit)
+        self._file = None
+        return TableInfo(self.path, size, props)
+
+    def abandon(self) -> None:
+        """Give up: close and remove the temp file. Idempotent; never raises."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            file.close()
+        except OSError:
+            pass
+        try:
+            self._fs.remove(self._temp_path)
+        except OSError:
+            pass
+
+    def _cut_block(self) -> None:
+        handle = self._append(self._block.finish())
+        self._index.add(self._last_key, handle.encode())
+        self._blocks += 1
+        self._block = block.BlockBuilder(self._restart_interval)
+        if len(self._pending) >= WRITE_BUFFER_BYTES:
+            self._guard(self._flush_pending)
+
+    def _append(self, data: bytes | bytearray) -> BlockHandle:
+        if len(data) > table_format.BLOCK_BYTES_MAX:
+            self.abandon()
+            raise StorageError(f"{self.path}: block of {len(data)} bytes exceeds the format")
+        handle = BlockHandle(self._offset + len(self._pending), len(data))
+        self._pending += table_format.seal(data)
+        return handle
+
+    def _flush_pending(self) -> None:
+        assert self._file is not None
+        write_all(self._file, self._pending, self._offset)
+        self._offset += len(self._pending)
+        self._pending = bytearray()
+
+    def _guard(self, action: Callable[[], _T]) -> _T:
+        try:
+            return action()
+        except OSError as exc:
+            self.abandon()
+            raise StorageError(f"cannot write table {self.path}: {exc}") from exc

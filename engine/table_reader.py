@@ -1,0 +1,154 @@
+"""Reads one SSTable: point lookups through bloom filter + sparse index, and ordered scans.
+
+Invariants:
+1. Every byte is checked before use: the footer (magic, CRC, version), then the properties,
+   index and bloom blocks when the table opens, and each data block's CRC whenever it is read
+   from the file. Damage raises CorruptionError naming the file; wrong data is never returned.
+2. get() reads at most one data block, and none when the key is outside [min_key, max_key] or
+   the bloom filter rules it out.
+3. The index (last key of each data block -> handle) and the bloom filter stay in memory for
+   the reader's lifetime; data blocks go through the BlockCache, if one is given.
+4. scan() yields (key, value | None) with tombstones as None, keys strictly increasing, and
+   never inserts into the cache (a full scan must not evict the working set).
+5. One file handle; each block read is a seek + read under a lock, so a scan on a background
+   thread and get() on the loop thread cannot interleave their seeks.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from engine import block, block_cache, bloom, table_format
+from engine.block import DecodedBlock
+from engine.block_cache import BlockCache
+from engine.errors import CorruptionError
+from engine.fs import FileSystem, ReadableFile
+from engine.table_format import TOMBSTONE, BlockHandle, Properties, Tombstone
+
+
+class TableReader:
+    """Open with TableReader.open(); close() when no reader or scan uses it any more."""
+
+    def __init__(self, path: str, file: ReadableFile, file_size: int, props: Properties,
+                 index_keys: list[bytes], handles: list[BlockHandle],
+                 bloom_filter: bloom.BloomFilter, cache: BlockCache | None) -> None:
+        """Private: use TableReader.open()."""
+        self.path = path
+        self.file_size = file_size
+        self.properties = props
+        self.min_key = props.min_key
+        self.max_key = props.max_key
+        self._file = file
+        self._lock = threading.Lock()
+        self._index_keys = index_keys
+        self._handles = handles
+        self._bloom = bloom_filter
+        self._cache = cache
+        self._id = block_cache.new_table_id()
+
+    @classmethod
+    def open(cls, fs: FileSystem, path: str, cache: BlockCache | None = None) -> TableReader:
+        """Check footer, properties, index and bloom filter, and keep the latter two in memory.
+
+        Raises CorruptionError if any of them is damaged, StorageError for an unknown format
+        version, OSError if the file cannot be read.
+        """
+        size = fs.size(path)
+        file = fs.open_read(path)
+        try:
+            return cls._load(path, file, size, cache)
+        except BaseException:
+            file.close()
+            raise
+
+    @classmethod
+    def _load(cls, path: str, file: ReadableFile, size: int,
+              cache: BlockCache | None) -> TableReader:
+        if size < table_format.FOOTER_SIZE:
+            raise CorruptionError(path, f"file of {size} bytes is shorter than a footer", 0)
+        file.seek(size - table_format.FOOTER_SIZE)
+        footer = table_format.decode_footer(file.read(table_format.FOOTER_SIZE), path, size)
+        props = table_format.decode_properties(
+            _read_sealed(file, path, footer.properties, "properties"), path,
+            footer.properties.offset)
+        index_keys, raw_handles = block.decode(_read_sealed(file, path, footer.index, "index"),
+                                               path, footer.index.offset)
+        handles: list[BlockHandle] = []
+        data_end = 0
+        for raw in raw_handles:
+            handle = table_format.decode_handle(raw or b"", path)
+            if handle.offset != data_end:
+                raise CorruptionError(path, f"index handle {handle} is not contiguous",
+                                      footer.index.offset)
+            data_end = handle.offset + handle.size + table_format.BLOCK_TRAILER_SIZE
+            handles.append(handle)
+        if (data_end != footer.bloom.offset or len(handles) != props.data_block_count
+                or index_keys[-1] != props.max_key):
+            raise CorruptionError(path, "index disagrees with properties or block layout",
+                                  footer.index.offset)
+        bloom_filter = bloom.decode(bytes(_read_sealed(file, path, footer.bloom, "bloom")),
+                                    path, footer.bloom.offset)
+        return cls(path, file, size, props, index_keys, handles, bloom_filter, cache)
+
+    def may_contain(self, key: bytes) -> bool:
+        """False if the key range or bloom filter rules key out (no I/O)."""
+        return self.min_key <= key <= self.max_key and self._bloom.may_contain(key)
+
+    def get(self, key: bytes) -> bytes | Tombstone | None:
+        """The value of key, TOMBSTONE if this table records its deletion, None if absent."""
+        if not (self.min_key <= key <= self.max_key and self._bloom.may_contain(key)):
+            return None
+        index = bisect_left(self._index_keys, key)
+        keys, values = self._block(index, fill=True)
+        pos = bisect_left(keys, key)
+        if pos == len(keys) or keys[pos] != key:
+            return None
+        value = values[pos]
+        return TOMBSTONE if value is None else value
+
+    def scan(self, start: bytes = b"", end: bytes | None = None
+             ) -> Iterator[tuple[bytes, bytes | None]]:
+        """Entries with start <= key < end (end None: no bound), ascending; None = tombstone."""
+        index = bisect_left(self._index_keys, start)
+        first = True
+        while index < len(self._handles):
+            keys, values = self._block(index, fill=False)
+            pos = bisect_left(keys, start) if first else 0
+            first = False
+            stop = len(keys) if end is None else bisect_left(keys, end, pos)
+            yield from zip(keys[pos:stop], values[pos:stop], strict=True)
+            if stop < len(keys):
+                return
+            index += 1
+
+    def _block(self, index: int, *, fill: bool) -> DecodedBlock:
+        handle = self._handles[index]
+        cache = self._cache
+        if cache is not None:
+            key = (self._id, handle.offset)
+            cached = cache.get(key) if fill else cache.peek(key)
+            if cached is not None:
+                return cached
+        with self._lock:
+            data = _read_sealed(self._file, self.path, handle, "data")
+        decoded = block.decode(data, self.path, handle.offset)
+        if cache is not None and fill:
+            cache.put((self._id, handle.offset), decoded,
+                      block_cache.charge(decoded, handle.size))
+        return decoded
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def _read_sealed(file: ReadableFile, path: str, handle: BlockHandle, name: str) -> memoryview:
+    size = handle.size + table_format.BLOCK_TRAILER_SIZE
+    file.seek(handle.offset)
+    raw = file.read(size)
+    if len(raw) != size:
+        raise CorruptionError(path, f"{name} block truncated: {len(raw)} of {size} bytes",
+                              handle.offset)
+    return table_format.unseal(raw, path, handle.offset, name)
