@@ -1,0 +1,247 @@
+"""block, table_builder, table_reader, block_cache: round trips, huge values, corruption."""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+from collections.abc import Iterable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import block, table_format
+from engine.block_cache import BlockCache
+from engine.errors import CorruptionError, StorageError
+from engine.fs import OSFileSystem
+from engine.table_builder import TableBuilder
+from engine.table_format import TOMBSTONE
+from engine.table_reader import TableReader
+from tests.engine_helpers import FaultyFS, patch_file, read_bytes, temp_dir
+
+FS = OSFileSystem()
+Entries = list[tuple[bytes, bytes | None]]
+
+
+def write_table(path: str, entries: Iterable[tuple[bytes, bytes | None]], **kw: int) -> int:
+    builder = TableBuilder(FS, path, **kw)
+    for key, value in entries:
+        builder.add(key, value)
+    return builder.finish().file_size
+
+
+def sample_entries(n: int = 2000) -> Entries:
+    return [(b"key:%06d" % i, None if i % 5 == 0 else b"value-%d" % i * (1 + i % 7))
+            for i in range(n)]
+
+
+sorted_entries = st.dictionaries(st.binary(max_size=12), st.none() | st.binary(max_size=40),
+                                 min_size=1, max_size=60).map(lambda d: sorted(d.items()))
+
+
+@given(sorted_entries, st.integers(1, 4))
+def test_block_round_trip(entries: Entries, restart_interval: int) -> None:
+    builder = block.BlockBuilder(restart_interval)
+    for key, value in entries:
+        builder.add(key, value)
+    keys, values = block.decode(bytes(builder.finish()), "b", 0)
+    assert list(zip(keys, values, strict=True)) == entries
+
+
+def test_block_structural_damage_is_corruption_not_crash() -> None:
+    builder = block.BlockBuilder(2)
+    for key, value in sample_entries(20):
+        builder.add(key, value)
+    data = bytes(builder.finish())
+    rng = random.Random(7)
+    for _ in range(300):
+        damaged = bytearray(data)
+        damaged[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            keys, _ = block.decode(bytes(damaged), "b", 0)
+        except CorruptionError:
+            continue
+        assert keys == sorted(set(keys))  # whatever decodes is still a valid block
+
+
+@settings(max_examples=30, deadline=None)
+@given(sorted_entries, st.sampled_from([64, 128, 4096]))
+def test_table_matches_its_entries(entries: Entries, block_size: int) -> None:
+    with temp_dir() as d:
+        path = os.path.join(d, "t.sst")
+        write_table(path, entries, block_size_bytes=block_size)
+        reader = TableReader.open(FS, path, BlockCache(1 << 20))
+        model = dict(entries)
+        assert list(reader.scan()) == entries
+        for key in [*model, b"\xff" * 13, b"", b"key0"]:
+            got = reader.get(key)
+            if key not in model:
+                assert got is None
+            else:
+                assert got == (TOMBSTONE if model[key] is None else model[key])
+        keys = [k for k, _ in entries]
+        lo, hi = keys[0], keys[-1] + b"\x00"
+        assert list(reader.scan(lo, hi)) == entries
+        mid = keys[len(keys) // 2]
+        assert list(reader.scan(mid)) == [e for e in entries if e[0] >= mid]
+        assert list(reader.scan(b"", mid)) == [e for e in entries if e[0] < mid]
+        reader.close()
+
+
+def test_get_reads_one_block_and_bloom_skips_absent_keys() -> None:
+    with temp_dir() as d:
+        path = os.path.join(d, "t.sst")
+        write_table(path, sample_entries())
+        cache = BlockCache(1 << 20)
+        reader = TableReader.open(FS, path, cache)
+        assert reader.properties.data_block_count > 10
+        assert reader.get(b"key:000001") == b"value-1" * 2
+        assert (cache.hits, cache.misses) == (0, 1)
+        assert reader.get(b"key:000002") == b"value-2" * 3  # same block: a hit
+        assert (cache.hits, cache.misses) == (1, 1)
+        assert reader.get(b"key:000000") is TOMBSTONE
+        absent = [b"key:%06dx" % i for i in range(1000)]
+        assert all(reader.get(key) is None for key in absent)
+        assert cache.misses < 1 + 30  # ~1% bloom false positives reach a block
+        assert reader.get(b"a") is None and reader.get(b"z") is None  # outside min/max
+
+
+def test_twenty_megabyte_value_is_one_block() -> None:
+    big = os.urandom(20 << 20)
+    with temp_dir() as d:
+        path = os.path.join(d, "t.sst")
+        write_table(path, [(b"a", b"small"), (b"big", big), (b"c", None)])
+        reader = TableReader.open(FS, path, BlockCache(1 << 20))
+        assert reader.get(b"big") == big
+        assert reader.get(b"a") == b"small" and reader.get(b"c") is TOMBSTONE
+        assert [k for k, _ in reader.scan()] == [b"a", b"big", b"c"]
+        assert reader.properties.data_block_count == 2  # [a, big] cut after big, then [c]
+        reader.close()
+
+
+def test_keys_must_strictly_increase() -> None:
+    with temp_dir() as d:
+        builder = TableBuilder(FS, os.path.join(d, "t.sst"))
+        builder.add(b"b", b"1")
+        for bad in (b"b", b"a"):
+            with pytest.raises(AssertionError):
+                builder.add(bad, b"2")
+        builder.abandon()
+        assert os.listdir(d) == []
+
+
+def test_written_under_temp_name_then_renamed_and_synced() -> None:
+    with temp_dir() as d:
+        fs = FaultyFS()
+        path = os.path.join(d, "t.sst")
+        builder = TableBuilder(fs, path)
+        builder.add(b"k", b"v")
+        assert os.listdir(d) == ["t.sst.tmp"]
+        builder.finish()
+        assert os.listdir(d) == ["t.sst"]
+        assert fs.syncs >= 1
+
+
+def test_failed_fsync_leaves_no_table() -> None:
+    with temp_dir() as d:
+        fs = FaultyFS()
+        fs.fail_sync = True
+        builder = TableBuilder(fs, os.path.join(d, "t.sst"))
+        builder.add(b"k", b"v")
+        with pytest.raises(StorageError, match=r"t\.sst"):
+            builder.finish()
+        assert os.listdir(d) == []
+
+
+def test_disk_full_leaves_no_table() -> None:
+    with temp_dir() as d:
+        fs = FaultyFS()
+        fs.space_bytes = 10_000
+        builder = TableBuilder(fs, os.path.join(d, "t.sst"))
+        with pytest.raises(StorageError, match=r"t\.sst"):
+            for key, value in sample_entries(5000):
+                builder.add(key, value)
+            builder.finish()
+        assert os.listdir(d) == []
+
+
+def region_offsets(path: str) -> dict[str, int]:
+    """One byte offset inside each region of the table, from its footer."""
+    data = read_bytes(path)
+    footer = table_format.decode_footer(data[-table_format.FOOTER_SIZE :], path, len(data))
+    return {
+        "data": 10,
+        "bloom": footer.bloom.offset + 20,
+        "index": footer.index.offset + 3,
+        "properties": footer.properties.offset + 1,
+        "footer": len(data) - table_format.FOOTER_SIZE + 2,
+        "footer crc": len(data) - 10,
+        "magic": len(data) - 1,
+        "data trailer": footer.bloom.offset - 1,
+    }
+
+
+def test_flipped_byte_in_each_region_raises_corruption_naming_the_file() -> None:
+    with temp_dir() as d:
+        path = os.path.join(d, "t.sst")
+        write_table(path, sample_entries())
+        original = read_bytes(path)
+        for region, offset in region_offsets(path).items():
+            patch_file(path, offset, bytes([original[offset] ^ 0x01]))
+            with pytest.raises(CorruptionError) as info:
+                reader = TableReader.open(FS, path)
+                list(reader.scan())  # data damage surfaces when the block is read
+            assert info.value.path == path and path in str(info.value), region
+            patch_file(path, offset, original[offset : offset + 1])
+        reader = TableReader.open(FS, path)
+        assert len(list(reader.scan())) == 2000
+
+
+def test_flipped_data_byte_fails_get_of_that_block_only() -> None:
+    with temp_dir() as d:
+        path = os.path.join(d, "t.sst")
+        write_table(path, sample_entries())
+        reader = TableReader.open(FS, path, BlockCache(1 << 20))
+        patch_file(path, 10, b"\x00")
+        with pytest.raises(CorruptionError, match="data block checksum"):
+            reader.get(b"key:000001")
+        assert reader.get(b"key:001999") == b"value-1999" * 5  # other blocks still serve
+
+
+def test_unknown_version_is_not_corruption() -> None:
+    with temp_dir() as d:
+        path = os.path.join(d, "t.sst")
+        size = write_table(path, [(b"k", b"v")])
+        footer = bytearray(read_bytes(path)[-table_format.FOOTER_SIZE :])
+        footer[36] = 9
+        footer[40:44] = zlib.crc32(bytes(footer[:40])).to_bytes(4, "little")
+        patch_file(path, size - table_format.FOOTER_SIZE, bytes(footer))
+        with pytest.raises(StorageError, match="version 9") as info:
+            TableReader.open(FS, path)
+        assert not isinstance(info.value, CorruptionError)
+
+
+def test_truncated_table_is_corruption() -> None:
+    with temp_dir() as d:
+        path = os.path.join(d, "t.sst")
+        size = write_table(path, sample_entries(100))
+        for cut in (0, 10, size - 1):
+            os.truncate(path, cut)
+            with pytest.raises(CorruptionError):
+                TableReader.open(FS, path)
+
+
+def test_block_cache_lru_within_byte_budget() -> None:
+    cache = BlockCache(300)
+    blk: block.DecodedBlock = ([b"k"], [b"v"])
+    for i in range(5):
+        cache.put((1, i), blk, 100)
+        assert cache.charged_bytes <= 300
+    assert cache.get((1, 0)) is None and cache.get((1, 1)) is None
+    assert cache.get((1, 2)) is blk  # now most recent
+    cache.put((1, 5), blk, 100)
+    assert cache.get((1, 3)) is None and cache.get((1, 2)) is blk
+    cache.put((1, 6), blk, 301)  # larger than the whole budget: not cached
+    assert cache.get((1, 6)) is None and len(cache) == 3
+    assert (cache.hits, cache.misses) == (2, 4)
