@@ -2,7 +2,7 @@
 
 Invariants:
 1. Keys are added in strictly increasing order (asserted); a table holds at least one entry.
-2. The table is written under "<path>.tmp", fsynced, renamed to path, and the directory is
+2. The table is written under "<name>.tmp", fsynced, renamed to name, and the directory is
    fsynced: once finish() returns the table is durable under its final name, and a crash at
    any earlier moment leaves at most a "*.tmp" file, never a partial table under path.
 3. A data block is cut once it reaches block_size_bytes, after an add, so each block holds at
@@ -15,14 +15,13 @@ Invariants:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from engine import block, bloom, table_format
 from engine.errors import StorageError
-from engine.fs import FileSystem, WritableFile, write_all
+from engine.fs import FileSystem, WritableFile, join, write_all
 from engine.table_format import BlockHandle, Footer, Properties
 
 _T = TypeVar("_T")
@@ -40,15 +39,16 @@ class TableInfo:
 class TableBuilder:
     """REQUIRES: one thread; add() in strictly increasing key order; finish() or abandon()."""
 
-    def __init__(self, fs: FileSystem, path: str, *,
+    def __init__(self, fs: FileSystem, directory: str, name: str, *,
                  block_size_bytes: int = table_format.BLOCK_SIZE_BYTES_DEFAULT,
                  bloom_bits_per_key: int = bloom.BITS_PER_KEY_DEFAULT,
                  restart_interval: int = block.RESTART_INTERVAL_DEFAULT) -> None:
         if not 64 <= block_size_bytes <= 1 << 30:
             raise ValueError(f"block_size_bytes out of range (64..1 GiB): {block_size_bytes}")
         self._fs = fs
-        self.path = path
-        self._temp_path = path + table_format.TEMP_SUFFIX
+        self._dir = directory
+        self.path = join(directory, name)
+        self._temp_path = self.path + table_format.TEMP_SUFFIX
         self._block_size = block_size_bytes
         self._restart_interval = restart_interval
         self._bloom = bloom.BloomFilterBuilder(bloom_bits_per_key)
@@ -112,7 +112,7 @@ class TableBuilder:
             file.sync()
             file.close()
             self._fs.rename(self._temp_path, self.path)
-            self._fs.sync_dir(os.path.dirname(self.path) or ".")
+            self._fs.sync_dir(self._dir)
 
         self._guard(commit)
         self._file = None

@@ -25,7 +25,7 @@ Entries = list[tuple[bytes, bytes | None]]
 
 
 def write_table(path: str, entries: Iterable[tuple[bytes, bytes | None]], **kw: int) -> int:
-    builder = TableBuilder(FS, path, **kw)
+    builder = TableBuilder(FS, os.path.dirname(path), os.path.basename(path), **kw)
     for key, value in entries:
         builder.add(key, value)
     return builder.finish().file_size
@@ -122,7 +122,7 @@ def test_twenty_megabyte_value_is_one_block() -> None:
 
 def test_keys_must_strictly_increase() -> None:
     with temp_dir() as d:
-        builder = TableBuilder(FS, os.path.join(d, "t.sst"))
+        builder = TableBuilder(FS, d, "t.sst")
         builder.add(b"b", b"1")
         for bad in (b"b", b"a"):
             with pytest.raises(AssertionError):
@@ -134,8 +134,7 @@ def test_keys_must_strictly_increase() -> None:
 def test_written_under_temp_name_then_renamed_and_synced() -> None:
     with temp_dir() as d:
         fs = FaultyFS()
-        path = os.path.join(d, "t.sst")
-        builder = TableBuilder(fs, path)
+        builder = TableBuilder(fs, d, "t.sst")
         builder.add(b"k", b"v")
         assert os.listdir(d) == ["t.sst.tmp"]
         builder.finish()
@@ -147,7 +146,7 @@ def test_failed_fsync_leaves_no_table() -> None:
     with temp_dir() as d:
         fs = FaultyFS()
         fs.fail_sync = True
-        builder = TableBuilder(fs, os.path.join(d, "t.sst"))
+        builder = TableBuilder(fs, d, "t.sst")
         builder.add(b"k", b"v")
         with pytest.raises(StorageError, match=r"t\.sst"):
             builder.finish()
@@ -158,7 +157,7 @@ def test_disk_full_leaves_no_table() -> None:
     with temp_dir() as d:
         fs = FaultyFS()
         fs.space_bytes = 10_000
-        builder = TableBuilder(fs, os.path.join(d, "t.sst"))
+        builder = TableBuilder(fs, d, "t.sst")
         with pytest.raises(StorageError, match=r"t\.sst"):
             for key, value in sample_entries(5000):
                 builder.add(key, value)
