@@ -61,10 +61,6 @@ _SYNC_PROBE: Final = b"*0\r\n"
 # hiredis's default "need more data" value, False, is also what it returns for a RESP3 '#f'.
 _NEED_DATA: Final = object()
 _DOLLAR: Final = 0x24
-# Bytes that start a RESP3 item hiredis would hand back as a list or as bytes.
-_DISGUISE_BYTES: Final = b"~|+=("
-# Up to this size one translate() pass beats five find() calls.
-_TRANSLATE_BYTES_MAX: Final = 1024
 
 # Serialized size of '$<n>\r\n<n bytes>\r\n' and of '*<n>\r\n', precomputed for small n.
 _SMALL_MAX: Final = 4096
@@ -85,14 +81,36 @@ def _has_huge_count(data: bytes) -> bool:
     return _HUGE_COUNT.search(data) is not None
 
 
-def _has_disguise(data: bytes) -> bool:
-    return (
-        data.find(b"~") >= 0
-        or data.find(b"|") >= 0
-        or data.find(b"+") >= 0
-        or data.find(b"=") >= 0
-        or data.find(b"(") >= 0
-    )
+def _is_plain_multibulk(data: bytes, items: list[Any]) -> bool:
+    """True when items, as hiredis returned them for all of data, are exactly the non-empty
+    multibulk commands data spells ('*' arrays of '$' bulk strings).
+
+    hiredis also returns other RESP types that Redis refuses in a request as if they were
+    commands or arguments: '+', '(' and '=' as bytes, '~' and '>' as lists. Every one of them
+    except a '~' or '>' in place of a '*' serializes to a different length than the bulk
+    strings it imitates (nested arrays, maps and attributes too), and a non-bytes argument
+    makes len() fail; so the serialized length of the commands, summed in C where possible,
+    and the first byte of each command decide. This costs the same for every value, unlike
+    searching the data for the tell-tale bytes (base64 values are full of '+' and '=')."""
+    frame = _BULK_FRAME.__getitem__
+    header = _ARRAY_HEADER
+    pos = 0
+    end = len(data)
+    try:
+        for item in items:
+            if type(item) is not list or not item or pos >= end or data[pos] != _STAR:
+                return False
+            argc = len(item)
+            try:
+                pos += header[argc] + sum(map(frame, map(len, item)))
+            except IndexError:  # an argument (or count) past the precomputed table
+                pos += 3 + len(str(argc)) + sum(n + 5 + len(str(n)) for n in map(len, item))
+            for arg in item:
+                if type(arg) is not bytes:
+                    return False
+    except TypeError:  # an integer, error, double, boolean or null among the arguments
+        return False
+    return pos == end
 
 
 def _walk(data: bytes, items: list[Any], bulk_bytes_max: int) -> tuple[int, int]:
@@ -216,7 +234,7 @@ class RequestParser:
         hand_back = True
         while rest is not None:
             # No first-byte test: hiredis rejects an inline command itself, and a '~' or '|'
-            # it would accept as a command is caught with the other disguises below.
+            # it would accept as a command is caught by _is_plain_multibulk below.
             if len(rest) <= self._fast_bytes_max and not _has_huge_count(rest):
                 reader = self._reader
                 reader.feed(rest)
@@ -237,26 +255,11 @@ class RequestParser:
                     # Not only ProtocolError: a '%' map with a list key raises TypeError. Any
                     # failure means this chunk is not plain RESP; the Python reader decides.
                     synced = False
-                if synced:
-                    for item in items:
-                        if type(item) is not list or not item:
-                            break
-                        for arg in item:
-                            if type(arg) is not bytes:
-                                break
-                        else:
-                            continue
-                        break
-                    else:
-                        if len(rest) <= _TRANSLATE_BYTES_MAX:
-                            disguised = len(rest.translate(None, _DISGUISE_BYTES)) != len(rest)
-                        else:
-                            disguised = _has_disguise(rest)
-                        if not disguised:
-                            if commands is None:
-                                return items
-                            commands.extend(items)
-                            return commands
+                if synced and _is_plain_multibulk(rest, items):
+                    if commands is None:
+                        return items
+                    commands.extend(items)
+                    return commands
                 given = len(rest)
                 good, rest = self._recover(rest, items, synced=synced)
                 hand_back = rest is None or 2 * (given - len(rest)) >= given

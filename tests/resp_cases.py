@@ -39,6 +39,10 @@ MALFORMED: list[Case] = [
     Case("verbatim_element", b"*1\r\n=8\r\ntxt:PING\r\n", error="expected '$', got '='"),
     Case("nested_array", b"*2\r\n$4\r\nECHO\r\n*1\r\n$1\r\na\r\n", error="expected '$', got '*'"),
     Case("set_element", b"*1\r\n~1\r\n$1\r\na\r\n", error="expected '$', got '~'"),
+    # Serializes to exactly the length of the bulk string "a" it imitates.
+    Case("nested_null_array", b"*2\r\n$4\r\nECHO\r\n*1\r\n_\r\n",
+         error="expected '$', got '*'"),
+    Case("bignum_element", b"*2\r\n$4\r\nECHO\r\n(12\r\n", error="expected '$', got '('"),
     Case("binary_type_byte", b"*1\r\n\xe9x\r\n", error="expected '$', got '\xe9'"),
     Case("newline_type_byte", b"*1\r\n\n$4\r\nPING\r\n", error="expected '$', got ' '"),
     Case("cr_type_byte", b"*1\r\n\r\r\n", error="expected '$', got ' '"),
