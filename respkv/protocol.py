@@ -96,6 +96,7 @@ class RespConnection(asyncio.Protocol):
         self._write_paused = False
         self._closed = False
         self._parser_authenticated = True
+        self._soft_limit_since: float | None = None
         # Truthy while the node holds writes not yet committed (group commit).
         self._pending_log = server.state.node.pending_log
 
@@ -349,10 +350,30 @@ class RespConnection(asyncio.Protocol):
         if client is not None and client.close_after_reply:
             self.close()
             return
-        hard_limit = state.output_limit_bytes
-        if hard_limit and transport.get_write_buffer_size() > hard_limit:
-            self.state.stats.client_output_buffer_limit_disconnections += 1
-            log.warning("closing client %s: output buffer over limit", client and client.addr)
+        if state.output_limit_set:
+            self.check_output_limit()
+
+    def check_output_limit(self) -> None:
+        """Redis's client-output-buffer-limit: close past the hard limit at once, or past the
+        soft limit once it has lasted soft-seconds."""
+        if self.transport is None or self._closed:
+            return
+        pending = self.transport.get_write_buffer_size()
+        state = self.state
+        hard, soft, soft_seconds = state.output_limit
+        over_soft = bool(soft) and pending > soft
+        if over_soft and self._soft_limit_since is None:
+            self._soft_limit_since = state.now_s
+        elif not over_soft:
+            self._soft_limit_since = None
+        if (hard and pending > hard) or (
+            over_soft
+            and self._soft_limit_since is not None
+            and state.now_s - self._soft_limit_since >= soft_seconds
+        ):
+            state.stats.client_output_buffer_limit_disconnections += 1
+            log.warning("closing client %s: output buffer of %d bytes over its limit",
+                        self.client and self.client.addr, pending)
             self.close()
 
     # Flow control --------------------------------------------------------------------------
@@ -363,6 +384,7 @@ class RespConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._soft_limit_since = None
         if not self._busy:
             self._resume_reading()
 

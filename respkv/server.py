@@ -188,6 +188,10 @@ class Server:
     def _cron(self) -> None:
         if self.state.write_error is not None:
             self._try_commit()
+        if self.state.output_limit_set:
+            # A client that stopped reading gets no more writes to trigger the check.
+            for connection in list(self.connections):
+                connection.check_output_limit()
         timeout = self.state.config.timeout
         if timeout > 0:
             now = self.state.now_s

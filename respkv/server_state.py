@@ -62,8 +62,10 @@ class ServerState:
         self.shutdown_requested: Callable[[], None] | None = None
         # Wall-clock seconds, refreshed by the server's cron: idle timeouts need no better.
         self.now_s = time.monotonic()
-        # client-output-buffer-limit normal hard limit, cached off the hot path.
-        self.output_limit_bytes = config.client_output_buffer_limit_normal_hard
+        # client-output-buffer-limit for normal clients, cached off the hot path; any() of
+        # them tells the connection whether to look at its buffer at all.
+        self.output_limit = config.client_output_buffer_limit["normal"]
+        self.output_limit_set = any(self.output_limit[:2])
         config.on_change("client-output-buffer-limit", self._output_limit_changed)
         # Set while the commit log cannot be written: write commands are refused with it.
         self.write_error: str | None = None
@@ -73,7 +75,8 @@ class ServerState:
         return time.monotonic()
 
     def _output_limit_changed(self, _value: object) -> None:
-        self.output_limit_bytes = self.config.client_output_buffer_limit_normal_hard
+        self.output_limit = self.config.client_output_buffer_limit["normal"]
+        self.output_limit_set = any(self.output_limit[:2])
 
     def new_client_id(self) -> int:
         client_id = self._next_client_id

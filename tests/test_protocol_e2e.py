@@ -604,3 +604,31 @@ def test_client_that_disconnects_mid_command_does_not_hurt(respkv_port: int) -> 
     with RawConnection(respkv_port) as conn:
         assert conn.call("EXISTS", "half") == b":0\r\n"
         assert conn.call("PING") == b"+PONG\r\n"
+
+
+def test_output_buffer_soft_limit_closes_a_client_over_it_for_soft_seconds(
+    respkv_port: int, redis_port: int
+) -> None:
+    # Over the soft limit (1 MB) for soft-seconds (1 s) and never reading: Redis closes the
+    # client from its cron even though no further reply is written to it.
+    value = b"s" * 4096
+    total = 2_000  # 8 MB of replies
+    for port in (respkv_port, redis_port):
+        with RawConnection(port) as admin:
+            assert admin.call("SET", "big", value) == b"+OK\r\n"
+            assert admin.call(
+                "CONFIG", "SET", "client-output-buffer-limit", "normal 0 1mb 1"
+            ) == b"+OK\r\n"
+            try:
+                with RawConnection(port, timeout=10) as hog:
+                    hog.send_raw(encode_command("GET", "big") * total)
+                    deadline = time.monotonic() + 8
+                    closed = False
+                    time.sleep(2.5)  # stay unread past soft-seconds (cron runs every second)
+                    while time.monotonic() < deadline and not closed:
+                        chunk = hog.sock.recv(1 << 20)
+                        closed = not chunk
+                    assert closed, port
+                assert admin.call("PING") == b"+PONG\r\n"
+            finally:
+                admin.call("CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0")
