@@ -29,11 +29,10 @@ import redis.asyncio
 from cluster.clock import ManualClock
 from cluster.node import Node, NodeOptions
 from respkv.commands.keys import encoding_of, parse_cursor
-from respkv.dispatch import resolve
 from respkv.replies import OK, CommandError, Status
 from respkv.server_state import Stats
 from tests.conftest import Differential
-from tests.inprocess import finish
+from tests.inprocess import HandlerRunner, finish
 from tests.servers import RawConnection
 
 BINARY_KEYS = [b"\x00", b"\xff\xfe", b"a\r\nb", b" ", b"\x00key\x00", b"k" * 600]
@@ -109,22 +108,11 @@ class FakeClient:
         self.resp = 2
 
 
-class Local:
+class Local(HandlerRunner):
     def __init__(self, node: Node, clock: ManualClock) -> None:
         self.node = node
         self.clock = clock
         self.client = FakeClient(node)
-
-    def __call__(self, *args: bytes | str | int) -> Any:
-        argv = [arg if isinstance(arg, bytes) else str(arg).encode() for arg in args]
-        spec = resolve(argv)
-        assert spec.handler is not None
-        return finish(spec.handler(self.client, argv))  # type: ignore[arg-type]
-
-    def error(self, *args: bytes | str | int) -> str:
-        with pytest.raises(CommandError) as raised:
-            self(*args)
-        return raised.value.message
 
     def put(self, key: str | bytes, value: bytes = b"v", expire_at_ms: int = 0,
             db: int = 0) -> None:

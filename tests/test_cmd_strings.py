@@ -34,10 +34,10 @@ from respkv.commands.strings import (
     format_long_double,
     parse_long_double,
 )
-from respkv.dispatch import resolve
 from respkv.replies import OK, CommandError
 from respkv.server_state import Stats
 from tests.conftest import Differential
+from tests.inprocess import HandlerRunner
 from tests.inprocess import finish as _drive
 
 # In-process harness ---------------------------------------------------------------------------
@@ -66,23 +66,12 @@ class _Client:
         self.resp = 2
 
 
-class Local:
+class Local(HandlerRunner):
     def __init__(self, node: Node, clock: ManualClock) -> None:
         self.node = node
         self.clock = clock
         self.server = _Server()
         self.client = _Client(node, self.server)
-
-    def __call__(self, *args: bytes | str | int) -> Any:
-        argv = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-        spec = resolve(argv)
-        assert spec.handler is not None
-        return _drive(spec.handler(self.client, argv))  # type: ignore[arg-type]
-
-    def error(self, *args: bytes | str | int) -> str:
-        with pytest.raises(CommandError) as info:
-            self(*args)
-        return info.value.message
 
     def expire_at(self, key: bytes | str) -> int | None:
         """The stored absolute expiry of key (0 = none), None if the key is missing."""
