@@ -39,5 +39,16 @@ lint: $(STAMP)
 bench: $(STAMP) system-deps
 	$(PY) -m bench.server_bench
 
+# Storage engine against sqlite3, diskcache, lmdb and LevelDB (bench/engine_bench.py); installs
+# the `bench` extra (plyvel, lmdb, diskcache) first.
+.PHONY: bench-engine
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench-engine: $(BENCH_STAMP)
+	$(PY) -m bench.engine_bench
+
 clean:
 	rm -rf $(VENV) data
