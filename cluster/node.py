@@ -449,6 +449,11 @@ class Node:
         """Call ``callback(db, key)`` after every change of a key, ``(db, None)`` after a flush."""
         self._listeners.append(callback)
 
+    def remove_listener(self, callback: Callable[[int, bytes | None], None]) -> None:
+        """Stop calling a callback added with add_listener (no-op if it is not there)."""
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
     def start(self) -> None:
         """Start background work (the active expiry cycle) on the node's clock."""
         self._expiry.start()

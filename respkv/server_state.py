@@ -69,7 +69,9 @@ class ServerState:
         config.on_change("client-output-buffer-limit", self._output_limit_changed)
         # Set while the commit log cannot be written: write commands are refused with it.
         self.write_error: str | None = None
-        node.add_listener(self._key_written)
+        # The node calls _key_written only while some client watches a key: every write
+        # would otherwise pay for a call that finds nothing to do.
+        self._listening = False
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -91,6 +93,9 @@ class ServerState:
             return
         client.watched.add(entry)
         self.watchers.setdefault(entry, set()).add(client)
+        if not self._listening:
+            self._listening = True
+            self.node.add_listener(self._key_written)
 
     def unwatch_all(self, client: Client) -> None:
         for entry in client.watched:
@@ -102,6 +107,9 @@ class ServerState:
         client.watched.clear()
         client.watch_deadlines.clear()
         client.dirty_cas = False
+        if self._listening and not self.watchers:
+            self._listening = False
+            self.node.remove_listener(self._key_written)
 
     def _key_written(self, db: int, key: bytes | None) -> None:
         # A flush (key None) is handled by touch_watched_before_flush, which can still see
