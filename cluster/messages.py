@@ -1,0 +1,247 @@
+"""The messages nodes exchange over the peer protocol (docs/formats/peer-protocol.md).
+
+Every message type is listed once, in ``MsgType``, with the one-byte tag that goes on the
+wire; every message is a frozen dataclass whose fields, in declaration order, are its msgpack
+body (a flat array). ``SCHEMA`` states what each field may hold; ``cluster/wire.py`` checks
+every decoded body against it, so nothing here validates or raises.
+
+Invariants:
+1. Tags are never renumbered or reused: a retired type leaves a gap and a comment.
+2. A message's body is the tuple of its fields in declaration order (``fields_of``), and
+   ``cls(*fields)`` rebuilds it: the dataclass field order *is* the wire layout.
+3. ``HELLO`` is the first frame each side sends, and its layout is the same in every protocol
+   version (it is decoded before a version has been negotiated).
+4. Each request type has exactly one reply type (``REPLY_OF``); any request may instead be
+   answered by ``Error``. Handshake messages (``HANDSHAKE``) are valid only before the
+   connection is authenticated, requests and replies only after.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Any
+
+PROTOCOL_VERSION = 1  # the only version this code speaks; bump on any change of a layout
+NONCE_BYTES = 32  # AUTH_CHALLENGE nonce
+PROOF_BYTES = 32  # AUTH_RESPONSE proof: an HMAC-SHA256
+NODE_ID_BYTES_MAX = 64  # node ids are 32 hex chars today (cluster/node_meta.py)
+CLUSTER_NAME_BYTES_MAX = 64
+ERROR_TEXT_BYTES_MAX = 1024
+DB_MAX = 65_535  # a sanity bound; the node checks its own `databases`
+
+
+class MsgType(enum.IntEnum):
+    """One-byte tags. On wire: never renumber; retire instead."""
+
+    HELLO = 1
+    AUTH_CHALLENGE = 2
+    AUTH_RESPONSE = 3
+    AUTH_OK = 4
+    PING = 5
+    PONG = 6
+    READ = 7
+    READ_REPLY = 8
+    WRITE = 9
+    WRITE_ACK = 10
+    ERROR = 11
+
+
+class ErrorCode(enum.IntEnum):
+    """ERROR frame codes. On wire: never renumber; retire instead."""
+
+    PROTOCOL = 1  # malformed frame or message out of place; the sender closes
+    VERSION_MISMATCH = 2  # no protocol version both sides speak
+    CLUSTER_MISMATCH = 3  # the peer belongs to another cluster
+    AUTH_FAILED = 4  # the proof does not verify (wrong or missing cluster-secret)
+    WRONG_NODE = 5  # the node at this address is not the node the initiator expected
+    UNSUPPORTED = 6  # a request type this node does not serve
+    OVERLOADED = 7  # the request was refused for lack of capacity; safe to retry elsewhere
+    INTERNAL = 8  # the handler failed; the text says how
+    SHUTTING_DOWN = 9  # the node is stopping
+
+
+# -- Handshake (unauthenticated) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame of each side: the versions it speaks and who it is."""
+
+    version_min: int
+    version_max: int
+    node_id: str
+    cluster_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthChallenge:
+    nonce: bytes  # NONCE_BYTES fresh random bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    proof: bytes  # peer_auth.proof(...) over the handshake transcript
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOk:
+    """The sender verified the receiver's proof; after both AUTH_OKs the link is up."""
+
+
+# -- Requests and replies (authenticated) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Read the replica's sibling set of (db, key)."""
+
+    db: int
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReply:
+    siblings: bytes | None  # sibling_codec bytes, or None when the replica has no version
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Merge a sibling set into the replica's (db, key); ``hint_for`` names the intended
+    owner when the receiver is a stand-in (sloppy quorum) and must keep a hint."""
+
+    db: int
+    key: bytes
+    siblings: bytes  # sibling_codec bytes (decoded and validated by the receiver)
+    hint_for: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAck:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A request's failure (same request id) or, with request id 0, why the sender closes."""
+
+    code: int  # an ErrorCode; unknown codes from newer peers are kept as ints
+    text: str
+
+
+Message = (
+    Hello | AuthChallenge | AuthResponse | AuthOk | Ping | Pong | Read | ReadReply | Write
+    | WriteAck | Error
+)
+
+TYPE_OF: dict[type[Any], MsgType] = {
+    Hello: MsgType.HELLO,
+    AuthChallenge: MsgType.AUTH_CHALLENGE,
+    AuthResponse: MsgType.AUTH_RESPONSE,
+    AuthOk: MsgType.AUTH_OK,
+    Ping: MsgType.PING,
+    Pong: MsgType.PONG,
+    Read: MsgType.READ,
+    ReadReply: MsgType.READ_REPLY,
+    Write: MsgType.WRITE,
+    WriteAck: MsgType.WRITE_ACK,
+    Error: MsgType.ERROR,
+}
+CLASS_OF: dict[MsgType, type[Any]] = {tag: cls for cls, tag in TYPE_OF.items()}
+
+HANDSHAKE = frozenset({MsgType.HELLO, MsgType.AUTH_CHALLENGE, MsgType.AUTH_RESPONSE,
+                       MsgType.AUTH_OK})
+REPLY_OF: dict[MsgType, MsgType] = {
+    MsgType.PING: MsgType.PONG,
+    MsgType.READ: MsgType.READ_REPLY,
+    MsgType.WRITE: MsgType.WRITE_ACK,
+}
+REQUESTS = frozenset(REPLY_OF)
+REPLIES = frozenset(REPLY_OF.values()) | {MsgType.ERROR}
+
+
+# -- Field checks: what each body field may hold -------------------------------------------
+# Exact ``type() is`` checks: msgpack decodes true/false to bool, a subclass of int that must
+# not pass for a number, and str/bytes must not stand in for each other.
+
+Check = Callable[[Any], bool]
+
+
+def _uint(bound: int) -> Check:
+    return lambda v: type(v) is int and 0 <= v <= bound
+
+
+def _text(bytes_max: int, *, empty: bool) -> Check:
+    def check(v: Any) -> bool:
+        return type(v) is str and (empty or v != "") and len(v.encode()) <= bytes_max
+    return check
+
+
+def _exact_bytes(size: int) -> Check:
+    return lambda v: type(v) is bytes and len(v) == size
+
+
+def _is_bytes(v: Any) -> bool:
+    return type(v) is bytes
+
+
+def _optional(check: Check) -> Check:
+    return lambda v: v is None or check(v)
+
+
+_NODE_ID = _text(NODE_ID_BYTES_MAX, empty=False)
+SCHEMA: dict[MsgType, tuple[tuple[str, Check], ...]] = {
+    MsgType.HELLO: (("version_min", _uint(0xFFFF)), ("version_max", _uint(0xFFFF)),
+                    ("node_id", _NODE_ID),
+                    ("cluster_name", _text(CLUSTER_NAME_BYTES_MAX, empty=False))),
+    MsgType.AUTH_CHALLENGE: (("nonce", _exact_bytes(NONCE_BYTES)),),
+    MsgType.AUTH_RESPONSE: (("proof", _exact_bytes(PROOF_BYTES)),),
+    MsgType.AUTH_OK: (),
+    MsgType.PING: (),
+    MsgType.PONG: (),
+    MsgType.READ: (("db", _uint(DB_MAX)), ("key", _is_bytes)),
+    MsgType.READ_REPLY: (("siblings", _optional(_is_bytes)),),
+    MsgType.WRITE: (("db", _uint(DB_MAX)), ("key", _is_bytes), ("siblings", _is_bytes),
+                    ("hint_for", _optional(_NODE_ID))),
+    MsgType.WRITE_ACK: (),
+    MsgType.ERROR: (("code", _uint(0xFFFF)), ("text", _text(ERROR_TEXT_BYTES_MAX, empty=True))),
+}
+
+
+def _getter(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    names = [f.name for f in fields(cls)]
+    if not names:
+        return lambda _msg: ()
+    if len(names) == 1:
+        one = attrgetter(names[0])
+        return lambda msg: (one(msg),)
+    return attrgetter(*names)
+
+
+_GETTERS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {cls: _getter(cls) for cls in TYPE_OF}
+
+
+def fields_of(message: Message) -> tuple[Any, ...]:
+    """The body fields of ``message`` in wire order (invariant 2)."""
+    return _GETTERS[type(message)](message)
+
+
+def _check_schema_matches_classes() -> None:
+    for tag, cls in CLASS_OF.items():
+        names = tuple(f.name for f in fields(cls))
+        assert names == tuple(name for name, _ in SCHEMA[tag]), f"SCHEMA of {tag.name} is stale"
+
+
+_check_schema_matches_classes()
