@@ -3,12 +3,13 @@ determinism, and the history checkers against hand-made good and bad histories."
 
 from __future__ import annotations
 
+import asyncio
 import random
-from functools import partial
 
 from cluster.clock import Clock
-from cluster.messages import Message, Ping, Pong, Read, ReadReply, Write, WriteAck
+from cluster.messages import ErrorCode, Message, Ping, Pong, Read, ReadReply, Write, WriteAck
 from cluster.sibling_codec import encode
+from cluster.transport import PeerTimeout, RemoteError, Transport
 from cluster.version import Version, merge
 from tests.sim.checkers import (
     AckObserver,
@@ -68,8 +69,21 @@ def test_sim_clock_ticks_of_ten_ms() -> None:
 NODES = ["n1", "n2", "n3", "n4"]
 
 
-def echo(sender: str, message: Message) -> Message | None:
-    return Pong() if isinstance(message, Ping) else None
+def echo(sender: str, message: Message) -> Message:
+    return Pong() if isinstance(message, Ping) else ReadReply(None)
+
+
+Outcome = Message | str  # the reply, or the name of the exception the request failed with
+
+
+def ask(transport: SimTransport, peer: str, message: Message, timeout_s: float,
+        into: list[tuple[str, Outcome]], tag: str) -> None:
+    """Send a request; append (tag, outcome) to ``into`` when its future completes."""
+    def done(future: asyncio.Future[Message]) -> None:
+        error = future.exception()
+        into.append((tag, future.result() if error is None else type(error).__name__))
+
+    transport.request(peer, message, timeout_s).add_done_callback(done)
 
 
 def world(seed: int, options: NetworkOptions) -> tuple[SimClock, SimNetwork,
@@ -81,20 +95,16 @@ def world(seed: int, options: NetworkOptions) -> tuple[SimClock, SimNetwork,
 
 
 def random_traffic(seed: int, options: NetworkOptions, requests: int = 200
-                   ) -> tuple[list[TraceEvent], list[tuple[int, str, bool]]]:
+                   ) -> tuple[list[TraceEvent], list[tuple[str, Outcome]]]:
     """A seeded workload of requests between random nodes; (trace, replies seen)."""
     clock, network, transports = world(seed, options)
     workload = random.Random(seed * 7919 + 1)
-    replies: list[tuple[int, str, bool]] = []
+    replies: list[tuple[str, Outcome]] = []
     for i in range(requests):
         src, dst = workload.sample(NODES, 2)
-
-        def on_reply(reply: Message | None, i: int = i, src: str = src) -> None:
-            replies.append((i, src, reply is not None))
-
         clock.call_in(workload.randint(0, 100),
-                      lambda src=src, dst=dst, cb=on_reply:  # type: ignore[misc]
-                      transports[src].request(dst, Ping(), 0.05, cb))
+                      lambda src=src, dst=dst, i=i:  # type: ignore[misc]
+                      ask(transports[src], dst, Ping(), 0.05, replies, str(i)))
     assert clock.run_until_idle(ticks_max=10_000)
     return network.trace, replies
 
@@ -116,9 +126,11 @@ def test_different_seeds_differ() -> None:
 
 def test_every_request_completes_exactly_once() -> None:
     _, replies = random_traffic(3, FAULTY, requests=300)
-    ids = [i for i, _, _ in replies]
+    ids = [int(tag) for tag, _ in replies]
     assert sorted(ids) == list(range(300))
-    answered = sum(1 for _, _, ok in replies if ok)
+    outcomes = {outcome for _, outcome in replies}
+    assert outcomes == {Pong(), "PeerTimeout"}
+    answered = sum(1 for _, outcome in replies if outcome == Pong())
     assert 150 < answered < 300  # loss of 10% each way: some, not all, time out
 
 
@@ -164,22 +176,19 @@ def test_delay_bounds_are_respected() -> None:
 def test_partition_really_cuts_and_heal_restores() -> None:
     clock, network, transports = world(11, NetworkOptions())
     network.partition({"n1", "n2"}, {"n3", "n4"})
-    replies: list[tuple[str, bool]] = []
-    def record(dst: str, reply: Message | None) -> None:
-        replies.append((dst, reply is not None))
-
+    replies: list[tuple[str, Outcome]] = []
     for dst in ("n2", "n3", "n4"):
-        transports["n1"].request(dst, Ping(), 0.1, partial(record, dst))
+        ask(transports["n1"], dst, Ping(), 0.1, replies, dst)
     clock.run_until_idle(1000)
-    assert sorted(replies) == [("n2", True), ("n3", False), ("n4", False)]
+    assert sorted(replies) == [("n2", Pong()), ("n3", "PeerTimeout"), ("n4", "PeerTimeout")]
     crossing = [e for e in network.trace if e.event == "deliver"
                 and {e.packet.src, e.packet.dst} & {"n3", "n4"}]
     assert crossing == []
     network.heal()
     replies.clear()
-    transports["n1"].request("n3", Ping(), 0.1, lambda r: replies.append(("n3", r is not None)))
+    ask(transports["n1"], "n3", Ping(), 0.1, replies, "n3")
     clock.run_until_idle(1000)
-    assert replies == [("n3", True)]
+    assert replies == [("n3", Pong())]
 
 
 def test_partition_drops_packets_in_flight() -> None:
@@ -196,17 +205,17 @@ def test_partition_drops_packets_in_flight() -> None:
 
 def test_total_loss_and_total_duplication() -> None:
     clock, network, transports = world(13, NetworkOptions(drop_probability=1.0))
-    got: list[Message | None] = []
-    transports["n1"].request("n2", Ping(), 0.05, got.append)
+    got: list[tuple[str, Outcome]] = []
+    ask(transports["n1"], "n2", Ping(), 0.05, got, "lost")
     clock.run_until_idle(1000)
-    assert got == [None]
+    assert got == [("lost", "PeerTimeout")]
     assert not [e for e in network.trace if e.event == "deliver"]
 
     clock, network, transports = world(13, NetworkOptions(duplicate_probability=1.0))
     got = []
-    transports["n1"].request("n2", Ping(), 0.05, got.append)
+    ask(transports["n1"], "n2", Ping(), 0.05, got, "doubled")
     clock.run_until_idle(1000)
-    assert got == [Pong()]  # four replies arrive (two requests, each reply doubled): one wins
+    assert got == [("doubled", Pong())]  # two requests, four replies: one wins
     requests_delivered = [e for e in network.trace
                           if e.event == "deliver" and isinstance(e.packet.message, Ping)]
     assert len(requests_delivered) == 2
@@ -215,9 +224,9 @@ def test_total_loss_and_total_duplication() -> None:
 def test_crash_and_restart() -> None:
     clock, network, transports = world(14, NetworkOptions(delay_ticks_min=5,
                                                           delay_ticks_max=5))
-    got: list[tuple[str, Message | None]] = []
-    transports["n2"].request("n1", Ping(), 0.05, lambda r: got.append(("from_n2", r)))
-    transports["n1"].request("n2", Ping(), 0.05, lambda r: got.append(("to_n2", r)))
+    got: list[tuple[str, Outcome]] = []
+    ask(transports["n2"], "n1", Ping(), 0.05, got, "from_n2")
+    ask(transports["n1"], "n2", Ping(), 0.05, got, "to_n2")
     clock.advance(1)
     network.crash("n2")
     clock.advance(5)  # n1's ping reaches the crashed n2; n2's ping reaches n1, which answers
@@ -225,15 +234,54 @@ def test_crash_and_restart() -> None:
     restarted = network.restart("n2", echo)  # before n1's answer to the old n2 arrives
     clock.run_until_idle(1000)
     # n2's old request never completes (its process is gone); the request to it times out.
-    assert got == [("to_n2", None)]
+    assert got == [("to_n2", "PeerTimeout")]
     reasons = [e.reason for e in network.trace if e.event == "drop"]
     assert reasons == ["crashed", "no request waits"]
-    restarted.request("n1", Ping(), 0.05, lambda r: got.append(("n2_again", r)))
-    transports["n1"].request("n2", Ping(), 0.05, lambda r: got.append(("to_n2_again", r)))
+    ask(restarted, "n1", Ping(), 0.05, got, "n2_again")
+    ask(transports["n1"], "n2", Ping(), 0.05, got, "to_n2_again")
     clock.run_until_idle(1000)
     assert got[1:] == [("n2_again", Pong()), ("to_n2_again", Pong())]
     sends = [e for e in network.trace if e.event == "send"]
     assert len(sends) == 2 + 1 + 4  # two pings and a pong, then two pings and two pongs
+
+
+def test_sim_transport_is_a_transport_with_its_errors() -> None:
+    clock, network, transports = world(16, NetworkOptions())
+
+    def refuse(sender: str, message: Message) -> Message:
+        raise RemoteError(ErrorCode.OVERLOADED, "busy")
+
+    network.attach("busy", refuse)
+    transport: Transport = transports["n1"]
+    assert transport.node_id == "n1"
+    got: list[tuple[str, Outcome]] = []
+    ask(transports["n1"], "busy", Ping(), 0.05, got, "busy")
+    ask(transports["n1"], "nobody", Ping(), 0.05, got, "nobody")
+    ask(transports["n1"], "n2", Ping(), 0.05, got, "n2")
+    clock.run_until(0)  # done-callbacks run as events (call_soon), as in asyncio
+    assert got == [("nobody", "PeerUnavailable")]  # at once, before any time passes
+    clock.run_until_idle(1000)
+    assert sorted(got[1:]) == [("busy", "RemoteError"), ("n2", Pong())]
+
+
+def test_spawned_coroutines_await_requests_in_virtual_time() -> None:
+    clock, network, transports = world(17, NetworkOptions(delay_ticks_min=3,
+                                                          delay_ticks_max=3))
+
+    async def ping_all() -> list[str]:
+        out = []
+        for peer in ("n2", "n3"):
+            try:
+                reply = await transports["n1"].request(peer, Ping(), 0.05)
+                out.append(f"{peer}:{type(reply).__name__}@{clock.now}")
+            except PeerTimeout:
+                out.append(f"{peer}:timeout@{clock.now}")
+        return out
+
+    network.crash("n3")
+    result = network.loop.spawn(ping_all())
+    clock.run_until_idle(1000)
+    assert result.result() == ["n2:Pong@6", "n3:timeout@56"]
 
 
 def test_observer_sees_every_event() -> None:
@@ -241,7 +289,7 @@ def test_observer_sees_every_event() -> None:
     seen: list[TraceEvent] = []
     network.on_message(seen.append)
     for _ in range(50):
-        transports["n1"].request("n3", Ping(), 0.05, lambda r: None)
+        transports["n1"].request("n3", Ping(), 0.05)
     clock.run_until_idle(1000)
     assert seen == network.trace
     assert {e.event for e in seen} == {"send", "deliver", "drop"}
@@ -335,7 +383,7 @@ def test_ack_observer_records_what_replicas_acknowledged() -> None:
     stored: dict[str, list[bytes]] = {"r1": [], "r2": []}
 
     def replica(name: str) -> object:
-        def handle(sender: str, message: Message) -> Message | None:
+        def handle(sender: str, message: Message) -> Message:
             if isinstance(message, Write):
                 stored[name].append(message.siblings)
                 return WriteAck()
@@ -349,7 +397,7 @@ def test_ack_observer_records_what_replicas_acknowledged() -> None:
     network.on_message(observer)
     network.cut("r2", "c")  # r2 stores the write but its ack never arrives
     for name in ("r1", "r2"):
-        coordinator.request(name, Write(0, b"k", encode((A1,))), 0.05, lambda r: None)
+        coordinator.request(name, Write(0, b"k", encode((A1,))), 0.05)
     clock.run_until_idle(1000)
     assert len(stored["r2"]) == 1
     assert observer.acked == [(K, A1)]

@@ -18,9 +18,14 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 WALL_ORIGIN_MS = 1_700_000_000_000  # wall_ms() at tick 0 (a fixed date: runs replay)
 
@@ -136,3 +141,61 @@ class SimClock:
                 return False
             self.run_next()
         return True
+
+
+class SimLoop:
+    """The two loop methods an ``asyncio.Future`` calls, run in virtual time.
+
+    ``asyncio.Future(loop=SimLoop(clock))`` schedules its done-callbacks through
+    ``call_soon``, which here is an event at the current tick: futures (what
+    ``cluster.transport.Transport.request`` returns) complete deterministically with no event
+    loop running. ``spawn`` drives a coroutine that awaits only such futures, the way the
+    frontend drives node coroutines with ``send(None)``.
+    """
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+
+    def get_debug(self) -> bool:
+        return False
+
+    def call_soon(self, callback: Callable[..., object], *args: object,
+                  context: contextvars.Context | None = None) -> SimTimer:
+        def run() -> None:
+            if context is None:
+                callback(*args)
+            else:
+                context.run(callback, *args)
+
+        return self.clock.call_in(0, run)
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)  # type: ignore[arg-type]
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        """Run ``coro`` from the next event on; the future completes with its outcome.
+
+        REQUIRES: ``coro`` awaits only futures of this loop (nothing that needs a real loop).
+        """
+        outcome: asyncio.Future[T] = self.create_future()
+
+        def step(future: asyncio.Future[Any] | None) -> None:
+            try:
+                if future is None:
+                    yielded = coro.send(None)
+                elif (error := future.exception()) is not None:
+                    yielded = coro.throw(error)
+                else:
+                    yielded = coro.send(future.result())
+            except StopIteration as stop:
+                outcome.set_result(stop.value)
+                return
+            except BaseException as exc:  # the coroutine's own error: hand it over
+                outcome.set_exception(exc)
+                return
+            assert isinstance(yielded, asyncio.Future), f"awaited a non-sim object {yielded!r}"
+            yielded._asyncio_future_blocking = False
+            yielded.add_done_callback(step)
+
+        self.clock.call_in(0, lambda: step(None))
+        return outcome

@@ -6,8 +6,8 @@ Theory of operation. Each node joins with ``attach(node, handler)`` and gets a `
 the directed link ``(src, dst)``; each link is a priority queue ordered by ``(deliver_at,
 seq)`` (TigerBeetle's packet simulator), and one clock event per packet delivers the head of
 its link when due. On delivery a request runs the destination's handler, whose return value
-(if any) travels back as the reply, over the reverse link and through the same faults. A
-request whose reply does not arrive in ``timeout_s`` completes with ``None``.
+travels back as the reply, over the reverse link and through the same faults. A request
+whose reply does not arrive in ``timeout_s`` completes with ``PeerTimeout``.
 
 Faults (``NetworkOptions``; every random choice comes from the one ``random.Random``):
 - delay: uniform in ``[delay_ticks_min, delay_ticks_max]`` per packet;
@@ -22,47 +22,40 @@ Faults (``NetworkOptions``; every random choice comes from the one ``random.Rand
 
 Invariants:
 1. Determinism: the same seed, options and calls give the same ``trace`` event for event.
-2. A request's ``on_reply`` runs at most once: the first reply, or ``None`` at the timeout.
+2. A request completes at most once: with the first reply, or a timeout (duplicated or late
+   replies are dropped, and traced as such).
 3. With ``reorder`` off, deliveries on each link are in send order (duplicates included).
 4. Nothing crosses a cut link and nothing reaches a crashed node.
 5. Observers (``on_message``) see every send, delivery and drop, after the fact; they must
    not send (they are checkers, not participants).
 
-Interface note: ``Transport`` below is the minimal interface the simulation needs from the
-cluster's transport (the production one is cluster/transport.py, being written alongside; the
-two must be reconciled when the coordinator is wired: same method names, same reply
-semantics: ``None`` = no reply in time).
+``SimTransport`` implements ``cluster.transport.Transport`` as ``PeerTransport`` does over TCP:
+``request(peer, message, timeout_s)`` returns an ``asyncio.Future`` (bound to a ``SimLoop``, so
+it completes in virtual time with no event loop running) that completes exactly once: with
+the reply; ``RemoteError`` when the peer answered ERROR (a handler raised ``RemoteError``);
+``PeerTimeout`` when no reply came in time (lost, cut, crashed or slow); ``PeerUnavailable``
+for a peer never attached. Differences from TCP, on purpose: a crashed peer shows as a
+timeout (no connection-reset signal), and a handler exception other than ``RemoteError``
+propagates and fails the simulation (a bug, not an ERROR INTERNAL reply). Handlers must
+answer synchronously (the node's replica calls do). ``send`` (one-way, no reply) is an
+extra that gossip may use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
-from cluster.messages import Message
-from tests.sim.sim_clock import SimClock
+from cluster.messages import Error, Message
+from cluster.transport import Handler, PeerTimeout, PeerUnavailable, RemoteError
+from tests.sim.sim_clock import SimClock, SimLoop
 
-Handler = Callable[[str, Message], Message | None]  # (sender, message) -> reply or None
 OnReply = Callable[[Message | None], None]  # the reply, or None on timeout
 Event = Literal["send", "deliver", "drop"]
-
-
-class Transport(Protocol):
-    """What a node's cluster logic may do with the network."""
-
-    node_id: str
-
-    def send(self, peer: str, message: Message) -> None:
-        """One-way message; it may be lost, delayed, duplicated or reordered."""
-        ...
-
-    def request(self, peer: str, message: Message, timeout_s: float, on_reply: OnReply) -> None:
-        """Send a request; ``on_reply(reply)`` runs once, with ``None`` if no reply arrived
-        within ``timeout_s`` (lost, partitioned, crashed peer or slow)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +119,7 @@ class SimNetwork:
         self.clock = clock
         self.rng = rng
         self.options = options or NetworkOptions()
+        self.loop = SimLoop(clock)
         self.trace: list[TraceEvent] = []
         self.cut_links: set[tuple[str, str]] = set()
         self._handlers: dict[str, Handler] = {}
@@ -242,8 +236,12 @@ class SimNetwork:
             self._deliver_reply(packet)
             return
         self._record("deliver", packet)
-        reply = self._handlers[packet.dst](packet.src, packet.message)
-        if packet.request_id and reply is not None:
+        try:
+            reply = self._handlers[packet.dst](packet.src, packet.message)
+        except RemoteError as exc:
+            reply = Error(int(exc.code), exc.text)
+        if packet.request_id:  # a one-way message's "reply" is ignored
+            assert isinstance(reply, Message), f"handlers answer synchronously: {reply!r}"
             self._send(packet.dst, self._incarnation[packet.dst], packet.src, reply,
                        packet.request_id, True)
 
@@ -275,8 +273,12 @@ class SimTransport:
 
     def __init__(self, network: SimNetwork, node_id: str, incarnation: int) -> None:
         self.network = network
-        self.node_id = node_id
+        self._node_id = node_id
         self.incarnation = incarnation
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
 
     def _alive(self) -> bool:
         network = self.network
@@ -287,7 +289,24 @@ class SimTransport:
         if self._alive():
             self.network._send(self.node_id, self.incarnation, peer, message, 0, False)
 
-    def request(self, peer: str, message: Message, timeout_s: float, on_reply: OnReply) -> None:
-        if self._alive():
-            self.network._request(self.node_id, self.incarnation, peer, message, timeout_s,
-                                  on_reply)
+    def request(self, peer: str, message: Message, timeout_s: float) -> asyncio.Future[Message]:
+        """See the module docstring (and ``cluster.transport`` Rule 1)."""
+        assert timeout_s > 0, timeout_s
+        network = self.network
+        future: asyncio.Future[Message] = network.loop.create_future()
+        if peer not in network._handlers:
+            future.set_exception(PeerUnavailable(f"peer {peer}: unknown peer"))
+            return future
+        if not self._alive():
+            return future  # a dead process's request never completes
+
+        def on_reply(reply: Message | None) -> None:
+            if reply is None:
+                future.set_exception(PeerTimeout(f"peer {peer}: no reply in {timeout_s} s"))
+            elif isinstance(reply, Error):
+                future.set_exception(RemoteError(reply.code, reply.text))
+            else:
+                future.set_result(reply)
+
+        network._request(self.node_id, self.incarnation, peer, message, timeout_s, on_reply)
+        return future
