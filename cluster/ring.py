@@ -122,6 +122,10 @@ class Ring:
     def node_ids(self) -> list[str]:
         return list(self.nodes)
 
+    def vnode_count(self, node_id: str) -> int:
+        """How many vnodes ``node_id`` owns (0 if none survived invariant 2, or not a member)."""
+        return len(self._vnodes_of.get(node_id, ()))
+
     def index(self, tok: int) -> int:
         """Index of the vnode that is primary for ``tok``. REQUIRES: a non-empty ring."""
         assert self.tokens, "empty ring"
