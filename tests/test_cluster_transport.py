@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
+import uvloop
 
 from cluster import messages as m
 from cluster import wire
@@ -32,11 +33,13 @@ from cluster.transport import (
 SECRET = b"a shared cluster secret"
 
 
-def run(coro: Coroutine[Any, Any, None], timeout_s: float = 10.0) -> None:
+def run(coro: Coroutine[Any, Any, None], timeout_s: float = 10.0,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
     """A fresh loop per test, with a hard deadline so a hang fails instead of stalling CI."""
     async def bounded() -> None:
         await asyncio.wait_for(coro, timeout_s)
-    asyncio.run(bounded())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(bounded())
 
 
 def config(node_id: str, **kwargs: Any) -> TransportConfig:
@@ -81,7 +84,12 @@ async def error_of(future: Awaitable[m.Message]) -> BaseException:
     raise AssertionError("expected the request to fail")
 
 
-def test_request_reply_round_trip() -> None:
+LOOPS = [pytest.param(None, id="asyncio"), pytest.param(uvloop.new_event_loop, id="uvloop")]
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS)
+def test_request_reply_round_trip(
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
     async def main() -> None:
         seen: list[tuple[str, m.Message]] = []
 
@@ -114,7 +122,7 @@ def test_request_reply_round_trip() -> None:
         assert isinstance(client, PeerTransport)
         await client.close()
         await server.close()
-    run(main())
+    run(main(), loop_factory=loop_factory)
 
 
 def test_concurrent_requests_multiplexed_and_answered_out_of_order() -> None:
