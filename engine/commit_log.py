@@ -16,8 +16,9 @@ Invariants:
    good record, so a later commit() writes the same records again, at the same offset.
 3. A segment is fsynced before its successor is created, so after any crash only the last
    segment can have a torn tail; damage anywhere else is corruption.
-4. Only the loop thread appends, commits, rotates or drops; sync() is the one method that may
-   be called from another thread, and the active writer is swapped or closed only under _lock.
+4. Only the loop thread appends, commits or rotates; sync() and drop_segments_before() may be
+   called from other threads (the everysec timer, the flush thread). The active writer is
+   swapped or closed, and the list of closed segments changed, only under _lock.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class CommitLog:
         self.commits = 0
         self.fsyncs = 0
         self.commit_errors = 0
+        self.bytes_written = 0  # records handed to the OS: the denominator of write amp.
 
     @classmethod
     def open(cls, fs: FileSystem, directory: str, options: EngineOptions,
@@ -101,6 +103,7 @@ class CommitLog:
         except StorageError:
             self.commit_errors += 1
             raise
+        self.bytes_written += len(pending)
         pending.clear()
         self.commits += 1
         if writer.offset >= self._rotate_at_offset:
@@ -152,16 +155,22 @@ class CommitLog:
 
         Oldest first, so a crash part-way leaves a contiguous run of segments, whose first
         member recovery accepts without its predecessor. REQUIRES: number <= active_segment_no.
+        Safe from any thread (invariant 4).
         """
-        assert number <= self.active_segment_no, (number, self.active_segment_no)
-        doomed = [s for s in self._closed_segments if s.number < number]
+        with self._lock:
+            assert self._writer is not None, "commit log is closed"
+            assert number <= self._writer.segment_no, (number, self._writer.segment_no)
+            doomed = [s for s in self._closed_segments if s.number < number]
+        if not doomed:
+            return
         for segment in doomed:
             path = join(self._directory, filenames.segment_name(segment.number))
             try:
                 self._fs.remove(path)
             except OSError as exc:
                 raise StorageError(f"cannot remove commit log segment {path}: {exc}") from exc
-            self._closed_segments.remove(segment)
+            with self._lock:
+                self._closed_segments.remove(segment)
         self._sync_dir(self._fs, self._directory)
 
     def close(self) -> None:
@@ -192,6 +201,7 @@ class CommitLog:
             "log_bytes": sum(s.size for s in self._closed_segments) + active_bytes,
             "log_segments": len(self._closed_segments) + (writer is not None),
             "log_pending_bytes": len(self.pending),
+            "log_bytes_written": self.bytes_written,
             "commits": self.commits,
             "commit_errors": self.commit_errors,
             "fsyncs": self.fsyncs,

@@ -1,4 +1,14 @@
-"""The storage engine of one node: commit log + memtable, with crash recovery.
+"""The storage engine of one node: commit log, memtables, SSTables, flush and compaction.
+
+Theory of operation. Writes go to the commit log's pending buffer and the active memtable
+(no syscall). commit() hands the buffer to the OS (group commit) and, when the memtable has
+passed memtable_size_bytes, freezes it: the log rotates to a new segment n, the entries move
+to a frozen memtable that remembers n, and the flush thread writes it to an SSTable. A flush
+is installed by one manifest edit (the table, and log_number = n), after which segments
+below n are deleted. Reads consult the active memtable, then an immutable View (frozen
+memtables and tables, newest first: table_set.py). A compaction thread merges similar-sized,
+age-contiguous tables (compaction_picker.py), passing every value through the compaction
+filter of the layer above; the tables it replaces are deleted once no scan uses them.
 
 Invariants:
 1. Write path: a record is appended to the commit log's pending buffer before the memtable
@@ -6,77 +16,152 @@ Invariants:
 2. Nothing is acknowledged durable until commit() returns: the server calls commit() once per
    event-loop iteration before it sends replies (group commit), so kill -9 after a reply never
    loses that write. Reads may see writes that are not committed yet.
-3. After open(), the memtable equals the replay of the longest undamaged prefix of the log
+3. After open(), the tables are those the manifest names, and the memtable equals the replay
+   of the longest undamaged prefix of the log segments numbered >= the manifest's log_number
    (recovery.py); damage is reported, never served.
-4. put() makes no syscall and get() is one dict lookup.
-5. Single-threaded, except sync(), which may run on another thread (commit_log.py, inv. 4).
+4. put() makes no syscall and does no work beyond the log append and the memtable insert;
+   get() is one C-level dict lookup (memtable invariant 6) while no frozen memtable or table
+   exists, and the size check that freezes the memtable runs in commit(), not in put().
+5. A log segment is deleted only after the manifest edit that covers it is fsynced; a table
+   file only after the manifest no longer names it and no scan reads it (table_set inv. 2).
+6. Threads: put/get/delete/write_batch/scan/commit/close run on one thread (the loop
+   thread); sync() may run on another (commit_log.py, inv. 4); flushes and compactions run
+   on their own threads. Those touch shared state only by replacing the View or appending
+   to the obsolete list, both under _view_lock, and by manifest edits under _manifest_lock
+   (which also covers the View swap that follows, so the two always agree).
+7. Memory: at most 1 + frozen_memtables_max memtables exist; past that, commit() blocks until
+   a flush completes, or raises StorageError while flushes are failing (disk full), so the
+   server refuses writes instead of growing.
 
-Cost, measured with timeit-style loops (best of 5, 200k keys of 13 bytes, 100-byte values,
-CPython 3.11 on a busy 2-vCPU VM, so +-20%): put() overwriting a key ~0.7-0.8 us, of which
-append_put() ~0.40 (crc32 ~0.1, struct pack + concatenation ~0.15, two bytearray appends ~0.1)
-and the memtable ~0.15; put() of a new key ~1.2 us (SortedList insert ~0.5 us); get() ~45 ns
-(a bare dict.get); put() + commit() with fsync "no" ~2 us; replay ~2 us per record.
+Cost, measured with timeit-style loops (best of 5, 100k random 13-byte keys, 100-byte
+values, CPython 3.11 on a busy 2-vCPU VM, so +-20%): see Engine.__doc__ and the numbers in
+docs/formats/sstable.md ("Integration").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 from engine import filenames, log_format
+from engine.block_cache import BlockCache
 from engine.commit_log import CommitLog
-from engine.errors import StorageError
-from engine.fs import FileLock, FileSystem, OSFileSystem, join
+from engine.compaction_picker import CompactionTask, StcsOptions, pick
+from engine.compactor import CompactionFilter, Stopped, compaction_entries, write_table
+from engine.errors import CorruptionError, StorageError
+from engine.fs import FileLock, FileSystem, OSFileSystem, crash_point, join
+from engine.manifest import Manifest
 from engine.memtable import Memtable
+from engine.merge_iterator import Entry, merge
 from engine.options import EngineOptions, FsyncPolicy
 from engine.recovery import recover
+from engine.table_format import TOMBSTONE, table_name
+from engine.table_reader import TableReader
+from engine.table_set import BrokenTable, LiveTable, Reader, View
+from engine.version_edit import TableMeta, VersionEdit
 
 _logger = logging.getLogger("engine")
+_MISSING: object = object()
+# After a failed flush or compaction, retry after this long (or when commit() needs room).
+_RETRY_AFTER_S = 1.0
+_STALL_WAIT_S = 0.05  # back-pressure: re-check this often while waiting for a flush
 
 
 class Engine:
     """Open with Engine.open(); see the module docstring for the contract.
 
     get(key) -> bytes | None: the value of key, or None if it is absent or deleted. It is an
-    instance attribute bound straight to the memtable's dict.get (invariant 4), which saves a
-    Python frame per GET (~45 ns). Whoever replaces the memtable must rebind it.
+    instance attribute bound straight to the active memtable dict's __getitem__ (memtable
+    invariant 6), the same object for the engine's lifetime, so callers may bind it once.
+    Measured (100k random keys): ~45-50 ns while everything is in the memtable; a key not in
+    the active memtable then costs one Python call through frozen memtables and tables.
     """
 
     get: Callable[[bytes], bytes | None]
 
-    def __init__(self, log: CommitLog, memtable: Memtable, options: EngineOptions,
-                 lock: FileLock, recovery_stats: dict[str, int]) -> None:
+    def __init__(self, fs: FileSystem, directory: str, log: CommitLog, memtable: Memtable,
+                 manifest: Manifest, tables: list[LiveTable], cache: BlockCache,
+                 options: EngineOptions, lock: FileLock, recovery_stats: dict[str, int],
+                 reporter: Callable[[str], None],
+                 compaction_filter: CompactionFilter | None) -> None:
         """Private: use Engine.open()."""
+        self._fs = fs
+        self._dir = directory
         self._log = log
         self._memtable = memtable
+        self._manifest = manifest
+        self._cache = cache
         self._options = options
         self._lock: FileLock | None = lock
         self._recovery_stats = recovery_stats
-        # Hot-path bindings (invariant 4). Both objects live as long as the engine.
+        self._report = reporter
+        self._filter = compaction_filter
+        self._stcs = StcsOptions(min_threshold=options.compaction_min_threshold,
+                                 max_threshold=max(32, options.compaction_min_threshold),
+                                 min_table_bytes=options.compaction_small_table_bytes)
+        # Shared with the background threads (invariant 6).
+        self._view = View().with_tables(tables)
+        self._view_lock = threading.Lock()
+        self._manifest_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time, oldest memtable first
+        self._compact_lock = threading.Lock()
+        self._flushed = threading.Condition()  # notified after each flush attempt
+        self._flush_wanted = threading.Event()
+        self._compact_wanted = threading.Event()
+        self._next_table_number = manifest.version.next_table_number
+        self._obsolete: list[LiveTable] = []  # no longer in the manifest; deleted at refs 0
+        self._chores_due = False  # set by background threads: commit() has cleanup to do
+        self._stopping = False
+        self._flush_error: StorageError | None = None
+        self._last_error_reported = ""
+        self._counters = dict.fromkeys(
+            ("flushes", "flush_bytes_written", "compactions", "compaction_bytes_read",
+             "compaction_bytes_written", "write_stalls", "corruption_errors",
+             "background_errors"), 0)
+        # Hot-path bindings (invariant 4). All of these objects live as long as the engine.
         self._pending = log.pending
         # The live commit-log buffer, the same object for the engine's lifetime: truthy
         # while records await commit(). The server's group commit polls it per batch, where
         # even a property call would show up in the profile.
         self.pending_log: bytearray = log.pending
         self._mem_put = memtable.put
-        self.get = memtable.get
+        self.get = memtable.lookup
+        if tables:
+            memtable.chain(self._get_older)
+        self._memtable_size_bytes = options.memtable_size_bytes
         # Negative once closed: the size check in put() then doubles as the "closed" check.
         self._value_bytes_max = options.value_bytes_max
         self._key_bytes_max = options.key_bytes_max
+        self._threads: list[threading.Thread] = []
+        if options.background:
+            for name, loop in (("flush", self._flush_loop), ("compact", self._compact_loop)):
+                thread = threading.Thread(target=loop, name=f"respkv-engine-{name}",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            self._compact_wanted.set()
 
     @classmethod
     def open(cls, directory: str, options: EngineOptions | None = None, *,
              fs: FileSystem | None = None,
-             reporter: Callable[[str], None] | None = None) -> Engine:
-        """Open or create the store in directory (created if missing), replaying the log.
+             reporter: Callable[[str], None] | None = None,
+             compaction_filter: CompactionFilter | None = None) -> Engine:
+        """Open or create the store in directory (created if missing): read the manifest,
+        open its tables, delete files it does not name, replay the uncovered log.
 
         A torn or corrupt log tail is cut back to the last good record and reported through
         reporter (default: the "engine" logger) with file, offset and bytes dropped; damage in
-        an earlier segment is reported too, and nothing after it is replayed. Raises
-        StorageError if the directory is locked by another engine, on I/O errors, or if a log
-        file has a format version this build does not read.
+        an earlier segment is reported too, and nothing after it is replayed. A table whose
+        footer, index or bloom filter is damaged is reported and its key range then fails
+        reads with CorruptionError (table_set invariant 3). Raises StorageError if the
+        directory is locked by another engine, on I/O errors, if the manifest is damaged
+        before its tail, or if a file has a format version this build does not read.
+
+        compaction_filter(key, value) -> bool runs on the compaction thread for every value a
+        compaction rewrites; False drops it (compactor.py invariants 2 and 3).
         """
         options = options or EngineOptions()
         fs = fs or OSFileSystem()
@@ -90,22 +175,38 @@ class Engine:
         except OSError as exc:
             raise StorageError(f"cannot lock store directory {directory} (is another engine "
                                f"using it?): {exc}") from exc
+        tables: list[LiveTable] = []
+        manifest: Manifest | None = None
         try:
-            memtable = Memtable()
-            recovered = recover(fs, directory, memtable.apply, report)
+            manifest, _ = Manifest.open(fs, directory, report)
+            version = manifest.version
+            cache = BlockCache(options.block_cache_bytes)
+            for meta in version.tables:
+                tables.append(_open_table(fs, directory, meta, cache, report))
+            _remove_orphans(fs, directory, {t.number for t in version.tables}, report)
+            memtable = Memtable(keep_tombstones=bool(tables))
+            recovered = recover(fs, directory, memtable.apply, report, version.log_number)
             log = CommitLog.open(fs, directory, options, report, recovered)
-        except OSError as exc:
+        except BaseException as exc:
+            for table in tables:
+                table.reader.close()
+            if manifest is not None:
+                manifest.close()
             lock.release()
-            raise StorageError(f"cannot open store in {directory}: {exc}") from exc
-        except BaseException:
-            lock.release()
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot open store in {directory}: {exc}") from exc
             raise
         recovery_stats = {
             "records_replayed": recovered.records_replayed,
             "bytes_truncated_on_recovery": recovered.bytes_truncated,
             "segments_quarantined": recovered.segments_quarantined,
+            "tables_unreadable_on_open": sum(isinstance(t.reader, BrokenTable)
+                                             for t in tables),
         }
-        return cls(log, memtable, options, lock, recovery_stats)
+        return cls(fs, directory, log, memtable, manifest, tables, cache, options, lock,
+                   recovery_stats, report, compaction_filter)
+
+    # Writes ----------------------------------------------------------------------------
 
     def put(self, key: bytes, value: bytes) -> None:
         """Set key to value: buffered log append + memtable insert; no syscall.
@@ -153,17 +254,6 @@ class Engine:
         self._log.fsync_always = policy == "always"
         self._options = dataclasses.replace(self._options, fsync=policy)
 
-    def scan(self, start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """Live (key, value) pairs with start <= key < end (end None: no bound), ascending.
-
-        REQUIRES: the caller consumes the iterator before mutating the engine.
-        """
-        return self._memtable.scan(start, end)
-
-    def __len__(self) -> int:
-        """Number of live keys."""
-        return self._memtable.live_count
-
     @property
     def has_uncommitted(self) -> bool:
         """True if records are buffered that commit() has not yet written to the OS."""
@@ -171,26 +261,344 @@ class Engine:
 
     def commit(self) -> None:
         """Write all buffered records to the OS in one write (looping over short writes) and
-        fsync with fsync "always". On failure raises StorageError: the records stay buffered,
-        the file is cut back to its last good record, and a later commit() retries them."""
+        fsync with fsync "always"; then, if the memtable is full, freeze it for a flush
+        (blocking while frozen_memtables_max memtables already wait: invariant 7).
+
+        On failure raises StorageError: records not yet written stay buffered, the file is cut
+        back to its last good record, and a later commit() retries them. A StorageError about
+        failing flushes means the records are written but the memtable cannot be frozen: the
+        caller should refuse writes until a commit() succeeds.
+        """
         self._log.commit()
+        if self._memtable.approximate_bytes >= self._memtable_size_bytes or self._chores_due:
+            self._maintain()
 
     def sync(self) -> None:
         """fsync the current log segment. Safe to call from a worker thread while the loop
         thread calls put()/commit(). Raises StorageError if the fsync fails."""
         self._log.sync()
 
+    # Reads -----------------------------------------------------------------------------
+
+    def scan(self, start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Live (key, value) pairs with start <= key < end (end None: no bound), ascending,
+        merged from every memtable and table (newest wins, tombstones hide older values).
+
+        REQUIRES: the caller consumes the iterator before mutating the engine (commit()
+        included). Raises CorruptionError, naming the file, if it meets a damaged block.
+        """
+        view = self._view
+        if not view.frozen and not view.tables:
+            return self._memtable.scan(start, end)
+        return self._merged(view, start, end)  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        """Number of live keys. O(1) while all data is in the active memtable; otherwise a
+        full merged scan (O(n), reads every table): not for a hot path."""
+        view = self._view
+        if not view.frozen and not view.tables:
+            return self._memtable.live_count
+        return sum(1 for _ in self._merged(view, b"", None))
+
+    def _get_older(self, key: bytes) -> bytes | None:
+        """get() of a key the active memtable does not hold: frozen memtables, then tables."""
+        view = self._view
+        for frozen in view.frozen:
+            value = frozen.find(key, _MISSING)
+            if value is not _MISSING:
+                return value  # type: ignore[no-any-return]
+        for table in view.tables:
+            try:
+                found = table.get(key)
+            except CorruptionError as exc:
+                self._corruption(exc)
+                raise
+            if found is not None:
+                return None if found is TOMBSTONE else found
+        return None
+
+    def _merged(self, view: View, start: bytes, end: bytes | None) -> Iterator[Entry]:
+        tables = view.tables
+        for table in tables:
+            table.refs += 1
+        try:
+            sources = [self._memtable.entries(start, end),
+                       *(m.entries(start, end) for m in view.frozen),
+                       *(t.reader.scan(start, end) for t in tables)]
+            yield from merge(sources)
+        except CorruptionError as exc:
+            self._corruption(exc)
+            raise
+        finally:
+            for table in tables:
+                table.refs -= 1
+            if self._obsolete:
+                self._collect_obsolete()
+
+    # Flush and compaction ----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Freeze the memtable (if not empty) and write every frozen memtable to a table
+        before returning, on the calling thread. Raises StorageError if a flush fails."""
+        self._check_open()
+        if len(self._memtable):
+            self._freeze()
+        while self._flush_one():
+            pass
+
+    def compact(self, *, full: bool = False) -> int:
+        """Run compactions on the calling thread until the policy picks none; with full=True
+        first merge every table into one (a bottommost compaction: tombstones and filtered
+        values are dropped). Returns the number of compactions run."""
+        self._check_open()
+        done = 0
+        if full and self._compact_one(full=True):
+            done += 1
+        while self._compact_one():
+            done += 1
+        self._collect_obsolete()
+        return done
+
+    def _maintain(self) -> None:
+        """commit()'s slow path, on the loop thread: cleanup, then freeze if full."""
+        if self._lock is None:
+            return
+        self._chores_due = False
+        if self._obsolete:
+            self._collect_obsolete()
+        if self._memtable.approximate_bytes >= self._memtable_size_bytes:
+            self._make_room()
+            self._freeze()
+            if not self._threads:  # background=False: flush inline
+                while self._flush_one():
+                    pass
+
+    def _make_room(self) -> None:
+        """Wait until fewer than frozen_memtables_max memtables await a flush (invariant 7)."""
+        stalled = False
+        while len(self._view.frozen) >= self._options.frozen_memtables_max:
+            if not self._threads:
+                self._flush_one()
+                continue
+            error = self._flush_error
+            if error is not None:
+                self._flush_error = None
+                self._flush_wanted.set()  # retry now
+                raise StorageError(f"memtable full and flushes failing: {error}")
+            if not stalled:
+                stalled = True
+                self._counters["write_stalls"] += 1
+            with self._flushed:
+                self._flushed.wait(_STALL_WAIT_S)
+
+    def _freeze(self) -> None:
+        number = self._log.rotate()  # commits pending; every record so far is below number
+        crash_point("memtable-frozen")
+        frozen = self._memtable.freeze(number)
+        with self._view_lock:
+            view = self._view
+            self._view = View((frozen, *view.frozen), view.tables)
+        self._memtable.chain(self._get_older)
+        self._flush_wanted.set()
+
+    def _flush_one(self) -> bool:
+        """Write the oldest frozen memtable to a table and install it; False if none."""
+        with self._flush_lock:
+            frozen_all = self._view.frozen
+            if not frozen_all:
+                return False
+            frozen = frozen_all[-1]
+            number = self._new_table_number()
+            written = write_table(self._fs, self._dir, number, number, frozen.items(),
+                                  self._options, self._cache, self._should_stop)
+            live = None if written is None else LiveTable(
+                written[0], written[2].path, written[1])
+            edit = VersionEdit(log_number=frozen.log_number, next_table_number=number + 1,
+                               added=() if live is None else (live.meta,))
+
+            def swap(view: View) -> View:
+                assert view.frozen and view.frozen[-1] is frozen
+                tables = view.tables if live is None else (*view.tables, live)
+                return View(view.frozen[:-1]).with_tables(tables)
+
+            self._install(edit, swap, live)
+            crash_point("flush-installed")
+            self._counters["flushes"] += 1
+            self._counters["flush_bytes_written"] += 0 if live is None else live.meta.file_size
+        try:
+            self._log.drop_segments_before(frozen.log_number)
+        except StorageError as exc:  # harmless: the next open deletes covered segments
+            self._report(f"engine: {exc} (covered by tables; removed on next open)")
+        crash_point("flush-log-dropped")
+        with self._flushed:
+            self._flushed.notify_all()
+        self._compact_wanted.set()
+        return True
+
+    def _compact_one(self, *, full: bool = False) -> bool:
+        """Run the compaction the policy picks (with full, one of every table); False if none."""
+        with self._compact_lock:
+            with self._manifest_lock:  # the manifest and the View agree under this lock
+                metas = self._manifest.version.tables
+                by_number = {t.meta.number: t for t in self._view.tables}
+            task: CompactionTask | None
+            if full:
+                task = CompactionTask(tuple(metas), bottommost=True) if metas else None
+            else:
+                task = pick(metas, self._stcs)
+            if task is None:
+                return False
+            inputs = [by_number[m.number] for m in task.inputs]
+            number = self._new_table_number()
+            crash_point("compaction-started")
+            entries = compaction_entries([t.reader.scan() for t in inputs], task.bottommost,
+                                         self._filter)
+            try:
+                written = write_table(self._fs, self._dir, number, task.output_recency,
+                                      entries, self._options, self._cache, self._should_stop)
+            except CorruptionError as exc:
+                self._corruption(exc)
+                raise
+            live = None if written is None else LiveTable(
+                written[0], written[2].path, written[1])
+            edit = task.edit(() if live is None else (live.meta,))
+            edit = dataclasses.replace(edit, next_table_number=number + 1)
+            removed = set(edit.removed)
+
+            def swap(view: View) -> View:
+                kept = [t for t in view.tables if t.meta.number not in removed]
+                return view.with_tables(kept if live is None else [*kept, live])
+
+            self._install(edit, swap, live, obsolete=inputs)
+            crash_point("compaction-installed")
+            self._counters["compactions"] += 1
+            self._counters["compaction_bytes_read"] += task.input_bytes
+            self._counters["compaction_bytes_written"] += (
+                0 if live is None else live.meta.file_size)
+        return True
+
+    def _install(self, edit: VersionEdit, swap: Callable[[View], View],
+                 live: LiveTable | None, obsolete: Sequence[LiveTable] = ()) -> None:
+        """Make edit durable, then publish the View swap(view): a short critical section.
+        On failure the new table (if any) is closed and removed, and nothing changes."""
+        with self._manifest_lock:
+            try:
+                crash_point("manifest-edit")
+                self._manifest.log_and_apply(edit)
+            except BaseException:
+                if live is not None:
+                    live.reader.close()
+                    try:
+                        self._fs.remove(live.path)
+                    except OSError:
+                        pass  # an orphan: removed on the next open
+                raise
+            crash_point("manifest-edited")
+            with self._view_lock:
+                self._view = swap(self._view)
+                self._obsolete.extend(obsolete)
+        if obsolete:
+            self._chores_due = True
+
+    def _new_table_number(self) -> int:
+        with self._manifest_lock:
+            number = self._next_table_number
+            self._next_table_number += 1
+        return number
+
+    def _collect_obsolete(self) -> None:
+        """Close and delete obsolete tables no scan uses. Loop thread only (table_set inv. 2)."""
+        with self._view_lock:
+            doomed = [t for t in self._obsolete if not t.refs]
+            self._obsolete = [t for t in self._obsolete if t.refs]
+        for table in doomed:
+            table.reader.close()
+            try:
+                self._fs.remove(table.path)
+            except OSError as exc:
+                self._report(f"engine: cannot remove obsolete table {table.path}: {exc} "
+                             f"(removed on next open)")
+
+    def _should_stop(self) -> bool:
+        return self._stopping
+
+    def _flush_loop(self) -> None:
+        retry: float | None = None
+        while True:
+            self._flush_wanted.wait(retry)
+            self._flush_wanted.clear()
+            if self._stopping:
+                return
+            try:
+                while self._flush_one():
+                    if self._stopping:
+                        return
+                retry = None
+                self._flush_error = None
+            except Stopped:
+                return
+            except Exception as exc:
+                error = exc if isinstance(exc, StorageError) else StorageError(repr(exc))
+                self._flush_error = error
+                self._background_failed("flush", error)
+                retry = _RETRY_AFTER_S
+            with self._flushed:
+                self._flushed.notify_all()
+
+    def _compact_loop(self) -> None:
+        retry: float | None = None
+        while True:
+            self._compact_wanted.wait(retry)
+            self._compact_wanted.clear()
+            if self._stopping:
+                return
+            try:
+                while self._compact_one():
+                    if self._stopping:
+                        return
+                retry = None
+            except Stopped:
+                return
+            except Exception as exc:
+                error = exc if isinstance(exc, StorageError) else StorageError(repr(exc))
+                self._background_failed("compaction", error)
+                retry = _RETRY_AFTER_S * 10
+
+    def _background_failed(self, what: str, error: StorageError) -> None:
+        self._counters["background_errors"] += 1
+        message = f"engine: {what} failed (will retry): {error}"
+        if message != self._last_error_reported:
+            self._last_error_reported = message
+            self._report(message)
+
+    def _corruption(self, exc: CorruptionError) -> None:
+        self._counters["corruption_errors"] += 1
+        self._report(f"engine: {exc}")
+
+    # Lifecycle ---------------------------------------------------------------------------
+
     def close(self) -> None:
-        """Commit, fsync and close the log, release the directory lock. Idempotent.
+        """Stop the background threads (abandoning a table being written), commit, fsync and
+        close the log, close tables and manifest, release the directory lock. Idempotent.
 
         Raises StorageError if the final commit or fsync failed; the engine is closed anyway.
         """
         if self._lock is None:
             return
         self._value_bytes_max = self._key_bytes_max = -1
+        self._stopping = True
+        self._flush_wanted.set()
+        self._compact_wanted.set()
+        for thread in self._threads:
+            thread.join()
         try:
             self._log.close()
         finally:
+            self._collect_obsolete()
+            with self._manifest_lock:
+                self._manifest.close()
+            for table in self._view.tables:
+                table.reader.close()
             self._lock.release()
             self._lock = None
 
@@ -199,13 +607,45 @@ class Engine:
         return self._lock is None
 
     def stats(self) -> dict[str, int]:
+        """Counters for INFO. "keys" is exact while all data is in the active memtable, and
+        an upper bound (entries of every memtable and table, overwrites counted twice) once
+        tables exist; len(engine) is exact but O(n)."""
+        if self._chores_due and self._lock is not None:
+            self._maintain()
+        view = self._view
+        memtable = self._memtable
+        log_stats = self._log.stats()
+        table_bytes = sum(t.meta.file_size for t in view.tables)
+        keys = memtable.live_count + sum(m.live_count for m in view.frozen)
+        for table in view.tables:
+            if isinstance(table.reader, TableReader):
+                props = table.reader.properties
+                keys += props.entry_count - props.tombstone_count
+        counters = self._counters
+        table_written = counters["flush_bytes_written"] + counters["compaction_bytes_written"]
+        log_written = log_stats["log_bytes_written"]
         return {
-            **self._log.stats(),
+            **log_stats,
             **self._recovery_stats,
-            "keys": self._memtable.live_count,
-            "memtable_entries": len(self._memtable),
-            "memtable_bytes": self._memtable.approximate_bytes,
+            "keys": keys,
+            "memtable_entries": len(memtable),
+            "memtable_bytes": memtable.approximate_bytes,
+            "frozen_memtables": len(view.frozen),
+            "frozen_memtable_bytes": sum(m.approximate_bytes for m in view.frozen),
+            "tables": len(view.tables),
+            "table_bytes": table_bytes,
+            "disk_bytes": table_bytes + log_stats["log_bytes"],
+            "obsolete_tables": len(self._obsolete),
+            # (log + table bytes written) / log bytes written, in percent: 100 = no rewrite.
+            "write_amplification_percent": (
+                100 * (log_written + table_written) // log_written if log_written else 100),
+            **counters,
+            **self._cache.stats(),
         }
+
+    def _check_open(self) -> None:
+        if self._lock is None:
+            raise StorageError("engine is closed")
 
     def _reject(self, key: bytes, value: bytes) -> NoReturn:
         if self._lock is None:
@@ -219,3 +659,33 @@ class Engine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _open_table(fs: FileSystem, directory: str, meta: TableMeta, cache: BlockCache,
+                report: Callable[[str], None]) -> LiveTable:
+    """Open a live table; a damaged one becomes a BrokenTable (table_set invariant 3)."""
+    path = join(directory, table_name(meta.number))
+    reader: Reader
+    try:
+        reader = TableReader.open(fs, path, cache)
+    except (OSError, CorruptionError) as exc:
+        error = exc if isinstance(exc, CorruptionError) else StorageError(
+            f"cannot open table {path}: {exc}")
+        report(f"engine: table {path} is unreadable, its keys "
+               f"{meta.min_key!r}..{meta.max_key!r} will fail reads: {error}")
+        reader = BrokenTable(path, meta, error)
+    return LiveTable(meta, path, reader)
+
+
+def _remove_orphans(fs: FileSystem, directory: str, live: set[int],
+                    report: Callable[[str], None]) -> None:
+    """Delete tables the manifest does not name (a flush or compaction the crash cut short,
+    or inputs of an installed compaction) and temp files: never data anyone needs."""
+    removed = 0
+    for name in fs.listdir(directory):
+        number = filenames.parse_table_name(name)
+        if (number is not None and number not in live) or filenames.is_table_temp(name):
+            fs.remove(join(directory, name))
+            removed += 1
+    if removed:
+        fs.sync_dir(directory)

@@ -18,6 +18,21 @@ _SEGMENT = re.compile(r"commitlog-(\d{12})\.log")
 _ANY_NUMBERED = re.compile(r"commitlog-(\d{12})\.log(\..*)?")
 
 
+_TABLE = re.compile(r"table-(\d{12})\.sst")
+_TABLE_TEMP = re.compile(r"table-(\d{12})\.sst\.tmp")
+
+
+def parse_table_name(name: str) -> int | None:
+    """The number of an SSTable file name (table_format.table_name), or None."""
+    match = _TABLE.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def is_table_temp(name: str) -> bool:
+    """A table a crash interrupted before its rename: garbage, never read."""
+    return _TABLE_TEMP.fullmatch(name) is not None
+
+
 def segment_name(segment_no: int) -> str:
     assert 0 < segment_no < 10**12, segment_no
     return f"commitlog-{segment_no:012d}.log"

@@ -42,6 +42,11 @@ class ReadableFile(Protocol):
 
     def seek(self, offset: int) -> None: ...
 
+    def pread(self, size: int, offset: int) -> bytes:
+        """Read up to size bytes at offset without moving the position; one syscall, no
+        read-ahead (a point lookup reads one 4 KiB block, not a 1 MiB buffer). Thread-safe."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -73,6 +78,21 @@ class FileSystem(Protocol):
     def lock(self, path: str) -> FileLock:
         """Take an exclusive advisory lock on path (created if missing); OSError if held."""
         ...
+
+
+# Crash points for tests: a child process started with RESPKV_ENGINE_CRASH_AT=<name> kills
+# itself (os._exit, no cleanup, like kill -9) the first time it reaches crash_point(<name>);
+# RESPKV_ENGINE_CRASH_AT=<name>:<n> at the n-th time. Unset in production: one string compare.
+_CRASH_AT = os.environ.get("RESPKV_ENGINE_CRASH_AT", "")
+_crash_name, _, _crash_count = _CRASH_AT.partition(":")
+_crash_left = [int(_crash_count or "1")]
+
+
+def crash_point(name: str) -> None:
+    if name == _crash_name:
+        _crash_left[0] -= 1
+        if _crash_left[0] <= 0:
+            os._exit(137)
 
 
 def join(directory: str, name: str) -> str:
@@ -123,6 +143,16 @@ class OSReadableFile:
 
     def seek(self, offset: int) -> None:
         self._file.seek(offset)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        fd = self._file.fileno()
+        data = os.pread(fd, size, offset)
+        while len(data) < size:  # short reads only at end of file, or for huge reads
+            more = os.pread(fd, size - len(data), offset + len(data))
+            if not more:
+                break
+            data += more
+        return data
 
     def close(self) -> None:
         self._file.close()

@@ -31,6 +31,25 @@ class EngineOptions:
     value_bytes_max: int = 512 * MIB
     # Largest key put()/delete() accept; Redis allows keys as large as values.
     key_bytes_max: int = 512 * MIB
+    # The memtable is frozen and flushed to an SSTable once its estimated size passes this
+    # (checked at commit()). Memory for memtables is about (1 + frozen_memtables_max) times it.
+    memtable_size_bytes: int = 64 * MIB
+    # Frozen memtables waiting for the flush thread; past this commit() blocks until a flush
+    # finishes (back-pressure: slow writes, never unbounded memory).
+    frozen_memtables_max: int = 2
+    # LRU budget of decoded data blocks shared by every table (Redis-side `block-cache-size`).
+    block_cache_bytes: int = 32 * MIB
+    # Target size of an SSTable data block; a block always holds at least one entry.
+    block_size_bytes: int = 4096
+    # Bloom filter bits per key: 10 gives ~0.8% false positives.
+    bloom_bits_per_key: int = 10
+    # Size-tiered compaction merges this many similar-sized, age-contiguous tables.
+    compaction_min_threshold: int = 4
+    # Tables under this size count as "similar" whatever their sizes (STCS's min_sstable_size).
+    compaction_small_table_bytes: int = 50 * MIB
+    # Run flushes and compactions on background threads; False: flushes run inline in the
+    # commit() that freezes, compactions only in compact() (deterministic tests).
+    background: bool = True
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "everysec", "no"):
@@ -41,6 +60,22 @@ class EngineOptions:
             raise ValueError(f"value_bytes_max out of range (0..512 MiB): {self.value_bytes_max}")
         if not 1 <= self.key_bytes_max <= 512 * MIB:
             raise ValueError(f"key_bytes_max out of range (1..512 MiB): {self.key_bytes_max}")
+        if not 1 <= self.memtable_size_bytes <= 1 << 40:
+            raise ValueError(f"memtable_size_bytes out of range: {self.memtable_size_bytes}")
+        if not 1 <= self.frozen_memtables_max <= 64:
+            raise ValueError(f"frozen_memtables_max out of range (1..64): "
+                             f"{self.frozen_memtables_max}")
+        if not 0 <= self.block_cache_bytes <= 1 << 40:
+            raise ValueError(f"block_cache_bytes out of range: {self.block_cache_bytes}")
+        if not 64 <= self.block_size_bytes <= 1 << 30:
+            raise ValueError(f"block_size_bytes out of range: {self.block_size_bytes}")
+        if not 1 <= self.bloom_bits_per_key <= 64:
+            raise ValueError(f"bloom_bits_per_key out of range: {self.bloom_bits_per_key}")
+        if not 2 <= self.compaction_min_threshold <= 32:
+            raise ValueError(f"compaction_min_threshold out of range (2..32): "
+                             f"{self.compaction_min_threshold}")
+        if self.compaction_small_table_bytes < 0:
+            raise ValueError("compaction_small_table_bytes must be >= 0")
         put_payload_bytes_max = (log_format.PUT_OVERHEAD_BYTES + self.key_bytes_max
                                  + self.value_bytes_max)
         assert put_payload_bytes_max <= log_format.RECORD_PAYLOAD_BYTES_MAX

@@ -15,7 +15,11 @@ Invariants:
    dropped byte stays on disk in a "*.corrupt" file for an operator, and every action is
    reported through the reporter.
 4. next_segment_no is above every number found in the directory, quarantined files included,
-   so a new segment never takes the name of an old one.
+   and at least first_segment_no, so a new segment never takes the name of an old one and is
+   never mistaken for one the manifest says is covered.
+5. Segments numbered below first_segment_no (the manifest's log_number) are covered by
+   SSTables: they are deleted, never replayed (a crash can leave them between the manifest
+   edit and their removal).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class RecoveryResult:
 
 
 def recover(fs: FileSystem, directory: str, apply: Callable[[list[log_format.Op]], None],
-            reporter: Callable[[str], None]) -> RecoveryResult:
+            reporter: Callable[[str], None], first_segment_no: int = 0) -> RecoveryResult:
     """Replay every good record of the log in directory through apply(); repair damage.
 
     Raises OSError on I/O failure and StorageError for a file of an unknown format version;
@@ -55,8 +59,14 @@ def recover(fs: FileSystem, directory: str, apply: Callable[[list[log_format.Op]
     """
     names = fs.listdir(directory)
     numbered = [n for name in names if (n := filenames.parse_numbered_name(name)) is not None]
-    result = RecoveryResult(next_segment_no=max(numbered, default=0) + 1)
+    result = RecoveryResult(next_segment_no=max(max(numbered, default=0) + 1, first_segment_no))
     live = sorted(n for name in names if (n := filenames.parse_segment_name(name)) is not None)
+    covered = [n for n in live if n < first_segment_no]
+    for number in covered:  # invariant 5
+        fs.remove(join(directory, filenames.segment_name(number)))
+    if covered:
+        fs.sync_dir(directory)
+        live = live[len(covered):]
     for index, number in enumerate(live):
         path = join(directory, filenames.segment_name(number))
         size = fs.size(path)

@@ -10,8 +10,9 @@ Invariants:
    the reader's lifetime; data blocks go through the BlockCache, if one is given.
 4. scan() yields (key, value | None) with tombstones as None, keys strictly increasing, and
    never inserts into the cache (a full scan must not evict the working set).
-5. One file handle; each block read is a seek + read under a lock, so a scan on a background
-   thread and get() on the loop thread cannot interleave their seeks.
+5. One file handle; data blocks are read with pread (no shared position, so a scan on a
+   background thread and get() on the loop thread never interfere, and a cold get reads one
+   block, not a read-ahead buffer); the seeks at open and close() take the lock.
 """
 
 from __future__ import annotations
@@ -131,8 +132,7 @@ class TableReader:
             cached = cache.get(key) if fill else cache.peek(key)
             if cached is not None:
                 return cached
-        with self._lock:
-            data = _read_sealed(self._file, self.path, handle, "data")
+        data = _pread_sealed(self._file, self.path, handle, "data")
         decoded = block.decode(data, self.path, handle.offset)
         if cache is not None and fill:
             cache.put((self._id, handle.offset), decoded,
@@ -142,6 +142,16 @@ class TableReader:
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+def _pread_sealed(file: ReadableFile, path: str, handle: BlockHandle, name: str
+                  ) -> memoryview:
+    size = handle.size + table_format.BLOCK_TRAILER_SIZE
+    raw = file.pread(size, handle.offset)
+    if len(raw) != size:
+        raise CorruptionError(path, f"{name} block truncated: {len(raw)} of {size} bytes",
+                              handle.offset)
+    return table_format.unseal(raw, path, handle.offset, name)
 
 
 def _read_sealed(file: ReadableFile, path: str, handle: BlockHandle, name: str) -> memoryview:

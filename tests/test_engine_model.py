@@ -1,5 +1,7 @@
 """Model-based test: the engine against a dict, through puts, deletes, batches, scans, commits,
-clean reopens and crashes (kill -9: what was committed survives, what was buffered is lost)."""
+flushes, compactions (with a compaction filter), clean reopens and crashes (kill -9: what was
+committed survives, what was buffered is lost). The memtable is tiny, so commit() freezes and
+flushes often, and flushes run synchronously (background=False) so every run replays."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from engine.options import EngineOptions
 from tests.engine_helpers import FaultyFS
 
 keys = st.sampled_from([b"", b"a", b"ab", b"b", b"ba", b"c", b"key", b"\xff", b"\x00"])
-values = st.binary(max_size=24)
+values = st.binary(max_size=24) | st.binary(max_size=24).map(lambda v: b"x" + v)
 bounds = st.none() | keys
 
 
@@ -29,7 +31,11 @@ class EngineModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="respkv-engine-model-")
-        self.options = EngineOptions(fsync="no", segment_size_bytes=160)
+        self.options = EngineOptions(fsync="no", segment_size_bytes=160, memtable_size_bytes=300,
+                                     frozen_memtables_max=1, block_size_bytes=64,
+                                     compaction_min_threshold=2, compaction_small_table_bytes=0,
+                                     background=False)
+        self.filtering = False  # the compaction filter drops values starting with b"x"
         self.fs = FaultyFS()
         self.reports: list[str] = []
         self.engine = self._open()
@@ -37,7 +43,11 @@ class EngineModel(RuleBasedStateMachine):
         self.committed: dict[bytes, bytes] = {}  # what must survive a crash
 
     def _open(self) -> Engine:
-        return Engine.open(self.directory, self.options, fs=self.fs, reporter=self.reports.append)
+        return Engine.open(self.directory, self.options, fs=self.fs, reporter=self.reports.append,
+                           compaction_filter=self._keep)
+
+    def _keep(self, key: bytes, value: bytes) -> bool:
+        return not (self.filtering and value.startswith(b"x"))
 
     @rule(key=keys, value=values)
     def put(self, key: bytes, value: bytes) -> None:
@@ -78,6 +88,27 @@ class EngineModel(RuleBasedStateMachine):
         self.engine.close()
         self.committed = dict(self.model)
         self.engine = self._open()
+
+    @rule()
+    def flush(self) -> None:
+        self.engine.flush()  # commits first (rotate), so everything is committed after it
+        self.committed = dict(self.model)
+
+    @rule()
+    def compact(self) -> None:
+        self.engine.compact()
+
+    @rule()
+    def compact_all_with_filter(self) -> None:
+        self.engine.flush()
+        self.filtering = True
+        try:
+            self.engine.compact(full=True)
+        finally:
+            self.filtering = False
+        self.model = {k: v for k, v in self.model.items() if not v.startswith(b"x")}
+        self.committed = dict(self.model)
+        assert self.engine.stats()["tables"] <= 1
 
     @precondition(lambda self: self.engine.has_uncommitted or self.model != self.committed)
     @rule()
