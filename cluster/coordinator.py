@@ -1,0 +1,265 @@
+"""The coordinator: turns a client's get/put/delete into quorum requests to a key's replicas.
+
+Theory of operation. The coordinator holds the placement (ring + replication), this node's
+``ReplicaService`` (the local replica), the ``Transport``, the ``Clock`` and its options. For
+each request it finds the key's primaries (``Placement.primaries``), turns the consistency
+level into a ``Requirement`` for them (``consistency.required`` over the primaries'
+datacenters), and runs a ``GetFsm`` or ``PutFsm``. It answers through an ``asyncio.Future``
+made by the injected ``new_future`` (``loop.create_future`` in production,
+``SimLoop.create_future`` in simulation) or, for the ``*_now`` methods, synchronously.
+
+Rules:
+1. Any node coordinates a read. The local replica, when it is one of the targets, is read in
+   process, never over the network.
+2. Any node coordinates a write. The version's counter floor (put_fsm Rule 2) is kept where
+   the version is built: a replica coordinator holds it in its stored sibling set, any other
+   node in ``ReplicaService``'s floor namespace. So no request is forwarded, and no message
+   type beyond READ and WRITE is needed. (Forwarding the put to a primary, Riak's way, would
+   need FORWARD_PUT messages; the floor gives the same kv679 safety without them.)
+3. A write without a context supersedes what it read: with ``read_before_write`` (default)
+   the coordinator first reads the key with the *write's* requirement (a quorum write then
+   sees every earlier quorum write), and the new version descends that read. Without it, a
+   replica coordinator supersedes its local replica's versions only (Riak's vnode-local
+   increment; other coordinators' concurrent versions become siblings). A write with a
+   context supersedes exactly the context's versions.
+4. A primary that ``up_nodes()`` does not list is failed at once (counted against the
+   quorum) and not contacted; the sloppy quorum (stand-ins with hints) is issue 6.
+5. When every primary of a key is this node (a cluster of one), every request completes
+   inside the call: the futures returned are already done, and ``get_now``/``put_now``/
+   ``delete_now`` return the outcome directly (they assert that nothing was left pending).
+6. Consistency levels that ask more than the key's replicas raise ``ConsistencyError`` at
+   once (no request is sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cluster import keys as keyspace
+from cluster.clock import Clock
+from cluster.consistency import Consistency, NoQuorum, Requirement, required
+from cluster.get_core import Found
+from cluster.get_fsm import GetFsm, GetRequest
+from cluster.preflist import Placement
+from cluster.put_core import PutOk
+from cluster.put_fsm import PutFsm, PutRequest, Target
+from cluster.replica_service import ReplicaService
+from cluster.transport import Transport
+from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, Version, winner
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A delete met its requirement; ``existed`` says whether a value was visible."""
+
+    existed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorOptions:
+    # How long a request waits for replicas before the silent ones count as failed.
+    request_timeout_ms: int = 2000
+    # Rule 3: read (with the write's requirement) before a write without a context.
+    read_before_write: bool = True
+
+    def __post_init__(self) -> None:
+        if self.request_timeout_ms < 1:
+            raise ValueError(f"request_timeout_ms must be >= 1: {self.request_timeout_ms}")
+
+
+class Coordinator:
+    def __init__(self, placement: Placement, service: ReplicaService, transport: Transport,
+                 clock: Clock, actor: bytes, new_future: Callable[[], asyncio.Future[Any]],
+                 options: CoordinatorOptions | None = None,
+                 up_nodes: Callable[[], Collection[str]] | None = None) -> None:
+        self.placement = placement
+        self.service = service
+        self.transport = transport
+        self.clock = clock
+        self.actor = actor
+        self.new_future = new_future
+        self.options = options or CoordinatorOptions()
+        self.node_id = transport.node_id
+        self.up_nodes = up_nodes
+        info = placement.ring.nodes.get(self.node_id)
+        self.local_dc = info.datacenter if info is not None else "dc1"
+        self.timeout_s = self.options.request_timeout_ms / 1000
+        self.active: set[GetFsm | PutFsm] = set()  # FSMs not finished (late replies, repair)
+        self.stats = {"gets": 0, "puts": 0, "noquorum": 0, "read_repairs": 0}
+
+    # Placement ---------------------------------------------------------------------------
+
+    def targets(self, key: bytes) -> tuple[Target, ...]:
+        """The key's primaries with their datacenters, in preference order."""
+        nodes = self.placement.ring.nodes
+        return tuple(Target(node_id, nodes[node_id].datacenter)
+                     for node_id in self.placement.primaries(keyspace.token(key)))
+
+    def requirement(self, targets: tuple[Target, ...], level: Consistency) -> Requirement:
+        """Rule 6: ``level`` for the replicas of one key."""
+        per_dc: dict[str, int] = {}
+        for target in targets:
+            per_dc[target.dc] = per_dc.get(target.dc, 0) + 1
+        return required(level, per_dc, self.local_dc)
+
+    @property
+    def local_only(self) -> bool:
+        """True when every key's only replica is this node (Rule 5 holds for every key)."""
+        return set(self.placement.ring.nodes) == {self.node_id}
+
+    def _down(self, targets: tuple[Target, ...]) -> frozenset[str]:
+        if self.up_nodes is None:
+            return frozenset()
+        up = self.up_nodes()
+        return frozenset(t.node_id for t in targets if t.node_id != self.node_id
+                         and t.node_id not in up)
+
+    # Reads -------------------------------------------------------------------------------
+
+    def start_get(self, db: int, key: bytes, level: Consistency,
+                  on_reply: Callable[[Found | NoQuorum], None]) -> GetFsm:
+        """Start a read; ``on_reply`` runs once (maybe before this returns)."""
+        targets = self.targets(key)
+        request = GetRequest(db, key, self.requirement(targets, level), targets,
+                             self._down(targets))
+        self.stats["gets"] += 1
+        fsm = GetFsm(request, local_id=self.node_id, service=self.service,
+                     transport=self.transport, clock=self.clock, timeout_s=self.timeout_s,
+                     on_reply=self._counted(on_reply), on_finish=self._finished)
+        self.active.add(fsm)
+        fsm.start()
+        return fsm
+
+    def get(self, db: int, key: bytes, level: Consistency) -> asyncio.Future[Found | NoQuorum]:
+        future: asyncio.Future[Found | NoQuorum] = self.new_future()
+        self.start_get(db, key, level, future.set_result)
+        return future
+
+    def get_now(self, db: int, key: bytes, level: Consistency) -> Found | NoQuorum:
+        """``get`` for a key whose replicas are all local (Rule 5)."""
+        box: list[Found | NoQuorum] = []
+        self.start_get(db, key, level, box.append)
+        return _only(box)
+
+    # Writes ------------------------------------------------------------------------------
+
+    def start_put(self, db: int, key: bytes, value: bytes | None, expire_at_ms: int,
+                  level: Consistency, context: Siblings | None,
+                  on_reply: Callable[[PutOk | NoQuorum], None],
+                  on_version: Callable[[Version], None] | None = None) -> None:
+        """Start a write (``value`` None: a tombstone); ``on_reply`` runs once (maybe before
+        this returns); ``on_version`` sees the version written, if one is."""
+        targets = self.targets(key)
+        requirement = self.requirement(targets, level)  # Rule 6: raise before any read
+        if context is not None:
+            self._start_put_fsm(db, key, value, expire_at_ms, requirement, targets, context,
+                                on_reply, on_version)
+            return
+        if not self.options.read_before_write:
+            local = any(t.node_id == self.node_id for t in targets)
+            seen = self.service.read(db, key) if local else ()
+            self._start_put_fsm(db, key, value, expire_at_ms, requirement, targets, seen,
+                                on_reply, on_version)
+            return
+
+        def read_done(outcome: Found | NoQuorum) -> None:
+            if isinstance(outcome, NoQuorum):
+                on_reply(outcome)
+                return
+            self._start_put_fsm(db, key, value, expire_at_ms, requirement, targets,
+                                outcome.siblings, on_reply, on_version)
+
+        self.start_get(db, key, level, read_done)
+
+    def _start_put_fsm(self, db: int, key: bytes, value: bytes | None, expire_at_ms: int,
+                       requirement: Requirement, targets: tuple[Target, ...], seen: Siblings,
+                       on_reply: Callable[[PutOk | NoQuorum], None],
+                       on_version: Callable[[Version], None] | None = None) -> None:
+        request = PutRequest(db, key, value, expire_at_ms, seen, requirement, targets,
+                             self._down(targets))
+        self.stats["puts"] += 1
+        fsm = PutFsm(request, local_id=self.node_id, actor=self.actor, service=self.service,
+                     transport=self.transport, clock=self.clock, timeout_s=self.timeout_s,
+                     on_reply=self._counted(on_reply), on_finish=self._finished,
+                     on_version=on_version)
+        self.active.add(fsm)
+        fsm.start()
+
+    def put(self, db: int, key: bytes, value: bytes, expire_at_ms: int, level: Consistency,
+            context: Siblings | None = None) -> asyncio.Future[PutOk | NoQuorum]:
+        """Write ``value``; ``context`` (the siblings a VCLOCK GET returned) is what it
+        supersedes, None for a plain write (Rule 3)."""
+        future: asyncio.Future[PutOk | NoQuorum] = self.new_future()
+        self.start_put(db, key, value, expire_at_ms, level, context, future.set_result)
+        return future
+
+    def put_now(self, db: int, key: bytes, value: bytes, expire_at_ms: int, level: Consistency,
+                context: Siblings | None = None) -> PutOk | NoQuorum:
+        """``put`` for a key whose replicas are all local (Rule 5)."""
+        box: list[PutOk | NoQuorum] = []
+        self.start_put(db, key, value, expire_at_ms, level, context, box.append)
+        return _only(box)
+
+    def start_delete(self, db: int, key: bytes, level: Consistency,
+                     on_reply: Callable[[Deleted | NoQuorum], None]) -> None:
+        """Read with the write's requirement; if any version holds a live value, write a
+        tombstone superseding what was read. ``existed``: the winner was visible."""
+
+        def read_done(outcome: Found | NoQuorum) -> None:
+            if isinstance(outcome, NoQuorum):
+                on_reply(outcome)
+                return
+            siblings = outcome.siblings
+            now_ms = self.clock.wall_ms()
+            live = [v for v in siblings
+                    if v[VALUE] is not None and not 0 < v[EXPIRE_AT_MS] <= now_ms]
+            if not live:
+                on_reply(Deleted(False))
+                return
+            top = winner(siblings)
+            existed = top[VALUE] is not None and not 0 < top[EXPIRE_AT_MS] <= now_ms
+
+            def written(result: PutOk | NoQuorum) -> None:
+                on_reply(Deleted(existed) if isinstance(result, PutOk) else result)
+
+            targets = self.targets(key)
+            self._start_put_fsm(db, key, None, 0, self.requirement(targets, level), targets,
+                                siblings, written)
+
+        self.start_get(db, key, level, read_done)
+
+    def delete(self, db: int, key: bytes,
+               level: Consistency) -> asyncio.Future[Deleted | NoQuorum]:
+        future: asyncio.Future[Deleted | NoQuorum] = self.new_future()
+        self.start_delete(db, key, level, future.set_result)
+        return future
+
+    def delete_now(self, db: int, key: bytes, level: Consistency) -> Deleted | NoQuorum:
+        box: list[Deleted | NoQuorum] = []
+        self.start_delete(db, key, level, box.append)
+        return _only(box)
+
+    # Plumbing ----------------------------------------------------------------------------
+
+    def _counted(self, on_reply: Callable[[T], None]) -> Callable[[T], None]:
+        def reply(outcome: T) -> None:
+            if isinstance(outcome, NoQuorum):
+                self.stats["noquorum"] += 1
+            on_reply(outcome)
+        return reply
+
+    def _finished(self, fsm: GetFsm | PutFsm) -> None:
+        self.active.discard(fsm)
+        if isinstance(fsm, GetFsm) and fsm.repaired:
+            self.stats["read_repairs"] += len(fsm.repaired)
+
+
+def _only(box: list[T]) -> T:
+    """The outcome a synchronous request delivered; it must have delivered one (Rule 5)."""
+    assert len(box) == 1, "a *_now call on a key with remote replicas"
+    return box[0]

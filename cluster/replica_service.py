@@ -1,0 +1,147 @@
+"""The replica side of the peer protocol: READ and WRITE served from this node's ``Replica``.
+
+Theory of operation. A coordinator (any node, this one included) reaches a key's replica
+either over the network (a ``Read``/``Write`` request that ``handle`` serves) or, when the
+replica is local, by calling ``read``/``merge`` directly: the same two operations, the same
+rules, no network on the local path (DESIGN.md, "Layers").
+
+Invariants:
+1. A write is a merge, never an overwrite: ``new = limit(merge(old, incoming))`` where
+   ``old`` is what the replica holds right now; so a replica that receives versions in any
+   order, any number of times, holds the same set (``version.merge`` is a semilattice), up to
+   the sibling limit, which drops the lowest-ranked versions and counts them.
+2. ``Write.siblings`` is decoded with ``sibling_codec.decode`` (a trust boundary) before
+   anything is stored: bytes that are not a sibling set are refused, never stored.
+3. Nothing is written when the merge changes nothing (a duplicate or a repair of an
+   up-to-date replica costs one read).
+4. ``handle`` is synchronous and answers every request it accepts with its reply type; a
+   refusal is a ``RemoteError``: ``UNSUPPORTED`` for a request type it does not serve or a db
+   this node does not have, ``PROTOCOL`` for a body that is not a sibling set, ``INTERNAL``
+   when the stored value of the key is damaged (the engine's ``CorruptionError``).
+5. Counter floor (kv679): the largest counter this node's actor issued for a key is always
+   durable on this node. When the node is a replica of the key, the stored sibling set holds
+   it (the coordinator applies its own version locally before sending it). When it is not,
+   ``raise_floor`` keeps it in the reserved namespace ``FLOOR_NAMESPACE``; ``floor`` reads it.
+
+``hint_for`` (a write meant for another, down node) is merged like any write and counted;
+durable hints of their own are issue 6's hinted handoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cluster import keys as keyspace
+from cluster.clock import Clock
+from cluster.errors import CorruptionError
+from cluster.messages import ErrorCode, Message, Read, ReadReply, Write, WriteAck
+from cluster.replica import Replica
+from cluster.sibling_codec import decode
+from cluster.transport import RemoteError
+from cluster.vclock import PruneBounds
+from cluster.version import Siblings, limit, merge, prune_siblings
+
+# Engine keys ``bytes([FLOOR_NAMESPACE]) + keys.engine_key(db, key)`` hold an 8-byte big-endian
+# counter: the highest this node's actor issued for a key it does not replicate (invariant 5).
+# One of the db bytes keys.py reserves for the cluster (240..255). On disk: never change.
+FLOOR_NAMESPACE = 254
+SIBLINGS_MAX_DEFAULT = 64  # as NodeOptions.sibling_limit
+
+
+class ReplicaService:
+    """Serves READ and WRITE for ``replica``; see the module docstring."""
+
+    def __init__(self, replica: Replica, clock: Clock, *,
+                 sibling_limit: int = SIBLINGS_MAX_DEFAULT,
+                 prune: PruneBounds | None = None,
+                 on_change: Callable[[int, bytes], None] | None = None) -> None:
+        assert sibling_limit >= 1, sibling_limit
+        self.replica = replica
+        self.clock = clock
+        self.sibling_limit = sibling_limit
+        self.prune = prune or PruneBounds()
+        self.on_change = on_change
+        self.stats = {"reads_served": 0, "writes_served": 0, "writes_unchanged": 0,
+                      "hinted_writes": 0, "siblings_dropped": 0, "clock_prunes": 0,
+                      "writes_refused": 0}
+
+    # The local path ------------------------------------------------------------------
+
+    def read(self, db: int, key: bytes) -> Siblings:
+        """The stored sibling set of (db, key), ``()`` if none. CorruptionError if damaged."""
+        return self.replica.read(keyspace.engine_key(db, key))
+
+    def merge(self, db: int, key: bytes, incoming: Siblings) -> Siblings:
+        """Merge ``incoming`` into what is stored (invariants 1 and 3); returns the new set.
+
+        REQUIRES: ``incoming`` is a valid, non-empty sibling set. Raises CorruptionError if
+        the stored value is damaged, and whatever the engine raises if it cannot write.
+        """
+        assert incoming, "nothing to merge"
+        ekey = keyspace.engine_key(db, key)
+        old = self.replica.read(ekey)
+        now_ms = self.clock.wall_ms()
+        new, dropped = limit(merge(old, incoming), self.sibling_limit)
+        new, pruned = prune_siblings(new, now_ms, self.prune)
+        self.stats["siblings_dropped"] += dropped
+        self.stats["clock_prunes"] += pruned
+        if new == old:
+            self.stats["writes_unchanged"] += 1
+            return old
+        self.replica.apply(db, ekey, old, new, now_ms)
+        if self.on_change is not None:
+            self.on_change(db, key)
+        return new
+
+    def floor(self, db: int, key: bytes) -> int:
+        """The counter floor kept for a key this node does not replicate (invariant 5)."""
+        raw = self.replica.engine.get(_floor_key(db, key))
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    def raise_floor(self, db: int, key: bytes, counter: int) -> None:
+        """Make ``floor(db, key) >= counter`` durable (as durable as the engine's writes)."""
+        assert 1 <= counter < 1 << 64, counter
+        if counter > self.floor(db, key):
+            self.replica.engine.put(_floor_key(db, key), counter.to_bytes(8, "big"))
+
+    # The network path ----------------------------------------------------------------
+
+    def handle(self, peer: str, message: Message) -> Message:
+        """Serve one request from ``peer`` (invariant 4)."""
+        if isinstance(message, Read):
+            self._check_db(message.db)
+            self.stats["reads_served"] += 1
+            raw = self.replica.raw(keyspace.engine_key(message.db, message.key))
+            if raw is not None:
+                try:
+                    decode(raw)  # never hand a peer bytes this node could not read itself
+                except CorruptionError as exc:
+                    raise RemoteError(ErrorCode.INTERNAL,
+                                      f"stored value is damaged: {exc}") from None
+            return ReadReply(raw)
+        if isinstance(message, Write):
+            self._check_db(message.db)
+            try:
+                incoming = decode(message.siblings)
+            except CorruptionError as exc:
+                self.stats["writes_refused"] += 1
+                raise RemoteError(ErrorCode.PROTOCOL, f"write refused: {exc}") from None
+            try:
+                self.merge(message.db, message.key, incoming)
+            except CorruptionError as exc:
+                raise RemoteError(ErrorCode.INTERNAL, f"stored value is damaged: {exc}") from None
+            self.stats["writes_served"] += 1
+            if message.hint_for is not None:
+                self.stats["hinted_writes"] += 1
+            return WriteAck()
+        raise RemoteError(ErrorCode.UNSUPPORTED, f"{type(message).__name__} is not served here")
+
+    def _check_db(self, db: int) -> None:
+        if db >= self.replica.databases:
+            self.stats["writes_refused"] += 1
+            raise RemoteError(ErrorCode.UNSUPPORTED,
+                              f"db {db} is out of range (this node has {self.replica.databases})")
+
+
+def _floor_key(db: int, key: bytes) -> bytes:
+    return bytes((FLOOR_NAMESPACE,)) + keyspace.engine_key(db, key)
