@@ -1,0 +1,190 @@
+"""The swarm simulator (tests/sim/simulator.py) over many seeds, its determinism, and negative
+controls that prove its checks can fail.
+
+Every seed is a whole cluster run: 3-5 nodes over real engines, N/R/W, workload, network
+faults, partitions, clock skew and node crashes with restarts all drawn from the seed; then a
+safety phase and a liveness phase (the simulator's docstring lists the checks S1-S2, L1-L6).
+
+Modes (environment variables):
+- ``RESPKV_SIM_SEEDS=1000`` runs seeds 0..999 as ``test_swarm`` cases instead of the default
+  ``DEFAULT_SEEDS`` (about 50 ms a seed on the 2-core machine);
+- ``RESPKV_SIM_SEED=1234`` runs that one seed (to reproduce a failure: the failure message
+  says ``reproduce with seed=…``; ``pytest -s`` shows the ``SEED=… OPTIONS=…`` line);
+- ``test_swarm_long`` (``@pytest.mark.slow``; ``pytest -m slow tests/test_sim_swarm.py``)
+  runs ``RESPKV_SIM_SLOW_SEEDS`` seeds (default 2000) from seed 100000 on, and lists every
+  failing seed at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster import keys as keyspace
+from cluster.messages import Message, Write, WriteAck
+from cluster.replica_service import ReplicaService
+from cluster.version import Siblings, merge
+from tests.sim.simulator import SimOptions, SimResult, SimulationFailure, run_seed
+
+DEFAULT_SEEDS = 200
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _seeds() -> list[int]:
+    one = os.environ.get("RESPKV_SIM_SEED")
+    if one is not None:
+        return [int(one)]
+    return list(range(int(os.environ.get("RESPKV_SIM_SEEDS", DEFAULT_SEEDS))))
+
+
+def quiet_run(seed: int, directory: Path, **kwargs: object) -> SimResult:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return run_seed(seed, directory, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", _seeds())
+def test_swarm(seed: int, tmp_path: Path) -> None:
+    result = run_seed(seed, tmp_path)
+    assert result.trace_hash
+    assert result.siblings_dropped == 0, "the sibling limit was hit: L2/L3 are not promised"
+
+
+def test_default_seeds_exercise_every_check(tmp_path: Path) -> None:
+    """The default budget crashes nodes, acks writes, and checks reads against them (S1)."""
+    results = [quiet_run(seed, tmp_path / str(seed)) for seed in range(25)]
+    assert sum(r.crashes for r in results) >= 10
+    assert all(r.acked_writes for r in results)
+    assert sum(r.reads_checked for r in results) >= 100
+    assert any(r.options.faults.crash_mode == "kill" and r.crashes for r in results)
+    assert any(r.options.faults.crash_mode == "close" and r.crashes for r in results)
+    assert any(not r.options.read_your_writes for r in results)  # S1 off: still L-checked
+
+
+def test_swarm_options_come_from_the_seed_alone() -> None:
+    drawn = [SimOptions.swarm(seed) for seed in range(300)]
+    assert drawn[7] == SimOptions.swarm(7)
+    assert {o.nodes for o in drawn} == {3, 4, 5}
+    assert all(1 <= o.n <= min(3, o.nodes) for o in drawn)
+    assert {o.n for o in drawn} == {1, 2, 3}
+    assert all(1 <= o.r <= o.n and 1 <= o.w <= o.n for o in drawn)
+    assert {o.read_your_writes for o in drawn} == {True, False}
+    assert {o.faults.failure_detector for o in drawn} == {True, False}
+    assert len({o.faults.network for o in drawn}) > 100
+    assert len({o.network_seed for o in drawn}) == 300
+
+
+def test_the_same_seed_gives_the_same_trace(tmp_path: Path) -> None:
+    first = quiet_run(3, tmp_path / "a")
+    again = quiet_run(3, tmp_path / "b")
+    other = quiet_run(4, tmp_path / "c")
+    assert first.trace_hash == again.trace_hash
+    assert first.trace_hash != other.trace_hash
+
+
+def test_the_same_seed_gives_the_same_trace_in_another_process(tmp_path: Path) -> None:
+    """No dependence on hash randomization (set or dict order of str keys)."""
+    code = ("import sys, pathlib, contextlib, io\n"
+            "from tests.sim.simulator import run_seed\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    r = run_seed(5, pathlib.Path(sys.argv[1]))\n"
+            "print(r.trace_hash)\n")
+    hashes = set()
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(ROOT))
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / hash_seed)],
+                             env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+        hashes.add(out.stdout.strip())
+    assert hashes == {quiet_run(5, tmp_path / "here").trace_hash}
+
+
+def test_the_seed_and_options_are_printed(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run_seed(11, tmp_path)
+    out = capsys.readouterr().out
+    assert out.startswith("SEED=11 OPTIONS=nodes=")
+    assert "N=" in out and "NetworkOptions(" in out and "crash_mode=" in out
+
+
+# -- Negative controls: broken variants the checks must catch --------------------------------
+
+
+class OverwritingService(ReplicaService):
+    """Broken on purpose: a write replaces what the replica holds instead of merging."""
+
+    def merge(self, db: int, key: bytes, incoming: Siblings) -> Siblings:
+        ekey = keyspace.engine_key(db, key)
+        old = self.replica.read(ekey)
+        new = merge(incoming, ())
+        if new != old:
+            self.replica.apply(db, ekey, old, new, self.clock.wall_ms())
+        return new
+
+
+class AckWithoutStoringService(ReplicaService):
+    """Broken on purpose: a remote WRITE is acknowledged but stored only every other time."""
+
+    writes = 0
+
+    def handle(self, peer: str, message: Message) -> Message:
+        if isinstance(message, Write):
+            self.writes += 1
+            if self.writes % 2 == 0:
+                return WriteAck()
+        return super().handle(peer, message)
+
+
+def _failures(service: type[ReplicaService], tmp_path: Path, seeds: range) -> list[str]:
+    failures = []
+    for seed in seeds:
+        try:
+            quiet_run(seed, tmp_path / str(seed), service_factory=service)
+        except SimulationFailure as failure:
+            failures.append(str(failure))
+    return failures
+
+
+def test_negative_control_overwriting_replica_is_caught(tmp_path: Path) -> None:
+    failures = _failures(OverwritingService, tmp_path, range(25))
+    assert len(failures) >= 5, "the checks missed a replica that overwrites instead of merging"
+    assert any("S1 read-your-writes" in f for f in failures)
+    assert any("no_lost_acked_write" in f for f in failures)
+    assert all("reproduce with seed=" in f for f in failures)
+
+
+def test_negative_control_replica_that_acks_without_storing_is_caught(tmp_path: Path) -> None:
+    failures = _failures(AckWithoutStoringService, tmp_path, range(25))
+    assert failures, "the checks missed a replica that acknowledges writes it did not store"
+
+
+def test_an_error_inside_the_cluster_code_names_the_seed(tmp_path: Path) -> None:
+    class Exploding(ReplicaService):
+        def handle(self, peer: str, message: Message) -> Message:
+            raise ValueError("boom")
+
+    with pytest.raises(SimulationFailure, match=r"(?s)ValueError\('boom'\).*reproduce with "
+                                                r"seed=1\b"):
+        quiet_run(1, tmp_path, service_factory=Exploding)
+
+
+# -- Long mode -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_swarm_long(tmp_path: Path) -> None:
+    count = int(os.environ.get("RESPKV_SIM_SLOW_SEEDS", 2000))
+    failures = []
+    for seed in range(100_000, 100_000 + count):
+        try:
+            result = quiet_run(seed, tmp_path / str(seed))
+            assert result.siblings_dropped == 0, f"seed {seed}: the sibling limit was hit"
+        except SimulationFailure as failure:
+            failures.append(str(failure))
+        shutil.rmtree(tmp_path / str(seed), ignore_errors=True)
+    assert not failures, f"{len(failures)} of {count} seeds failed:\n" + "\n\n".join(failures)
