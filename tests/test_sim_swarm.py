@@ -18,6 +18,7 @@ Modes (environment variables):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
@@ -161,6 +162,27 @@ def test_negative_control_overwriting_replica_is_caught(tmp_path: Path) -> None:
 def test_negative_control_replica_that_acks_without_storing_is_caught(tmp_path: Path) -> None:
     failures = _failures(AckWithoutStoringService, tmp_path, range(25))
     assert failures, "the checks missed a replica that acknowledges writes it did not store"
+
+
+def _killing(seed: int) -> SimOptions:
+    options = SimOptions.swarm(seed)
+    faults = dataclasses.replace(options.faults, crashes=5, crash_mode="kill")
+    return dataclasses.replace(options, faults=faults)
+
+
+def test_negative_control_acks_before_commit_lose_writes_on_kill(tmp_path: Path) -> None:
+    """The durability model matters: when replicas acknowledge merges the engine never
+    committed, a kill -9 loses acknowledged writes, and the checks say so."""
+    failures = []
+    for seed in range(25):
+        try:
+            quiet_run(seed, tmp_path / str(seed), options=_killing, commit_every_event=False)
+        except SimulationFailure as failure:
+            failures.append(str(failure))
+    assert len(failures) >= 3, "the checks missed acknowledged writes lost by a kill"
+    assert any("no_lost_acked_write" in f or "S1 read-your-writes" in f for f in failures)
+    for seed in range(5):  # the same crashes with commits before replies lose nothing
+        quiet_run(seed, tmp_path / f"ok{seed}", options=_killing)
 
 
 def test_an_error_inside_the_cluster_code_names_the_seed(tmp_path: Path) -> None:

@@ -181,8 +181,12 @@ class Simulator:
     """One run of ``options`` in ``directory`` (one sub-directory per node)."""
 
     def __init__(self, options: SimOptions, directory: Path,
-                 service_factory: ServiceFactory = ReplicaService) -> None:
+                 service_factory: ServiceFactory = ReplicaService,
+                 commit_every_event: bool = True) -> None:
+        """``commit_every_event=False`` is a broken durability model (negative control):
+        engines commit only when closed, so a "kill" crash loses acknowledged merges."""
         self.options = options
+        self.commit_every_event = commit_every_event
         self.directory = directory
         self.service_factory = service_factory
         self.clock = SimClock()
@@ -249,6 +253,8 @@ class Simulator:
                 self._fail("liveness", f"not idle {IDLE_TICKS_MAX} ticks after the start")
                 return
             clock.run_next()
+            if not self.commit_every_event:
+                continue
             for process in self.processes.values():
                 if process.alive:
                     process.commit_if_needed()
@@ -432,6 +438,7 @@ class Simulator:
 
 def run_seed(seed: int, directory: Path,
              service_factory: ServiceFactory = ReplicaService,
-             options: Callable[[int], SimOptions] = SimOptions.swarm) -> SimResult:
+             options: Callable[[int], SimOptions] = SimOptions.swarm,
+             commit_every_event: bool = True) -> SimResult:
     """Run the swarm options of ``seed`` in ``directory``; SimulationFailure on a violation."""
-    return Simulator(options(seed), directory, service_factory).run()
+    return Simulator(options(seed), directory, service_factory, commit_every_event).run()
