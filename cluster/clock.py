@@ -4,6 +4,8 @@ Rule 1: nothing else in ``cluster/`` reads the time or schedules work except thr
 ``Clock``; in particular nobody calls ``time.time()`` or ``asyncio.sleep``.
 Rule 2: ``wall_ms()`` is wall-clock time (it may step backwards); it stamps versions and
 expiry. ``monotonic()`` never goes backwards; it measures durations and work budgets.
+Rule 3: ``wall_ms()`` may be called from any thread (the engine's compaction thread runs the
+replica's purge filter); the other methods belong to the loop thread.
 
 ``LoopClock`` is the production binding (the asyncio/uvloop loop); ``ManualClock`` is a
 deterministic one for tests and simulation, whose time moves only when told to.

@@ -48,7 +48,7 @@ from cluster import keys as keyspace
 from cluster import node_meta, vclock
 from cluster.clock import Clock
 from cluster.expiry import ActiveExpiry
-from cluster.replica import Replica
+from cluster.replica import PurgeFilter, Replica
 from cluster.sibling_codec import (
     SINGLE_FIELDS,
     Single,
@@ -117,6 +117,12 @@ class NodeOptions:
     active_expire_budget_ms: int = 25
     # Vector-clock pruning bounds (Riak's small/big/young/old_vclock).
     vclock_prune: PruneBounds = field(default_factory=PruneBounds)
+    # Engine memtable flush threshold (`memtable-size`); memory is ~3x this at worst.
+    memtable_size_bytes: int = 64 * 1024 * 1024
+    # Engine block cache budget (`block-cache-size`); 0 disables the cache.
+    block_cache_bytes: int = 64 * 1024 * 1024
+    # Compaction write rate limit in bytes/s (`compaction-throughput`); 0 = unlimited.
+    compaction_throughput_bytes_per_s: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 1 <= self.databases <= keyspace.DATABASES_MAX:
@@ -129,6 +135,14 @@ class NodeOptions:
             raise ValueError(f"sibling_limit must be >= 1: {self.sibling_limit}")
         if self.active_expire_interval_ms < 1 or self.active_expire_budget_ms < 1:
             raise ValueError("active expire interval and budget must be >= 1 ms")
+        self.engine_options()  # checks the engine's ranges
+
+    def engine_options(self) -> EngineOptions:
+        """The options the node opens its engine with. Raises ValueError if out of range."""
+        return EngineOptions(
+            fsync=cast(FsyncPolicy, self.fsync), memtable_size_bytes=self.memtable_size_bytes,
+            block_cache_bytes=self.block_cache_bytes,
+            compaction_throughput_bytes_per_s=self.compaction_throughput_bytes_per_s)
 
 
 class Node:
@@ -136,7 +150,7 @@ class Node:
 
     def __init__(self, directory: str, options: NodeOptions, clock: Clock, rng: random.Random,
                  reporter: Callable[[str], None], fs: FileSystem, engine: Engine,
-                 meta: node_meta.NodeMeta) -> None:
+                 meta: node_meta.NodeMeta, purge_filter: PurgeFilter | None = None) -> None:
         """Private: use Node.open()."""
         self.directory = directory
         self.options = options
@@ -156,6 +170,7 @@ class Node:
         self._listeners: list[Callable[[int, bytes | None], None]] = []
         self._seq = 0
         self._counters = {"siblings_dropped": 0, "clock_prunes": 0}
+        self._purge_filter = purge_filter
         # Hot-path bindings.
         self._eget = engine.get
         # True while every replica of every key is this node: the frontend may then call
@@ -186,8 +201,10 @@ class Node:
         fs.makedirs(directory)
         engine_dir = join(directory, ENGINE_DIR)
         had_data = _has_data(fs, engine_dir)
-        engine_options = EngineOptions(fsync=cast(FsyncPolicy, options.fsync))
-        engine = Engine.open(engine_dir, engine_options, fs=fs, reporter=reporter)
+        # Runs on the compaction thread: clock.wall_ms is thread-safe (clock.py, Rule 3).
+        purge_filter = PurgeFilter(options.tombstone_grace_ms, clock.wall_ms)
+        engine = Engine.open(engine_dir, options.engine_options(), fs=fs, reporter=reporter,
+                             compaction_filter=purge_filter)
         try:
             recovery = engine.stats()
             intact = (had_data and recovery.get("bytes_truncated_on_recovery", 0) == 0
@@ -197,7 +214,7 @@ class Node:
             if reason:
                 report(f"node {meta.node_id}: new vector-clock actor {meta.actor.hex()} "
                        f"({reason})")
-            return cls(directory, options, clock, rng, report, fs, engine, meta)
+            return cls(directory, options, clock, rng, report, fs, engine, meta, purge_filter)
         except BaseException:
             engine.close()
             raise
@@ -438,6 +455,8 @@ class Node:
     def stats(self) -> dict[str, int]:
         """Cluster-layer counters, then the engine's prefixed with ``engine_``."""
         out = {**self._replica.stats, **self._expiry.stats, **self._counters}
+        if self._purge_filter is not None:
+            out["compaction_purged_keys"] = self._purge_filter.dropped
         if self._engine is not None and not self._engine.closed:
             for name, number in self._engine.stats().items():
                 out[f"engine_{name}"] = number
@@ -486,6 +505,20 @@ class Node:
         else:
             self._report(f"appendfsync {policy} takes effect when the node restarts")
         self.options = replace(self.options, fsync=policy)
+
+    def tune_engine(self, *, memtable_size_bytes: int | None = None,
+                    block_cache_bytes: int | None = None,
+                    compaction_throughput_bytes_per_s: int | None = None) -> None:
+        """Change engine limits live (CONFIG SET); ValueError (nothing changed) if out of range."""
+        assert self._engine is not None, "node is closed"
+        self._engine.tune(memtable_size_bytes=memtable_size_bytes,
+                          block_cache_bytes=block_cache_bytes,
+                          compaction_throughput_bytes_per_s=compaction_throughput_bytes_per_s)
+        engine_options = self._engine.options
+        self.options = replace(
+            self.options, memtable_size_bytes=engine_options.memtable_size_bytes,
+            block_cache_bytes=engine_options.block_cache_bytes,
+            compaction_throughput_bytes_per_s=engine_options.compaction_throughput_bytes_per_s)
 
     async def close(self) -> None:
         """Stop background work, close the engine, record a clean shutdown. Idempotent."""

@@ -14,8 +14,9 @@ structures in step with the engine:
   walks it from the front.
 
 Invariants:
-1. ``keys``, ``expires`` and ``due`` always equal what ``key_state`` of every stored sibling set
-   gives (``rebuild`` computes them by one scan on open; ``apply`` maintains them).
+1. ``keys`` and ``expires`` always equal what ``key_state`` of every stored sibling set gives,
+   and ``due`` holds every stored key's due entry (``rebuild`` computes them by one scan on
+   open; ``apply`` maintains them); ``due`` may also hold stale entries (invariant 5).
 2. A stored sibling set is never empty, and a key whose versions are all dead is removed from
    the engine once ``purge_at`` has passed; with ``tombstone_grace_ms == 0`` (a cluster of
    one, where nothing can resurrect a deleted key) that is at once.
@@ -23,6 +24,23 @@ Invariants:
    nothing). The bookkeeping is a diff of ``old`` and ``new``; a wrong ``old`` corrupts it.
 4. Bookkeeping happens only after the engine accepted the write: if the engine raises,
    nothing here changed.
+5. The engine's compaction removes only keys whose removal these counters already reflect:
+   ``PurgeFilter`` drops a stored sibling set only when ``key_state`` counts it nowhere (its
+   winner is a tombstone, so it is in neither ``keys`` nor ``expires``) and its purge time
+   has passed: exactly what ``apply`` would physically remove. An expired value still
+   counts in DBSIZE until the expiry cycle (or a read) turns it into a tombstone, so
+   compaction keeps it. What compaction removes therefore leaves ``keys`` and ``expires``
+   exact; only ``due`` may keep an entry for a key that is gone, which ``expire_due`` drops
+   without a word (likewise an entry whose key has since been rewritten with another due
+   time), and ``apply`` of a key read as a dead set that compaction removed meanwhile is
+   still right (a dead set and no set count the same).
+
+Compaction filter. ``PurgeFilter`` runs on the engine's compaction thread (engine/compactor.py
+invariant 3): it reads only its own fields and a wall clock that must be thread-safe
+(``Clock.wall_ms`` is), never the engine and never this object's counters; its own counter
+``dropped`` is written only on that thread. Why not also drop expired values: their removal
+would have to decrement ``keys``/``expires`` from another thread, racing the loop thread's
+own bookkeeping for the same key; the expiry cycle reclaims them within a period anyway.
 """
 
 from __future__ import annotations
@@ -36,6 +54,33 @@ from cluster.errors import CorruptionError
 from cluster.sibling_codec import decode, encode
 from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, expire, purge_at, winner
 from engine.db import Engine
+from engine.errors import StorageError
+
+
+class PurgeFilter:
+    """The compaction filter of invariant 5: ``filter(engine_key, stored) -> keep?``."""
+
+    __slots__ = ("_grace_ms", "_now_ms", "dropped", "undecodable")
+
+    def __init__(self, tombstone_grace_ms: int, now_ms: Callable[[], int]) -> None:
+        assert tombstone_grace_ms >= 0, tombstone_grace_ms
+        self._grace_ms = tombstone_grace_ms
+        self._now_ms = now_ms
+        self.dropped = 0  # keys compaction purged (compaction thread only)
+        self.undecodable = 0  # values kept because they do not decode
+
+    def __call__(self, ekey: bytes, raw: bytes) -> bool:
+        try:
+            siblings = decode(raw)
+        except CorruptionError:
+            self.undecodable += 1
+            return True  # never drop what we cannot read: a read will report it
+        counted, _, due_ms = key_state(siblings, self._grace_ms)
+        if counted or due_ms is None or due_ms > self._now_ms():
+            return True
+        self.dropped += 1
+        return False
+
 
 KeyState = tuple[int, int, int | None]  # (1 if counted, 1 if counted with expiry, due_ms)
 ABSENT: KeyState = (0, 0, None)
@@ -94,16 +139,25 @@ class Replica:
     def raw(self, ekey: bytes) -> bytes | None:
         return self._get(ekey)
 
-    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, Siblings | None]]:
+    def scan(self, start: bytes, end: bytes, *, skip_damaged: bool = False
+             ) -> Iterator[tuple[bytes, Siblings | None]]:
         """(engine key, sibling set) in ``[start, end)``; None for a value that does not decode
-        (reported and counted). REQUIRES: consumed before the next change to the replica."""
-        for ekey, raw in self.engine.scan(start, end):
+        (reported and counted). REQUIRES: consumed before the next change to the replica.
+
+        A damaged table block raises the engine's CorruptionError; with skip_damaged it is
+        reported and its keys are left out (for ``rebuild``: a node with one bad block must
+        still start and serve every other key)."""
+        on_corruption = self._skipped_block if skip_damaged else None
+        for ekey, raw in self.engine.scan(start, end, on_corruption=on_corruption):
             try:
                 yield ekey, decode(raw)
             except CorruptionError as exc:
                 self.stats["corrupt_values"] += 1
                 self.report(f"skipping key {ekey!r}: {exc}")
                 yield ekey, None
+
+    def _skipped_block(self, exc: Exception) -> None:
+        self.report(f"counters leave out the keys of a damaged table block: {exc}")
 
     # Writing ---------------------------------------------------------------------------
 
@@ -162,18 +216,20 @@ class Replica:
         """``expire_key`` for several due index entries of ``db``, as one engine batch.
 
         REQUIRES: the entries are distinct keys taken from ``due[db]`` with due_ms <= now_ms.
-        Every entry leaves the index (an entry whose key is missing or damaged is reported).
+        Every entry leaves the index. An entry whose key compaction purged, or whose key now
+        has another due time (purged, then written again), is dropped silently (invariant 5);
+        one whose key is damaged is reported and dropped.
         """
         changes: list[tuple[bytes, Siblings, Siblings]] = []
         expired = 0
+        grace_ms = self.grace_ms
         for due_ms, ekey in entries:
             try:
                 old = self.read(ekey)
-            except CorruptionError as exc:
+            except (CorruptionError, StorageError) as exc:  # damaged value or table block
                 old = ()
                 self.report(f"cannot expire key {ekey!r}: {exc}")
-            if not old:
-                self.report(f"expiry index named key {ekey!r}, which is not stored")
+            if not old or key_state(old, grace_ms)[2] != due_ms:
                 self.due[db].discard((due_ms, ekey))
                 continue
             top = winner(old)
@@ -190,7 +246,7 @@ class Replica:
             due = self.due[db]
             if old[2] is not None:
                 due.discard((old[2], ekey))
-            if new[2] is not None:
+            if new[2] is not None and (new[2], ekey) not in due:  # see invariant 5
                 due.add((new[2], ekey))
 
     # Whole-db operations ---------------------------------------------------------------
@@ -223,7 +279,8 @@ class Replica:
         expires = [0] * self.databases
         due: list[list[tuple[int, bytes]]] = [[] for _ in range(self.databases)]
         ignored = 0
-        for ekey, siblings in self.scan(b"", keyspace.db_start(self.databases)):
+        for ekey, siblings in self.scan(b"", keyspace.db_start(self.databases),
+                                        skip_damaged=True):
             if siblings is None:
                 continue
             counted, with_expiry, due_ms = key_state(siblings, grace_ms)
@@ -233,7 +290,8 @@ class Replica:
             if due_ms is not None:
                 due[db].append((due_ms, ekey))
         for _ in self.engine.scan(keyspace.db_start(self.databases),
-                                  keyspace.db_start(keyspace.DATABASES_MAX)):
+                                  keyspace.db_start(keyspace.DATABASES_MAX),
+                                  on_corruption=self._skipped_block):
             ignored += 1
         if ignored:
             self.report(f"{ignored} keys are in databases >= {self.databases} (the configured "

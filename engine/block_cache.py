@@ -76,6 +76,15 @@ class BlockCache:
             _, (_, evicted) = self._blocks.popitem(last=False)
             self.charged_bytes -= evicted
 
+    def resize(self, capacity_bytes: int) -> None:
+        """Change the budget, evicting least recently used blocks down to it (invariant 1)."""
+        if capacity_bytes < 0:
+            raise ValueError(f"capacity_bytes must be >= 0: {capacity_bytes}")
+        self.capacity_bytes = capacity_bytes
+        while self.charged_bytes > capacity_bytes:
+            _, (_, evicted) = self._blocks.popitem(last=False)
+            self.charged_bytes -= evicted
+
     def stats(self) -> dict[str, int]:
         return {"block_cache_hits": self.hits, "block_cache_misses": self.misses,
                 "block_cache_bytes": self.charged_bytes, "block_cache_blocks": len(self)}

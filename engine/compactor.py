@@ -16,6 +16,10 @@ Invariants:
      does for kRemove).
 3. The filter runs on the compaction thread: it must be thread-safe and must not call into
    the engine.
+4. I/O bound: when write_table() is given a throttle (the engine's compaction RateLimiter),
+   every write of the table file is paid for first, so a compaction writes at most
+   compaction_throughput_bytes_per_s (plus one burst). Flushes are never throttled: they
+   free memtable memory, and slowing them would only turn into write stalls.
 """
 
 from __future__ import annotations
@@ -42,15 +46,18 @@ class Stopped(StorageError):
 
 def write_table(fs: FileSystem, directory: str, number: int, recency: int,
                 entries: Iterable[Entry], options: EngineOptions, cache: BlockCache | None,
-                should_stop: Callable[[], bool]) -> tuple[TableMeta, TableReader, TableInfo] | None:
+                should_stop: Callable[[], bool], throttle: Callable[[int], None] | None = None
+                ) -> tuple[TableMeta, TableReader, TableInfo] | None:
     """Write entries (strictly ascending keys) as table `number`; None if entries is empty.
+    throttle(nbytes) is called before each file write (invariant 4).
 
     Raises StorageError (nothing left behind) on I/O failure, CorruptionError if the table
     does not read back, Stopped if should_stop() turned true.
     """
     builder = TableBuilder(fs, directory, table_name(number),
                            block_size_bytes=options.block_size_bytes,
-                           bloom_bits_per_key=options.bloom_bits_per_key)
+                           bloom_bits_per_key=options.bloom_bits_per_key,
+                           before_write=throttle)
     try:
         count = 0
         for key, value in entries:

@@ -57,6 +57,7 @@ from engine.manifest import Manifest
 from engine.memtable import Memtable
 from engine.merge_iterator import Entry, merge
 from engine.options import EngineOptions, FsyncPolicy
+from engine.rate_limiter import RateLimiter
 from engine.recovery import recover
 from engine.table_format import TOMBSTONE, table_name
 from engine.table_reader import TableReader
@@ -115,6 +116,9 @@ class Engine:
         self._obsolete: list[LiveTable] = []  # no longer in the manifest; deleted at refs 0
         self._chores_due = False  # set by background threads: commit() has cleanup to do
         self._stopping = False
+        self._stop_event = threading.Event()  # set by close(): wakes a throttled compaction
+        self._limiter = RateLimiter(options.compaction_throughput_bytes_per_s,
+                                    sleep=self._stop_event.wait)
         self._flush_error: StorageError | None = None
         self._last_error_reported = ""
         self._counters = dict.fromkeys(
@@ -254,6 +258,27 @@ class Engine:
         self._log.fsync_always = policy == "always"
         self._options = dataclasses.replace(self._options, fsync=policy)
 
+    def tune(self, *, memtable_size_bytes: int | None = None,
+             block_cache_bytes: int | None = None,
+             compaction_throughput_bytes_per_s: int | None = None) -> None:
+        """Change size and rate limits live (CONFIG SET); loop thread. The memtable limit applies
+        from the next commit(), the cache budget at once (evicting down to it), the compaction
+        rate from the next table write. Raises ValueError (nothing changed) if out of range."""
+        old = self._options
+        options = dataclasses.replace(  # checks the ranges
+            old,
+            memtable_size_bytes=(old.memtable_size_bytes if memtable_size_bytes is None
+                                 else memtable_size_bytes),
+            block_cache_bytes=old.block_cache_bytes if block_cache_bytes is None
+            else block_cache_bytes,
+            compaction_throughput_bytes_per_s=(
+                old.compaction_throughput_bytes_per_s if compaction_throughput_bytes_per_s
+                is None else compaction_throughput_bytes_per_s))
+        self._options = options
+        self._memtable_size_bytes = options.memtable_size_bytes
+        self._cache.resize(options.block_cache_bytes)
+        self._limiter.rate_bytes_per_s = options.compaction_throughput_bytes_per_s
+
     @property
     def has_uncommitted(self) -> bool:
         """True if records are buffered that commit() has not yet written to the OS."""
@@ -280,17 +305,31 @@ class Engine:
 
     # Reads -----------------------------------------------------------------------------
 
-    def scan(self, start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, start: bytes = b"", end: bytes | None = None, *,
+             on_corruption: Callable[[CorruptionError], None] | None = None
+             ) -> Iterator[tuple[bytes, bytes]]:
         """Live (key, value) pairs with start <= key < end (end None: no bound), ascending,
         merged from every memtable and table (newest wins, tombstones hide older values).
 
         REQUIRES: the caller consumes the iterator before mutating the engine (commit()
-        included). Raises CorruptionError, naming the file, if it meets a damaged block.
+        included). Raises CorruptionError, naming the file, if it meets a damaged block;
+        with on_corruption, a damaged block (or broken table) is instead counted, reported,
+        passed to on_corruption and skipped: its entries are missing from the scan and an
+        older version of one of its keys may show through. Only for callers that can live
+        with that (rebuilding counters at open), never for answering a client.
         """
         view = self._view
         if not view.frozen and not view.tables:
             return self._memtable.scan(start, end)
-        return self._merged(view, start, end)  # type: ignore[return-value]
+        skip = None
+        if on_corruption is not None:
+            callback = on_corruption
+
+            def skip(exc: CorruptionError) -> None:
+                self._corruption(exc)
+                callback(exc)
+
+        return self._merged(view, start, end, skip)  # type: ignore[return-value]
 
     def __len__(self) -> int:
         """Number of live keys. O(1) while all data is in the active memtable; otherwise a
@@ -317,14 +356,15 @@ class Engine:
                 return None if found is TOMBSTONE else found
         return None
 
-    def _merged(self, view: View, start: bytes, end: bytes | None) -> Iterator[Entry]:
+    def _merged(self, view: View, start: bytes, end: bytes | None,
+                skip: Callable[[CorruptionError], None] | None = None) -> Iterator[Entry]:
         tables = view.tables
         for table in tables:
             table.refs += 1
         try:
             sources = [self._memtable.entries(start, end),
                        *(m.entries(start, end) for m in view.frozen),
-                       *(t.reader.scan(start, end) for t in tables)]
+                       *(t.reader.scan(start, end, skip) for t in tables)]
             yield from merge(sources)
         except CorruptionError as exc:
             self._corruption(exc)
@@ -455,7 +495,8 @@ class Engine:
                                          self._filter)
             try:
                 written = write_table(self._fs, self._dir, number, task.output_recency,
-                                      entries, self._options, self._cache, self._should_stop)
+                                      entries, self._options, self._cache, self._should_stop,
+                                      throttle=self._limiter.acquire)
             except CorruptionError as exc:
                 self._corruption(exc)
                 raise
@@ -587,6 +628,7 @@ class Engine:
             return
         self._value_bytes_max = self._key_bytes_max = -1
         self._stopping = True
+        self._stop_event.set()
         self._flush_wanted.set()
         self._compact_wanted.set()
         for thread in self._threads:
@@ -601,6 +643,11 @@ class Engine:
                 table.reader.close()
             self._lock.release()
             self._lock = None
+
+    @property
+    def options(self) -> EngineOptions:
+        """The options in force (set_fsync() and tune() change them)."""
+        return self._options
 
     @property
     def closed(self) -> bool:
@@ -640,6 +687,8 @@ class Engine:
             "write_amplification_percent": (
                 100 * (log_written + table_written) // log_written if log_written else 100),
             **counters,
+            "compaction_throughput_bytes_per_s": self._limiter.rate_bytes_per_s,
+            "compaction_throttled_ms": int(self._limiter.slept_s * 1000),
             **self._cache.stats(),
         }
 

@@ -47,6 +47,10 @@ class EngineOptions:
     compaction_min_threshold: int = 4
     # Tables under this size count as "similar" whatever their sizes (STCS's min_sstable_size).
     compaction_small_table_bytes: int = 50 * MIB
+    # Compaction writes at most this many bytes per second (token bucket, rate_limiter.py), so
+    # a large merge cannot take the disk (or the GIL) from requests; 0 = unlimited.
+    # Flushes are never limited (they free memory). Redis-side `compaction-throughput`.
+    compaction_throughput_bytes_per_s: int = 0
     # Run flushes and compactions on background threads; False: flushes run inline in the
     # commit() that freezes, compactions only in compact() (deterministic tests).
     background: bool = True
@@ -74,6 +78,9 @@ class EngineOptions:
         if not 2 <= self.compaction_min_threshold <= 32:
             raise ValueError(f"compaction_min_threshold out of range (2..32): "
                              f"{self.compaction_min_threshold}")
+        if not 0 <= self.compaction_throughput_bytes_per_s <= 1 << 40:
+            raise ValueError(f"compaction_throughput_bytes_per_s out of range: "
+                             f"{self.compaction_throughput_bytes_per_s}")
         if self.compaction_small_table_bytes < 0:
             raise ValueError("compaction_small_table_bytes must be >= 0")
         put_payload_bytes_max = (log_format.PUT_OVERHEAD_BYTES + self.key_bytes_max

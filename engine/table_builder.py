@@ -42,7 +42,10 @@ class TableBuilder:
     def __init__(self, fs: FileSystem, directory: str, name: str, *,
                  block_size_bytes: int = table_format.BLOCK_SIZE_BYTES_DEFAULT,
                  bloom_bits_per_key: int = bloom.BITS_PER_KEY_DEFAULT,
-                 restart_interval: int = block.RESTART_INTERVAL_DEFAULT) -> None:
+                 restart_interval: int = block.RESTART_INTERVAL_DEFAULT,
+                 before_write: Callable[[int], None] | None = None) -> None:
+        """before_write(nbytes), if given, is called before each write to the file with its
+        size (a rate limiter: compactor.py invariant 4); it may sleep."""
         if not 64 <= block_size_bytes <= 1 << 30:
             raise ValueError(f"block_size_bytes out of range (64..1 GiB): {block_size_bytes}")
         self._fs = fs
@@ -51,6 +54,7 @@ class TableBuilder:
         self._temp_path = self.path + table_format.TEMP_SUFFIX
         self._block_size = block_size_bytes
         self._restart_interval = restart_interval
+        self._before_write = before_write
         self._bloom = bloom.BloomFilterBuilder(bloom_bits_per_key)
         self._block = block.BlockBuilder(restart_interval)
         self._index = block.BlockBuilder(restart_interval)
@@ -150,6 +154,8 @@ class TableBuilder:
 
     def _flush_pending(self) -> None:
         assert self._file is not None
+        if self._before_write is not None:
+            self._before_write(len(self._pending))
         write_all(self._file, self._pending, self._offset)
         self._offset += len(self._pending)
         self._pending = bytearray()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from engine import block, block_cache, bloom, table_format
 from engine.block import DecodedBlock
@@ -109,13 +109,28 @@ class TableReader:
         value = values[pos]
         return TOMBSTONE if value is None else value
 
-    def scan(self, start: bytes = b"", end: bytes | None = None
+    def scan(self, start: bytes = b"", end: bytes | None = None,
+             skip: Callable[[CorruptionError], None] | None = None
              ) -> Iterator[tuple[bytes, bytes | None]]:
-        """Entries with start <= key < end (end None: no bound), ascending; None = tombstone."""
+        """Entries with start <= key < end (end None: no bound), ascending; None = tombstone.
+
+        A damaged data block raises CorruptionError, or, with skip, is passed to skip(error)
+        and left out (the scan goes on with the next block).
+        """
         index = bisect_left(self._index_keys, start)
         first = True
         while index < len(self._handles):
-            keys, values = self._block(index, fill=False)
+            try:
+                keys, values = self._block(index, fill=False)
+            except CorruptionError as exc:
+                if skip is None:
+                    raise
+                skip(exc)
+                if end is not None and self._index_keys[index] >= end:
+                    return
+                index += 1
+                first = False
+                continue
             pos = bisect_left(keys, start) if first else 0
             first = False
             stop = len(keys) if end is None else bisect_left(keys, end, pos)

@@ -20,7 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from engine.errors import CorruptionError, StorageError
@@ -45,10 +45,13 @@ class BrokenTable:
             raise self._corruption()
         return None
 
-    def scan(self, start: bytes = b"", end: bytes | None = None
+    def scan(self, start: bytes = b"", end: bytes | None = None,
+             skip: Callable[[CorruptionError], None] | None = None
              ) -> Iterator[tuple[bytes, bytes | None]]:
         if self.max_key >= start and (end is None or self.min_key < end):
-            raise self._corruption()
+            if skip is None:
+                raise self._corruption()
+            skip(self._corruption())
         return iter(())
 
     def close(self) -> None:

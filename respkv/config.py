@@ -154,6 +154,9 @@ class Config:
     appendonly: bool
     appendfsync: str
     save: str  # "3600 1 300 100" as CONFIG GET shows it
+    memtable_size: int  # bytes
+    block_cache_size: int  # bytes
+    compaction_throughput: int  # bytes per second, 0 = unlimited
     # Memory and limits
     maxmemory: int  # bytes
     maxmemory_policy: str

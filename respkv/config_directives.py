@@ -57,6 +57,8 @@ MEMTOULL_DIGITS_MAX = 127  # memtoull copies the digits into a 128-byte buffer
 BIND_ADDRESSES_MAX = 16  # CONFIG_BINDADDR_MAX
 HZ_MIN, HZ_MAX = 1, 500  # CONFIG_MIN_HZ, CONFIG_MAX_HZ: hz is clamped into this range
 REPLICATION_FACTOR_MAX = 16  # more copies multiply write cost for no practical durability gain
+ENGINE_BYTES_MAX = 1 << 40  # the engine's own bound on its sizes and rates (engine/options.py)
+MEMTABLE_SIZE_MIN = 4096  # smaller flushes a table per handful of keys: only useful in tests
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2,
           "g": 1000**3, "gb": 1024**3}
@@ -454,6 +456,13 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
     Directive("save", "", _parse_save, str, _rewrite_save,
               "RDB snapshot points; respkv has no snapshots, so this is only recorded.",
               multi_arg=True),
+    memory("memtable-size", 64 * 1024**2, MEMTABLE_SIZE_MIN, ENGINE_BYTES_MAX,
+           "Writes buffered in memory before a flush to a table; up to ~3x this is held."),
+    memory("block-cache-size", 64 * 1024**2, 0, ENGINE_BYTES_MAX,
+           "Memory for recently read table blocks (LRU), so hot keys skip the disk; 0 = none."),
+    memory("compaction-throughput", 64 * 1024**2, 0, ENGINE_BYTES_MAX,
+           "Bytes per second compaction may write (Cassandra's default), so merges never "
+           "starve requests; 0 = unlimited."),
     # Memory and limits
     memory("maxmemory", 0, 0, ULLONG_MAX,
            "Recorded only: respkv keeps data on disk and does not evict."),

@@ -9,7 +9,13 @@ left out rather than faked. Deliberate choices:
   account allocations per object as Redis's allocator does, so `used_memory` is an RSS-based
   estimate and equals `used_memory_rss`.
 - Persistence: data is always in the commit log (`aof_enabled:1`); `rdb_last_save_time` is
-  the start of the server or the last SAVE/BGSAVE, which forces the log to disk.
+  the start of the server or the last SAVE/BGSAVE, which forces the log to disk. The
+  storage engine's figures follow, prefixed `engine_` (as in `# Respkv`): tables, bytes on
+  disk, flushes, compactions, write amplification ((commit log + table bytes written) /
+  commit log bytes written), write stalls, corruption errors, block cache hits and misses,
+  the compaction rate limit and the time it throttled. Space amplification (bytes on disk /
+  live logical bytes) is not reported: the live bytes are known only after a full scan
+  (the engine benchmark measures it), and `engine_disk_bytes` with DBSIZE bound it.
 - `instantaneous_*` rates are averaged over a sliding window of 16 samples taken every
   100 ms, as Redis does; sampling starts with the first INFO, HELLO or CONFIG RESETSTAT (or
   `start_sampling()` at server start).
@@ -279,7 +285,42 @@ def _persistence(state: ServerState) -> Fields:
         ("aof_rewrite_in_progress", 0),
         ("aof_rewrite_scheduled", 0),
         ("aof_last_write_status", "ok" if state.write_error is None else "err"),
+        *_engine_fields(info.node_stats(state)),
     ]
+
+
+# (field, node stats key) of the engine figures in # Persistence, in output order.
+_ENGINE_FIELDS = (
+    ("engine_tables", "engine_tables"),
+    ("engine_disk_bytes", "engine_disk_bytes"),
+    ("engine_table_bytes", "engine_table_bytes"),
+    ("engine_log_bytes", "engine_log_bytes"),
+    ("engine_memtable_bytes", "engine_memtable_bytes"),
+    ("engine_frozen_memtables", "engine_frozen_memtables"),
+    ("engine_flushes", "engine_flushes"),
+    ("engine_compactions", "engine_compactions"),
+    ("engine_compaction_bytes_read", "engine_compaction_bytes_read"),
+    ("engine_compaction_bytes_written", "engine_compaction_bytes_written"),
+    ("engine_compaction_purged_keys", "compaction_purged_keys"),
+    ("engine_compaction_throughput", "engine_compaction_throughput_bytes_per_s"),
+    ("engine_compaction_throttled_ms", "engine_compaction_throttled_ms"),
+    ("engine_write_stalls", "engine_write_stalls"),
+    ("engine_corruption_errors", "engine_corruption_errors"),
+    ("engine_background_errors", "engine_background_errors"),
+    ("engine_block_cache_hits", "engine_block_cache_hits"),
+    ("engine_block_cache_misses", "engine_block_cache_misses"),
+    ("engine_block_cache_bytes", "engine_block_cache_bytes"),
+)
+
+
+def _engine_fields(node: dict[str, int]) -> Fields:
+    """The engine's figures; none when the node has no open engine (it is closing)."""
+    if "engine_tables" not in node:
+        return []
+    fields: Fields = [(name, node.get(key, 0)) for name, key in _ENGINE_FIELDS]
+    percent = node.get("engine_write_amplification_percent", 100)
+    fields.insert(10, ("engine_write_amplification", f"{percent / 100:.2f}"))
+    return fields
 
 
 def _stats(state: ServerState) -> Fields:

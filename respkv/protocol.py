@@ -31,6 +31,7 @@ from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 import respkv.commands  # noqa: F401  (registers every command)
+from engine.errors import CorruptionError, StorageError
 from respkv.client import Client
 from respkv.dispatch import dispatch
 from respkv.replies import CommandError, Raw, encode, error_bytes
@@ -260,6 +261,10 @@ class RespConnection(asyncio.Protocol):
             except CommandError as exc:
                 self.state.stats.total_error_replies += 1
                 append(error_bytes(exc.message))
+            except StorageError as exc:  # e.g. a damaged table block: this key, not the server
+                self.state.stats.total_error_replies += 1
+                log.warning("command %r failed: %s", argv[:1], exc)
+                append(error_bytes(storage_error_message(exc)))
             except Exception as exc:  # a bug must cost one reply, not the connection
                 log.exception("command %r failed", argv[:1])
                 self.state.stats.total_error_replies += 1
@@ -296,6 +301,10 @@ class RespConnection(asyncio.Protocol):
         elif isinstance(exc, CommandError):
             self.state.stats.total_error_replies += 1
             self._out.append(error_bytes(exc.message))
+        elif isinstance(exc, StorageError):
+            self.state.stats.total_error_replies += 1
+            log.warning("command %r failed: %s", argv[:1], exc)
+            self._out.append(error_bytes(storage_error_message(exc)))
         else:
             log.error("command %r failed", argv[:1], exc_info=exc)
             self.state.stats.total_error_replies += 1
@@ -427,3 +436,12 @@ def _set_keepalive(sock: socket.socket, interval: int) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
     except OSError:
         pass
+
+
+def storage_error_message(exc: StorageError) -> str:
+    """The error reply for a storage failure: names the damaged file, so that an operator
+    knows what to inspect (the engine has counted and logged it already)."""
+    if isinstance(exc, CorruptionError):
+        where = "" if exc.offset is None else f" at offset {exc.offset}"
+        return f"ERR storage corruption: {exc.path}{where}: {exc.reason}"
+    return f"ERR storage error: {exc}"

@@ -254,7 +254,10 @@ def _listen_socket(host: str, port: int, backlog: int) -> socket.socket:
 
 
 def _node_options(config: Config) -> NodeOptions:
-    return NodeOptions(databases=config.databases, fsync=config.appendfsync)
+    return NodeOptions(databases=config.databases, fsync=config.appendfsync,
+                       memtable_size_bytes=config.memtable_size,
+                       block_cache_bytes=config.block_cache_size,
+                       compaction_throughput_bytes_per_s=config.compaction_throughput)
 
 
 async def serve(config: Config) -> Server:
@@ -267,6 +270,10 @@ async def serve(config: Config) -> Server:
     node.start()
     server = Server(config, node, loop)
     config.on_change("appendfsync", lambda value: node.set_fsync(value))
+    config.on_change("memtable-size", lambda value: node.tune_engine(memtable_size_bytes=value))
+    config.on_change("block-cache-size", lambda value: node.tune_engine(block_cache_bytes=value))
+    config.on_change("compaction-throughput",
+                     lambda value: node.tune_engine(compaction_throughput_bytes_per_s=value))
     try:
         await server.start()
     except BaseException:

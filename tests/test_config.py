@@ -36,7 +36,8 @@ from respkv.config_directives import (
 from tests.servers import ROOT, RawConnection, ServerProcess, redis_server
 
 HEAD = f"*** FATAL CONFIG FILE ERROR (respkv {__version__}) ***"
-RESPKV_ONLY = {"replication-factor"}
+RESPKV_ONLY = {"replication-factor", "memtable-size", "block-cache-size",
+               "compaction-throughput"}
 
 
 def fatal(line_number: int, line: str, reason: str) -> str:

@@ -147,6 +147,91 @@ def test_flipped_byte_in_a_table_block_is_reported_and_other_keys_served() -> No
         engine.close()
 
 
+def test_scan_with_on_corruption_skips_only_the_damaged_block_and_a_broken_table() -> None:
+    with temp_dir() as d:
+        engine = open_engine(d, **SMALL).engine
+        for i in range(300):
+            engine.put(b"k%03d" % i, b"value-%03d" % i)
+        engine.flush()
+        engine.put(b"zz", b"other table")
+        engine.flush()
+        engine.close()
+        first, second = table_files(d)
+        patch_file(first, 10, bytes([read_bytes(first)[10] ^ 0x01]))  # inside the first block
+        opened = open_engine(d, **SMALL)
+        errors: list[CorruptionError] = []
+        found = dict(opened.engine.scan(on_corruption=errors.append))
+        assert [e.path for e in errors] == [first]
+        assert b"k000" not in found and found[b"k299"] == b"value-299"
+        assert found[b"zz"] == b"other table"
+        assert all(v == b"value-" + k[1:] for k, v in found.items() if k != b"zz")
+        assert 250 < len(found) < 301  # one 256-byte block of ~20 entries left out
+        assert opened.engine.stats()["corruption_errors"] == 1
+        assert list(opened.engine.scan(b"k100", b"k110", on_corruption=errors.append)) == [
+            (b"k%03d" % i, b"value-%03d" % i) for i in range(100, 110)]
+        opened.engine.close()
+        size = os.path.getsize(second)
+        patch_file(second, size - 5, b"\x00")  # the footer: a BrokenTable
+        opened = open_engine(d, **SMALL)
+        errors.clear()
+        found = dict(opened.engine.scan(on_corruption=errors.append))
+        assert sorted(e.path for e in errors) == [first, second] and b"zz" not in found
+        with pytest.raises(CorruptionError):
+            list(opened.engine.scan())
+        opened.engine.close()
+
+
+def test_throttled_compaction_takes_at_least_its_bytes_over_the_rate() -> None:
+    rate = 256 * 1024
+    for limit in (0, rate):
+        with temp_dir() as d:
+            options = {**SMALL, "memtable_size_bytes": 1 << 20,
+                       "compaction_throughput_bytes_per_s": limit}
+            engine = open_engine(d, **options).engine
+            for table in range(4):
+                for i in range(800):
+                    engine.put(b"k%d-%04d" % (table, i), os.urandom(100))
+                engine.flush()
+            started = time.monotonic()
+            engine.compact(full=True)
+            elapsed = time.monotonic() - started
+            stats = engine.stats()
+            written = stats["compaction_bytes_written"]
+            assert written > 300_000, stats
+            burst = engine._limiter.burst_bytes
+            if limit:
+                # A measured lower bound only: the limiter may oversleep, never undersleep.
+                assert elapsed >= (written - burst) / rate, (elapsed, written)
+                assert stats["compaction_throttled_ms"] >= 1000 * (written - burst) / rate - 1
+            else:
+                assert stats["compaction_throttled_ms"] == 0
+            engine.close()
+
+
+def test_tune_changes_limits_live_and_refuses_out_of_range_values() -> None:
+    with temp_dir() as d:
+        engine = open_engine(d, **{**SMALL, "memtable_size_bytes": 1 << 20}).engine
+        for i in range(100):
+            engine.put(b"k%03d" % i, b"v" * 100)
+        engine.commit()
+        assert engine.stats()["tables"] == 0
+        engine.tune(memtable_size_bytes=4096)
+        engine.commit()  # over the new limit: frozen and flushed
+        assert engine.stats()["tables"] == 1
+        for i in range(100):
+            assert engine.get(b"k%03d" % i) == b"v" * 100  # fills the block cache
+        assert engine.stats()["block_cache_bytes"] > 2048
+        engine.tune(block_cache_bytes=2048, compaction_throughput_bytes_per_s=1000)
+        stats = engine.stats()
+        assert stats["block_cache_bytes"] <= 2048
+        assert stats["compaction_throughput_bytes_per_s"] == 1000
+        with pytest.raises(ValueError):
+            engine.tune(memtable_size_bytes=0, block_cache_bytes=1)
+        assert engine.stats()["compaction_throughput_bytes_per_s"] == 1000
+        assert engine._options.block_cache_bytes == 2048
+        engine.close()
+
+
 def test_damaged_footer_fails_only_that_tables_key_range() -> None:
     with temp_dir() as d:
         engine = open_engine(d, **SMALL).engine
