@@ -11,14 +11,19 @@ Invariants:
    reader can start decoding at any restart point.
 3. A block holds at least one entry however large: the builder never refuses an entry, and
    the table builder cuts a block only after an add, so a 512 MiB value makes one block.
-4. decode() is a trust boundary: it checks every length and offset before slicing and raises
-   CorruptionError naming the file, never IndexError or struct.error. (The block CRC is
-   checked before decode() by table_format.unseal().)
+4. decode(), parse() and SearchBlock.find() are a trust boundary: they check every length and
+   offset before slicing and raise CorruptionError naming the file, never IndexError or
+   struct.error. (The block CRC is checked before either by table_format.unseal().)
+5. Point lookups (parse() + SearchBlock.find()) decode the key at each restart point and at
+   most one restart interval per call, never the whole block; a decoded interval is kept in
+   the SearchBlock (as a dict) so later finds in it are one hash lookup.
 """
 
 from __future__ import annotations
 
+import enum
 import struct
+from bisect import bisect_right
 
 from engine.errors import CorruptionError
 
@@ -30,6 +35,15 @@ _pack_header = ENTRY_HEADER.pack
 _unpack_header = ENTRY_HEADER.unpack_from
 
 DecodedBlock = tuple[list[bytes], list[bytes | None]]  # keys, values (None = tombstone)
+
+
+class Absent(enum.Enum):
+    """SearchBlock.find()'s answer for a key the block does not hold."""
+
+    ABSENT = enum.auto()
+
+
+ABSENT = Absent.ABSENT
 
 
 class BlockBuilder:
@@ -133,3 +147,117 @@ def decode(data: bytes | memoryview, path: str, offset: int) -> DecodedBlock:
     if 0 not in restarts or at_restarts != len(restarts) or len(restarts) != num_restarts:
         raise CorruptionError(path, "block restart points do not match its entries", offset)
     return keys, values
+
+
+class SearchBlock:
+    """A checked block kept as raw bytes plus its restart points, for point lookups.
+
+    parse() checks the restart array and decodes only the key at each restart point; find()
+    bisects those keys in C and decodes at most one restart interval (<= restart_interval
+    entries), checking every length it reads like decode() does. A decoded interval is kept,
+    so a later find() in the same interval of a cached block is a bisect only.
+    """
+
+    __slots__ = ("_intervals", "data", "end", "offset", "path", "restart_keys", "restarts")
+
+    def __init__(self, data: bytes, end: int, restarts: tuple[int, ...],
+                 restart_keys: list[bytes], path: str, offset: int) -> None:
+        """Private: use parse()."""
+        self.data = data
+        self.end = end
+        self.restarts = restarts
+        self.restart_keys = restart_keys
+        self.path = path
+        self.offset = offset
+        self._intervals: list[dict[bytes, bytes | None] | None] = [None] * len(restarts)
+
+    def find(self, key: bytes) -> bytes | Absent | None:
+        """The value of key (None = tombstone), or ABSENT if the block does not hold key."""
+        i = bisect_right(self.restart_keys, key) - 1
+        if i < 0:
+            return ABSENT
+        interval = self._intervals[i]
+        if interval is None:
+            keys, values = self._decode_interval(i)
+            interval = self._intervals[i] = dict(zip(keys, values, strict=True))
+        return interval.get(key, ABSENT)
+
+    def decode(self) -> DecodedBlock:
+        """All entries, fully checked (as decode())."""
+        return decode(self.data, self.path, self.offset)
+
+    def _decode_interval(self, i: int) -> DecodedBlock:
+        data = self.data
+        path = self.path
+        restarts = self.restarts
+        pos = restarts[i]
+        stop = restarts[i + 1] if i + 1 < len(restarts) else self.end
+        hsize = ENTRY_HEADER.size
+        keys: list[bytes] = []
+        values: list[bytes | None] = []
+        last = b""
+        while pos < stop:
+            if pos + hsize > stop:
+                raise CorruptionError(path, "entry header past end of restart interval",
+                                      self.offset + pos)
+            shared, unshared, vlen = _unpack_header(data, pos)
+            pos += hsize
+            if shared > len(last) or (not keys and shared) or pos + unshared > stop:
+                raise CorruptionError(path, f"bad entry key lengths {shared}/{unshared}",
+                                      self.offset + pos)
+            key = last[:shared] + data[pos : pos + unshared] if shared else data[
+                pos : pos + unshared]
+            pos += unshared
+            if vlen == TOMBSTONE_LENGTH:
+                values.append(None)
+            else:
+                if pos + vlen > stop:
+                    raise CorruptionError(path, f"value length {vlen} past end of interval",
+                                          self.offset + pos)
+                values.append(data[pos : pos + vlen])
+                pos += vlen
+            if keys and key <= last:
+                raise CorruptionError(path, "keys out of order in block", self.offset + pos)
+            keys.append(key)
+            last = key
+        if i + 1 < len(restarts) and last >= self.restart_keys[i + 1]:
+            raise CorruptionError(path, "keys out of order in block", self.offset + pos)
+        return keys, values
+
+
+
+
+def parse(data: bytes | bytearray | memoryview, path: str, offset: int) -> SearchBlock:
+    """Check the restart array of block data and decode the key at each restart point.
+
+    Entries between restart points are checked when find() first decodes their interval.
+    """
+    data = bytes(data)
+    size = len(data)
+    if size < 4:
+        raise CorruptionError(path, f"block of {size} bytes", offset)
+    (num_restarts,) = _U32.unpack_from(data, size - 4)
+    if num_restarts == 0 or 4 + 4 * num_restarts > size:
+        raise CorruptionError(path, f"block restart count {num_restarts}", offset)
+    end = size - 4 - 4 * num_restarts
+    restarts: tuple[int, ...] = struct.unpack_from(f"<{num_restarts}I", data, end)
+    if restarts[0] != 0:
+        raise CorruptionError(path, "block restart points do not match its entries", offset)
+    hsize = ENTRY_HEADER.size
+    keys: list[bytes] = []
+    prev = -1
+    for pos in restarts:
+        if pos <= prev or pos + hsize > end:
+            raise CorruptionError(path, "block restart points do not match its entries",
+                                  offset)
+        prev = pos
+        shared, unshared, _ = _unpack_header(data, pos)
+        start = pos + hsize
+        if shared or start + unshared > end:
+            raise CorruptionError(path, f"bad entry key lengths {shared}/{unshared}",
+                                  offset + start)
+        key = data[start : start + unshared]
+        if keys and key <= keys[-1]:
+            raise CorruptionError(path, "keys out of order in block", offset + start)
+        keys.append(key)
+    return SearchBlock(data, end, restarts, keys, path, offset)

@@ -1,4 +1,4 @@
-"""LRU cache of decoded data blocks, bounded by a byte budget.
+"""LRU cache of parsed data blocks (block.SearchBlock), bounded by a byte budget.
 
 Invariants:
 1. charged_bytes == the sum of the charges of the cached blocks, and after every insert
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from itertools import count
 
-from engine.block import DecodedBlock
+from engine.block import RESTART_INTERVAL_DEFAULT, SearchBlock
 
 CacheKey = tuple[int, int]
 ENTRY_OVERHEAD_BYTES = 64  # per cached key/value beyond their bytes, for the charge
@@ -30,9 +30,14 @@ def new_table_id() -> int:
     return next(_table_ids)
 
 
-def charge(decoded: DecodedBlock, raw_bytes: int) -> int:
-    """Approximate memory of a decoded block: its raw size plus per-entry object overhead."""
-    return raw_bytes + 2 * ENTRY_OVERHEAD_BYTES * len(decoded[0])
+def charge(parsed: SearchBlock) -> int:
+    """Approximate memory of a parsed block once every restart interval has been decoded.
+
+    Its raw bytes, plus the decoded keys and values (at most the raw bytes again) and their
+    per-entry object overhead, assuming full restart intervals.
+    """
+    entries = len(parsed.restarts) * RESTART_INTERVAL_DEFAULT
+    return 2 * len(parsed.data) + 2 * ENTRY_OVERHEAD_BYTES * entries
 
 
 class BlockCache:
@@ -45,12 +50,12 @@ class BlockCache:
         self.charged_bytes = 0
         self.hits = 0
         self.misses = 0
-        self._blocks: OrderedDict[CacheKey, tuple[DecodedBlock, int]] = OrderedDict()
+        self._blocks: OrderedDict[CacheKey, tuple[SearchBlock, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._blocks)
 
-    def get(self, key: CacheKey) -> DecodedBlock | None:
+    def get(self, key: CacheKey) -> SearchBlock | None:
         entry = self._blocks.get(key)
         if entry is None:
             self.misses += 1
@@ -59,12 +64,12 @@ class BlockCache:
         self._blocks.move_to_end(key)
         return entry[0]
 
-    def peek(self, key: CacheKey) -> DecodedBlock | None:
+    def peek(self, key: CacheKey) -> SearchBlock | None:
         """Like get() but neither counts nor refreshes recency (for scans)."""
         entry = self._blocks.get(key)
         return None if entry is None else entry[0]
 
-    def put(self, key: CacheKey, block: DecodedBlock, charge_bytes: int) -> None:
+    def put(self, key: CacheKey, block: SearchBlock, charge_bytes: int) -> None:
         if charge_bytes > self.capacity_bytes:
             return
         old = self._blocks.pop(key, None)

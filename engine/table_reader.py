@@ -7,7 +7,9 @@ Invariants:
 2. get() reads at most one data block, and none when the key is outside [min_key, max_key] or
    the bloom filter rules it out.
 3. The index (last key of each data block -> handle) and the bloom filter stay in memory for
-   the reader's lifetime; data blocks go through the BlockCache, if one is given.
+   the reader's lifetime; data blocks go through the BlockCache, if one is given, as
+   block.SearchBlock: get() bisects the restart keys and decodes one restart interval, never
+   the whole block (the block's CRC is checked first, when it is read from the file).
 4. scan() yields (key, value | None) with tombstones as None, keys strictly increasing, and
    never inserts into the cache (a full scan must not evict the working set).
 5. One file handle; data blocks are read with pread (no shared position, so a scan on a
@@ -48,6 +50,8 @@ class TableReader:
         self._bloom = bloom_filter
         self._cache = cache
         self._id = block_cache.new_table_id()
+        # Cache key of each data block, built once so a cache hit allocates nothing.
+        self._cache_keys = [(self._id, handle.offset) for handle in handles]
 
     @classmethod
     def open(cls, fs: FileSystem, path: str, cache: BlockCache | None = None) -> TableReader:
@@ -102,11 +106,19 @@ class TableReader:
         if not (self.min_key <= key <= self.max_key and self._bloom.may_contain(key)):
             return None
         index = bisect_left(self._index_keys, key)
-        keys, values = self._block(index, fill=True)
-        pos = bisect_left(keys, key)
-        if pos == len(keys) or keys[pos] != key:
+        cache = self._cache
+        parsed: block.SearchBlock | None
+        if cache is None:
+            parsed = self._parse(index)
+        else:
+            cache_key = self._cache_keys[index]
+            parsed = cache.get(cache_key)
+            if parsed is None:
+                parsed = self._parse(index)
+                cache.put(cache_key, parsed, block_cache.charge(parsed))
+        value = parsed.find(key)
+        if value is block.ABSENT:
             return None
-        value = values[pos]
         return TOMBSTONE if value is None else value
 
     def scan(self, start: bytes = b"", end: bytes | None = None,
@@ -139,20 +151,21 @@ class TableReader:
                 return
             index += 1
 
-    def _block(self, index: int, *, fill: bool) -> DecodedBlock:
+    def _parse(self, index: int) -> block.SearchBlock:
         handle = self._handles[index]
-        cache = self._cache
-        if cache is not None:
-            key = (self._id, handle.offset)
-            cached = cache.get(key) if fill else cache.peek(key)
+        return block.parse(_pread_sealed(self._file, self.path, handle, "data"), self.path,
+                           handle.offset)
+
+    def _block(self, index: int, *, fill: bool) -> DecodedBlock:
+        """Every entry of data block index, checked; scans never fill the cache (inv. 4)."""
+        assert not fill, "get() fills the cache with parsed blocks, not decoded ones"
+        if self._cache is not None:
+            cached = self._cache.peek(self._cache_keys[index])
             if cached is not None:
-                return cached
+                return cached.decode()
+        handle = self._handles[index]
         data = _pread_sealed(self._file, self.path, handle, "data")
-        decoded = block.decode(data, self.path, handle.offset)
-        if cache is not None and fill:
-            cache.put((self._id, handle.offset), decoded,
-                      block_cache.charge(decoded, handle.size))
-        return decoded
+        return block.decode(data, self.path, handle.offset)
 
     def close(self) -> None:
         with self._lock:
