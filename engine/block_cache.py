@@ -34,9 +34,10 @@ def charge(parsed: SearchBlock) -> int:
     """Approximate memory of a parsed block once every restart interval has been decoded.
 
     Its raw bytes, plus the decoded keys and values (at most the raw bytes again) and their
-    per-entry object overhead, assuming full restart intervals.
+    per-entry object overhead. The entry count is estimated from the restart count: full
+    intervals but a half-full last one.
     """
-    entries = len(parsed.restarts) * RESTART_INTERVAL_DEFAULT
+    entries = (len(parsed.restarts) - 1) * RESTART_INTERVAL_DEFAULT + RESTART_INTERVAL_DEFAULT // 2
     return 2 * len(parsed.data) + 2 * ENTRY_OVERHEAD_BYTES * entries
 
 

@@ -37,7 +37,8 @@ class EngineOptions:
     # Frozen memtables waiting for the flush thread; past this commit() blocks until a flush
     # finishes (back-pressure: slow writes, never unbounded memory).
     frozen_memtables_max: int = 2
-    # LRU budget of decoded data blocks shared by every table (Redis-side `block-cache-size`).
+    # LRU budget of data blocks shared by every table (Redis-side `block-cache-size`): each is
+    # cached as raw bytes plus the restart intervals that point lookups have decoded.
     block_cache_bytes: int = 32 * MIB
     # Target size of an SSTable data block; a block always holds at least one entry.
     block_size_bytes: int = 4096
