@@ -6,19 +6,37 @@ syscall). commit() hands all of `pending` to the OS in one pwrite on the active 
 fsync "always", fsyncs it; only then is `pending` cleared. When the active segment passes
 segment_size_bytes, commit() starts the next segment. sync() may run on another thread (the
 everysec timer); it takes `_lock`, which every change of the active writer also takes, so it
-never fsyncs a closed (or reused) descriptor. A future memtable flush calls rotate(), writes its
-table, then drop_segments_before(the number rotate() returned).
+never fsyncs a closed (or reused) descriptor. A memtable freeze calls rotate(); the flush thread
+then calls sync_closed(), writes its table, and drop_segments_before(the number rotate() returned).
+
+rotate() does not fsync the segment it retires (with fsync "no" or "everysec" that can be a
+whole segment of unsynced bytes, tens of milliseconds on the loop thread): it parks the writer
+in `_unsynced` and calls on_rotate (the engine wakes its flush thread), and sync_closed() fsyncs
+and closes it off the loop thread. With fsync "always" every commit already fsynced it, so it
+is closed at once.
 
 Invariants:
 1. Records reach the file in the order they were appended to `pending`; after a successful
    commit() every appended record is in the OS (and on disk with fsync "always").
 2. A failed commit() (StorageError) keeps `pending` intact and the file cut back to its last
    good record, so a later commit() writes the same records again, at the same offset.
-3. A segment is fsynced before its successor is created, so after any crash only the last
-   segment can have a torn tail; damage anywhere else is corruption.
-4. Only the loop thread appends, commits or rotates; sync() and drop_segments_before() may be
-   called from other threads (the everysec timer, the flush thread). The active writer is
-   swapped or closed, and the list of closed segments changed, only under _lock.
+3. Every byte commit() acknowledged is in the OS, whatever segment holds it, so after a process
+   crash (kill -9) only the last segment can have a torn tail. A closed segment may still
+   have unsynced bytes (it waits in `_unsynced`) while its successor exists, but only while
+   the fsync policy does not promise them to survive a power loss: with "always" each commit
+   fsynced them, so a retired segment is already synced. Segments are fsynced in number order
+   (sync() and sync_closed() serialise on _sync_lock and fsync the closed ones, oldest first,
+   before the active one), so the everysec promise (at most about a second lost) still
+   holds; and the flush thread fsyncs every segment below a frozen memtable's log_number
+   before writing its table. After a power loss with "no" or "everysec" a closed segment can
+   therefore be shorter than its successor's header says: recovery reports that as damage
+   and keeps the point-in-time prefix up to it (docs/formats/commit-log.md, "Recovery").
+4. Only the loop thread appends, commits or rotates; sync(), sync_closed() and
+   drop_segments_before() may be called from other threads (the everysec timer, the flush
+   thread). The active writer is swapped or closed, and the lists of closed segments changed,
+   only under _lock; a parked writer is fsynced and closed only under _sync_lock.
+5. At most _UNSYNCED_MAX parked writers: beyond that rotate() fsyncs the oldest itself, so a
+   store that never flushes (fsync "no", tiny segments) does not pile up descriptors.
 """
 
 from __future__ import annotations
@@ -28,10 +46,12 @@ from collections.abc import Callable
 
 from engine import filenames, log_format
 from engine.errors import StorageError
-from engine.fs import FileSystem, join
+from engine.fs import FileSystem, crash_point, join
 from engine.log_writer import LogWriter
 from engine.options import EngineOptions
 from engine.recovery import RecoveryResult, SegmentInfo
+
+_UNSYNCED_MAX = 4  # invariant 5
 
 
 class CommitLog:
@@ -50,6 +70,12 @@ class CommitLog:
         # an eighth of a segment further, so a full disk does not cost an fsync per commit.
         self._rotate_at_offset = options.segment_size_bytes
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # held around every fsync of a segment (inv. 3)
+        # Retired segments not yet fsynced, ascending (invariant 3); still open.
+        self._unsynced: list[LogWriter] = []
+        # Called (loop thread) after a rotation parked a segment: someone should call
+        # sync_closed() soon. The engine sets it to wake its flush thread.
+        self.on_rotate: Callable[[], None] | None = None
         # Encoded records not yet written. Its identity never changes: callers may bind it.
         self.pending = bytearray()
         self.commits = 0
@@ -115,13 +141,39 @@ class CommitLog:
                                f"{writer.path}: {exc}")
 
     def sync(self) -> None:
-        """fsync the active segment if it has unsynced bytes. Safe from any thread."""
-        with self._lock:
-            writer = self._writer
-            if writer is None or writer.synced_offset >= writer.offset:
-                return
-            writer.sync()
+        """fsync the retired segments still unsynced, then the active segment if it has
+        unsynced bytes (invariant 3: in number order). Safe from any thread."""
+        with self._sync_lock:
+            self._sync_closed(None)
+            with self._lock:
+                writer = self._writer
+                if writer is None or writer.synced_offset >= writer.offset:
+                    return
+                writer.sync()
+                self.fsyncs += 1
+
+    def sync_closed(self, before: int | None = None) -> None:
+        """fsync and close the retired segments still unsynced (only those numbered below
+        before, if given), oldest first. Safe from any thread; the flush thread calls it."""
+        with self._sync_lock:
+            self._sync_closed(before)
+
+    def _sync_closed(self, before: int | None) -> None:
+        while True:
+            with self._lock:
+                if not self._unsynced or (before is not None
+                                          and self._unsynced[0].segment_no >= before):
+                    return
+                writer = self._unsynced[0]
+            writer.sync()  # outside _lock: the loop thread may rotate meanwhile
             self.fsyncs += 1
+            crash_point("log-segment-synced")
+            with self._lock:
+                self._unsynced.remove(writer)
+            try:
+                writer.close()
+            except StorageError as exc:
+                self._reporter(str(exc))
 
     def rotate(self) -> int:
         """Commit pending, then make a new segment active; returns its number.
@@ -133,21 +185,27 @@ class CommitLog:
         old = self._writer
         if old is None:
             raise StorageError("commit log is closed")
-        with self._lock:
-            old.sync()  # invariant 3
-        self.fsyncs += 1
+        if len(self._unsynced) >= _UNSYNCED_MAX:
+            self.sync_closed(self._unsynced[0].segment_no + 1)  # invariant 5
         number = self._next_segment_no
         prev = SegmentInfo(old.segment_no, old.offset)
         new = self._create_segment(self._fs, self._directory, number, prev)
         self._next_segment_no = number + 1
         self._rotate_at_offset = self._segment_size_bytes
+        synced = old.synced_offset >= old.offset  # always with fsync "always"
         with self._lock:
             self._writer = new
             self._closed_segments.append(prev)
+            if not synced:
+                self._unsynced.append(old)  # invariant 3: fsynced by sync_closed()
+        if synced:
             try:
                 old.close()
             except StorageError as exc:
                 self._reporter(str(exc))
+        crash_point("log-rotated")
+        if not synced and self.on_rotate is not None:
+            self.on_rotate()
         return number
 
     def drop_segments_before(self, number: int) -> None:
@@ -157,10 +215,19 @@ class CommitLog:
         member recovery accepts without its predecessor. REQUIRES: number <= active_segment_no.
         Safe from any thread (invariant 4).
         """
-        with self._lock:
-            assert self._writer is not None, "commit log is closed"
-            assert number <= self._writer.segment_no, (number, self._writer.segment_no)
-            doomed = [s for s in self._closed_segments if s.number < number]
+        with self._sync_lock:
+            with self._lock:
+                assert self._writer is not None, "commit log is closed"
+                assert number <= self._writer.segment_no, (number, self._writer.segment_no)
+                doomed = [s for s in self._closed_segments if s.number < number]
+                unneeded = [w for w in self._unsynced if w.segment_no < number]
+                for writer in unneeded:  # covered by a table: no need to fsync them
+                    self._unsynced.remove(writer)
+            for writer in unneeded:
+                try:
+                    writer.close()
+                except StorageError as exc:
+                    self._reporter(str(exc))
         if not doomed:
             return
         for segment in doomed:
@@ -184,12 +251,14 @@ class CommitLog:
             self.sync()
         except StorageError as exc:
             error = exc
-        with self._lock:
+        with self._sync_lock, self._lock:
             writer, self._writer = self._writer, None
-            try:
-                writer.close()
-            except StorageError as exc:
-                error = error or exc
+            parked, self._unsynced = self._unsynced, []
+            for each in (*parked, writer):
+                try:
+                    each.close()
+                except StorageError as exc:
+                    error = error or exc
         if error is not None:
             raise StorageError(f"commit log closed with {len(self.pending)} bytes unwritten: "
                                f"{error}") from error

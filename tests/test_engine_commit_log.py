@@ -275,3 +275,67 @@ def test_sync_from_a_thread_races_puts_commits_and_rotations_safely() -> None:
         assert fs.use_after_close == 0
         assert rotations > 20 and syncs > 10
         assert contents_after_reopen(d) == (expected(i), [])
+
+
+def test_rotation_parks_the_old_segment_and_sync_fsyncs_it_before_the_active_one() -> None:
+    with temp_dir() as d:
+        fs = FaultyFS()
+        engine = open_engine(d, fs=fs, fsync="no", background=False).engine
+        for i in range(30):
+            engine.put(*kv(i))
+            engine.commit()
+        log = engine._log
+        old = log._writer
+        assert old is not None and old.synced_offset < old.offset
+        before = fs.syncs
+        log.rotate()
+        assert fs.syncs - before <= 1  # the new segment's header; not the old segment
+        assert log._unsynced == [old]
+        engine.put(*kv(30))
+        engine.commit()
+        engine.sync()  # the everysec timer's call: the parked segment first, then the active
+        assert log._unsynced == []
+        assert old.synced_offset == old.offset
+        assert log._writer is not None and log._writer.synced_offset == log._writer.offset
+        engine.close()
+        assert contents_after_reopen(d) == (expected(31), [])
+
+
+def test_with_fsync_always_a_retired_segment_is_already_synced_and_closed_at_once() -> None:
+    with temp_dir() as d:
+        engine = open_engine(d, fsync="always", background=False).engine
+        for i in range(10):
+            engine.put(*kv(i))
+            engine.commit()
+        engine._log.rotate()
+        assert engine._log._unsynced == []
+        engine.close()
+        assert contents_after_reopen(d) == (expected(10), [])
+
+
+def test_parked_segments_stay_bounded_without_flushes_or_syncs() -> None:
+    with temp_dir() as d:
+        engine = open_engine(d, fsync="no", background=False, segment_size_bytes=300).engine
+        for i in range(300):
+            engine.put(*kv(i))
+            engine.commit()
+            assert len(engine._log._unsynced) <= 4
+        assert len(segment_files(d)) > 10
+        engine.close()
+        assert contents_after_reopen(d) == (expected(300), [])
+
+
+def test_flush_thread_fsyncs_the_segment_a_freeze_parked() -> None:
+    with temp_dir() as d:
+        engine = open_engine(d, fsync="no", memtable_size_bytes=4000).engine
+        i = 0
+        while engine.stats()["flushes"] == 0:
+            engine.put(*kv(i % 500))
+            engine.commit()
+            i += 1
+            assert i < 100_000
+        deadline = time.monotonic() + 10
+        while engine._log._unsynced:  # no sync() call here: only the flush thread fsyncs
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        engine.close()
