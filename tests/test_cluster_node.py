@@ -255,7 +255,9 @@ def test_active_expiry_respects_its_time_budget() -> None:
             assert capped or run(node.dbsize(0)) == 0
         assert cycles > 1  # 20k keys do not fit in 5 ms
         assert slowest_s < 0.05  # budget plus one chunk, with slack for a loaded machine
-        assert node.stats()["expired_time_cap_reached_count"] == cycles - 1
+        # Every cycle but the last stopped at the budget; the last one may reach the budget
+        # just as it reclaims the last keys on a loaded machine.
+        assert node.stats()["expired_time_cap_reached_count"] in (cycles - 1, cycles)
         assert node.stats()["expired_keys"] == keys
         run(node.close())
 
