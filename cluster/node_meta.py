@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import msgpack
 
 from cluster.errors import CorruptionError
-from engine.fs import FileSystem, join, write_all
+from engine.fs import FileSystem, join, replace_file
 
 META_NAME = "node.meta"
 MAGIC = b"RKVMETA\n"
@@ -127,15 +127,7 @@ def write(fs: FileSystem, directory: str, meta: NodeMeta) -> None:
     """Durably replace the node's metadata (invariant 1). Raises OSError on I/O failure."""
     data = encode(meta)
     assert decode(data) == meta  # pair assertion: what we write reads back exactly
-    tmp = join(directory, META_NAME + ".tmp")
-    file = fs.open_write(tmp, truncate=True)
-    try:
-        write_all(file, data, 0)
-        file.sync()
-    finally:
-        file.close()
-    fs.rename(tmp, join(directory, META_NAME))
-    fs.sync_dir(directory)
+    replace_file(fs, directory, META_NAME, data)
 
 
 def start(

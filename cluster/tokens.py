@@ -25,7 +25,7 @@ from itertools import pairwise
 from cluster.errors import CorruptionError
 from cluster.keys import TOKEN_MAX
 from cluster.ring import NODE_TOKENS_MAX
-from engine.fs import FileSystem, join, write_all
+from engine.fs import FileSystem, join, replace_file
 
 # Largest node's share of the ring over the smallest's, for random tokens (tests/
 # test_cluster_ring.py::test_default_num_tokens_balance re-measures it), worst of 20 seeds per
@@ -125,15 +125,7 @@ def write(fs: FileSystem, directory: str, node_id: str, tokens: tuple[int, ...])
     """Durably replace the node's tokens (invariant 4). Raises OSError on I/O failure."""
     data = encode(node_id, tokens)
     assert decode(data) == (node_id, tokens)  # pair assertion: what we write reads back
-    tmp = join(directory, TOKENS_NAME + ".tmp")
-    file = fs.open_write(tmp, truncate=True)
-    try:
-        write_all(file, data, 0)
-        file.sync()
-    finally:
-        file.close()
-    fs.rename(tmp, join(directory, TOKENS_NAME))
-    fs.sync_dir(directory)
+    replace_file(fs, directory, TOKENS_NAME, data)
 
 
 def start(fs: FileSystem, directory: str, *, node_id: str, num_tokens: int,

@@ -109,6 +109,21 @@ def write_all(file: WritableFile, data: BytesLike, offset: int) -> None:
         written += step
 
 
+def replace_file(fs: FileSystem, directory: str, name: str, data: BytesLike) -> None:
+    """Durably replace directory/name with data: write a temporary file, fsync it, rename it
+    over the old one, fsync the directory. A crash leaves the old file or the new one, never a
+    mix. Raises OSError on I/O failure."""
+    temp = join(directory, name + ".tmp")
+    file = fs.open_write(temp, truncate=True)
+    try:
+        write_all(file, data, 0)
+        file.sync()
+    finally:
+        file.close()
+    fs.rename(temp, join(directory, name))
+    fs.sync_dir(directory)
+
+
 class OSWritableFile:
     __slots__ = ("_fd",)
 

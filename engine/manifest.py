@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from engine import version_edit
 from engine.errors import CorruptionError, StorageError
-from engine.fs import FileSystem, WritableFile, join, write_all
+from engine.fs import FileSystem, WritableFile, join, replace_file, write_all
 from engine.version_edit import Version, VersionEdit
 
 MAGIC = b"\x89RKVMAN\n"
@@ -193,15 +193,7 @@ class Manifest:
                 pass  # removed on the next open()
 
     def _set_current(self, name: str) -> None:
-        temp = join(self._dir, CURRENT_NAME + ".tmp")
-        file = self._fs.open_write(temp, truncate=True)
-        try:
-            write_all(file, name.encode("ascii") + b"\n", 0)
-            file.sync()
-        finally:
-            file.close()
-        self._fs.rename(temp, join(self._dir, CURRENT_NAME))
-        self._fs.sync_dir(self._dir)
+        replace_file(self._fs, self._dir, CURRENT_NAME, name.encode("ascii") + b"\n")
 
     @property
     def number(self) -> int:
