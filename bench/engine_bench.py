@@ -59,6 +59,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,15 @@ class Store:
 
     def get_group(self, lo: int, hi: int) -> int:
         raise NotImplementedError
+
+    def _count_hits(self, get: Callable[[bytes], object], lo: int, hi: int) -> int:
+        """Look up the get keys of groups lo..hi with `get`; how many were found."""
+        gets = self.data.gets
+        hits = 0
+        for k in range(lo * KEY, hi * KEY, KEY):
+            if get(gets[k:k + KEY]) is not None:
+                hits += 1
+        return hits
 
     def scan(self) -> tuple[int, int, bytes | None, bytes | None]:
         raise NotImplementedError
@@ -231,13 +241,7 @@ class RespkvStore(Store):
             self.commits_over_100ms += 1
 
     def get_group(self, lo: int, hi: int) -> int:
-        get = self.db.get
-        gets = self.data.gets
-        hits = 0
-        for k in range(lo * KEY, hi * KEY, KEY):
-            if get(gets[k:k + KEY]) is not None:
-                hits += 1
-        return hits
+        return self._count_hits(self.db.get, lo, hi)
 
     def scan(self) -> tuple[int, int, bytes | None, bytes | None]:
         return _scan_loop(self.db.scan())
@@ -330,13 +334,7 @@ class DiskcacheStore(Store):
             put(keys[k:k + KEY], values[v:v + VALUE])
 
     def get_group(self, lo: int, hi: int) -> int:
-        get = self.cache.get
-        gets = self.data.gets
-        hits = 0
-        for k in range(lo * KEY, hi * KEY, KEY):
-            if get(gets[k:k + KEY]) is not None:
-                hits += 1
-        return hits
+        return self._count_hits(self.cache.get, lo, hi)
 
     def scan(self) -> tuple[int, int, bytes | None, bytes | None]:
         cache = self.cache
@@ -373,13 +371,7 @@ class LmdbStore(Store):
         return self.read_txn
 
     def get_group(self, lo: int, hi: int) -> int:
-        get = self._reader().get
-        gets = self.data.gets
-        hits = 0
-        for k in range(lo * KEY, hi * KEY, KEY):
-            if get(gets[k:k + KEY]) is not None:
-                hits += 1
-        return hits
+        return self._count_hits(self._reader().get, lo, hi)
 
     def scan(self) -> tuple[int, int, bytes | None, bytes | None]:
         return _scan_loop(self._reader().cursor())
@@ -411,13 +403,7 @@ class LeveldbStore(Store):
                 put(keys[k:k + KEY], values[v:v + VALUE])
 
     def get_group(self, lo: int, hi: int) -> int:
-        get = self.db.get
-        gets = self.data.gets
-        hits = 0
-        for k in range(lo * KEY, hi * KEY, KEY):
-            if get(gets[k:k + KEY]) is not None:
-                hits += 1
-        return hits
+        return self._count_hits(self.db.get, lo, hi)
 
     def scan(self) -> tuple[int, int, bytes | None, bytes | None]:
         return _scan_loop(self.db.iterator())
