@@ -44,6 +44,10 @@ log = logging.getLogger("respkv")
 
 # Commands queued behind a suspended one before we stop reading from the client.
 BACKLOG_HIGH_WATER = 1024
+# Replies (bulk bytes) built from one read before they are written out and, if the client
+# is not reading and no output limit is set, the rest of the read waits: bounds memory per
+# connection.
+OUTPUT_BATCH_BYTES_MAX = 1024 * 1024
 # A bulk reply up to this size is framed in one formatted copy; larger ones are not copied.
 _INLINE_BULK_BYTES_MAX = 16 * 1024
 _Coroutine = types.CoroutineType
@@ -92,6 +96,8 @@ class RespConnection(asyncio.Protocol):
         self._backlog: list[list[bytes]] = []
         self._pending_protocol_error: str | None = None
         self._busy = False  # a command is suspended in a Task
+        # Output back-pressure: the rest of a batch waits in _backlog until the client reads.
+        self._stalled = False
         self._waiting_commit = False
         self._read_paused = False
         self._write_paused = False
@@ -165,7 +171,7 @@ class RespConnection(asyncio.Protocol):
         if client.authenticated is not self._parser_authenticated:
             # Redis's tighter request limits apply until AUTH succeeds.
             parser.authenticated = self._parser_authenticated = client.authenticated
-        if not client.authenticated and not self._busy:
+        if not client.authenticated and not (self._busy or self._stalled):
             self._feed_unauthenticated(data)
             return
         try:
@@ -173,13 +179,13 @@ class RespConnection(asyncio.Protocol):
         except ProtocolError as exc:
             commands = exc.commands
             self._protocol_error(exc)
-        if self._busy:
+        if self._busy or self._stalled:
             self._backlog.extend(commands)
             if len(self._backlog) > BACKLOG_HIGH_WATER:
                 self._pause_reading()
         elif commands:
             self._run_commands(commands)
-        if self._pending_protocol_error is not None and not self._busy:
+        if self._pending_protocol_error is not None and not (self._busy or self._stalled):
             self._fail_protocol(self._pending_protocol_error)
 
     def _protocol_error(self, exc: ProtocolError) -> None:
@@ -198,7 +204,7 @@ class RespConnection(asyncio.Protocol):
         parser = self.parser
         try:
             for argv in parser.feed_stepwise(data):
-                if self._busy:
+                if self._busy or self._stalled:
                     self._backlog.append(argv)
                     continue
                 self._run_commands([argv])
@@ -207,7 +213,7 @@ class RespConnection(asyncio.Protocol):
                 parser.authenticated = self._parser_authenticated = client.authenticated
         except ProtocolError as exc:
             self._protocol_error(exc)
-        if self._pending_protocol_error is not None and not self._busy:
+        if self._pending_protocol_error is not None and not (self._busy or self._stalled):
             self._fail_protocol(self._pending_protocol_error)
 
     def _fail_protocol(self, message: str) -> None:
@@ -233,6 +239,7 @@ class RespConnection(asyncio.Protocol):
         append = out.append
         index = 0
         count = len(commands)
+        reply_bytes = 0
         while index < count:
             argv = commands[index]
             index += 1
@@ -250,6 +257,7 @@ class RespConnection(asyncio.Protocol):
                 if kind is Raw:
                     append(result.data)
                 elif kind is bytes:
+                    reply_bytes += len(result)
                     if len(result) < _INLINE_BULK_BYTES_MAX:
                         append(b"$%d\r\n%b\r\n" % (len(result), result))
                     else:  # no copy of a big value here; the write joins once
@@ -273,6 +281,22 @@ class RespConnection(asyncio.Protocol):
             if client.close_after_reply:
                 self._backlog.clear()
                 break
+            if reply_bytes >= OUTPUT_BATCH_BYTES_MAX and index < count:
+                # One read can hold thousands of commands: write what is ready, and if the
+                # client is not reading, keep the rest for resume_writing instead of building
+                # all of its replies in memory.
+                # With a client-output-buffer-limit set, Redis's rule applies instead: the
+                # replies pile up and the limit closes the client (checked in _write_out).
+                reply_bytes = 0
+                if not self._pending_log and not self._waiting_commit and not self._closed:
+                    self._write_out()
+                    if self._closed:
+                        break
+                    if self._write_paused and not self.state.output_limit_set:
+                        self._stalled = True
+                        self._backlog[:0] = commands[index:]
+                        self._pause_reading()
+                        break
         if out and not self._closed:
             if self._pending_log or self._waiting_commit:
                 self._flush()
@@ -309,13 +333,18 @@ class RespConnection(asyncio.Protocol):
             log.error("command %r failed", argv[:1], exc_info=exc)
             self.state.stats.total_error_replies += 1
             self._out.append(error_bytes(f"ERR internal error: {type(exc).__name__}: {exc}"))
-        if self._closed:
+        self._drain_backlog()
+
+    def _drain_backlog(self) -> None:
+        """Run the commands held back while one was suspended or the output was stalled."""
+        client = self.client
+        if self._closed or client is None:
             return
         backlog, self._backlog = self._backlog, []
         if client.close_after_reply:
             backlog = []
         self._run_commands(backlog)
-        if not self._busy:
+        if not (self._busy or self._stalled):
             if self._pending_protocol_error is not None:
                 self._fail_protocol(self._pending_protocol_error)
             if not self._write_paused:
@@ -394,7 +423,10 @@ class RespConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._soft_limit_since = None
-        if not self._busy:
+        if self._stalled and not self._busy:
+            self._stalled = False
+            self._drain_backlog()
+        if not (self._busy or self._stalled or self._write_paused):
             self._resume_reading()
 
     def _pause_reading(self) -> None:
