@@ -19,7 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
@@ -31,6 +31,11 @@ NODE_ID_BYTES_MAX = 64  # node ids are 32 hex chars today (cluster/node_meta.py)
 CLUSTER_NAME_BYTES_MAX = 64
 ERROR_TEXT_BYTES_MAX = 1024
 DB_MAX = 65_535  # a sanity bound; the node checks its own `databases`
+TOKEN_MAX = 2**64 - 1
+NAME_BYTES_MAX = 255  # host names, datacenter and rack names
+TOKENS_MAX = 4096  # tokens of one member (tokens.NODE_TOKENS_MAX)
+MEMBERS_MAX = 1024  # members one MEMBERS_REPLY may list
+SCAN_COUNT_MAX = 100_000  # entries one SCAN may ask for
 
 
 class MsgType(enum.IntEnum):
@@ -47,6 +52,14 @@ class MsgType(enum.IntEnum):
     WRITE = 9
     WRITE_ACK = 10
     ERROR = 11
+    MEMBERS = 12
+    MEMBERS_REPLY = 13
+    SCAN = 14
+    SCAN_REPLY = 15
+    FLUSH = 16
+    FLUSH_ACK = 17
+    COUNT = 18
+    COUNT_REPLY = 19
 
 
 class ErrorCode(enum.IntEnum):
@@ -134,6 +147,60 @@ class WriteAck:
 
 
 @dataclass(frozen=True, slots=True)
+class Members:
+    """The sender's own member record (``cluster.members.Member.to_wire``); the receiver
+    learns it and answers with every member it knows (itself included)."""
+
+    member: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MembersReply:
+    members: Sequence[Any]  # member records, as in Members
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """The receiver's stored entries of ``db`` from ring token ``start`` on, in token order:
+    at least ``count`` entries examined (when that many remain), always every entry of the
+    last token visited."""
+
+    db: int
+    start: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanReply:
+    entries: Sequence[Any]  # [key, sibling_codec bytes] pairs, in token order
+    stop: int | None  # the last token visited; None: the scan reached the end of the ring
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Remove every key of ``db`` (None: of every db) from the receiver's storage."""
+
+    db: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlushAck:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """How many keys of ``db`` the receiver stores (its share, not the cluster's)."""
+
+    db: int
+
+
+@dataclass(frozen=True, slots=True)
+class CountReply:
+    keys: int
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """A request's failure (same request id) or, with request id 0, why the sender closes."""
 
@@ -143,7 +210,8 @@ class Error:
 
 Message = (
     Hello | AuthChallenge | AuthResponse | AuthOk | Ping | Pong | Read | ReadReply | Write
-    | WriteAck | Error
+    | WriteAck | Error | Members | MembersReply | Scan | ScanReply | Flush | FlushAck | Count
+    | CountReply
 )
 
 TYPE_OF: dict[type[Any], MsgType] = {
@@ -158,6 +226,14 @@ TYPE_OF: dict[type[Any], MsgType] = {
     Write: MsgType.WRITE,
     WriteAck: MsgType.WRITE_ACK,
     Error: MsgType.ERROR,
+    Members: MsgType.MEMBERS,
+    MembersReply: MsgType.MEMBERS_REPLY,
+    Scan: MsgType.SCAN,
+    ScanReply: MsgType.SCAN_REPLY,
+    Flush: MsgType.FLUSH,
+    FlushAck: MsgType.FLUSH_ACK,
+    Count: MsgType.COUNT,
+    CountReply: MsgType.COUNT_REPLY,
 }
 CLASS_OF: dict[MsgType, type[Any]] = {tag: cls for cls, tag in TYPE_OF.items()}
 
@@ -167,6 +243,10 @@ REPLY_OF: dict[MsgType, MsgType] = {
     MsgType.PING: MsgType.PONG,
     MsgType.READ: MsgType.READ_REPLY,
     MsgType.WRITE: MsgType.WRITE_ACK,
+    MsgType.MEMBERS: MsgType.MEMBERS_REPLY,
+    MsgType.SCAN: MsgType.SCAN_REPLY,
+    MsgType.FLUSH: MsgType.FLUSH_ACK,
+    MsgType.COUNT: MsgType.COUNT_REPLY,
 }
 REQUESTS = frozenset(REPLY_OF)
 REPLIES = frozenset(REPLY_OF.values()) | {MsgType.ERROR}
@@ -201,7 +281,34 @@ def _optional(check: Check) -> Check:
     return lambda v: v is None or check(v)
 
 
+_SEQ = (list, tuple)  # the wire decodes arrays as tuples; senders build lists
+
+
+def _list_of(check: Check, items_max: int | None) -> Check:
+    def check_list(v: Any) -> bool:
+        return (type(v) in _SEQ and (items_max is None or len(v) <= items_max)
+                and all(check(item) for item in v))
+    return check_list
+
+
 _NODE_ID = _text(NODE_ID_BYTES_MAX, empty=False)
+_SHORT_TEXT = _text(NAME_BYTES_MAX, empty=False)
+_PORT = _uint(0xFFFF)
+# A member record (cluster/members.py): node_id, peer host, peer port, client host, client
+# port, datacenter, rack, tokens (8-byte big-endian each, ascending), generation.
+_MEMBER_FIELDS: tuple[Check, ...] = (
+    _NODE_ID, _SHORT_TEXT, _PORT, _SHORT_TEXT, _PORT, _SHORT_TEXT, _SHORT_TEXT,
+    lambda v: type(v) is bytes and 0 < len(v) <= 8 * TOKENS_MAX and len(v) % 8 == 0,
+    _uint(TOKEN_MAX))
+
+
+def _member(v: Any) -> bool:
+    return (type(v) in _SEQ and len(v) == len(_MEMBER_FIELDS)
+            and all(check(item) for check, item in zip(_MEMBER_FIELDS, v, strict=True)))
+
+
+def _scan_entry(v: Any) -> bool:
+    return type(v) in _SEQ and len(v) == 2 and type(v[0]) is bytes and type(v[1]) is bytes
 SCHEMA: dict[MsgType, tuple[tuple[str, Check], ...]] = {
     MsgType.HELLO: (("version_min", _uint(0xFFFF)), ("version_max", _uint(0xFFFF)),
                     ("node_id", _NODE_ID),
@@ -216,6 +323,16 @@ SCHEMA: dict[MsgType, tuple[tuple[str, Check], ...]] = {
     MsgType.WRITE: (("db", _uint(DB_MAX)), ("key", _is_bytes), ("siblings", _is_bytes),
                     ("hint_for", _optional(_NODE_ID))),
     MsgType.WRITE_ACK: (),
+    MsgType.MEMBERS: (("member", _member),),
+    MsgType.MEMBERS_REPLY: (("members", _list_of(_member, MEMBERS_MAX)),),
+    MsgType.SCAN: (("db", _uint(DB_MAX)), ("start", _uint(TOKEN_MAX)),
+                   ("count", _uint(SCAN_COUNT_MAX))),
+    MsgType.SCAN_REPLY: (("entries", _list_of(_scan_entry, None)),
+                         ("stop", _optional(_uint(TOKEN_MAX)))),
+    MsgType.FLUSH: (("db", _optional(_uint(DB_MAX))),),
+    MsgType.FLUSH_ACK: (),
+    MsgType.COUNT: (("db", _uint(DB_MAX)),),
+    MsgType.COUNT_REPLY: (("keys", _uint(TOKEN_MAX)),),
     MsgType.ERROR: (("code", _uint(0xFFFF)), ("text", _text(ERROR_TEXT_BYTES_MAX, empty=True))),
 }
 

@@ -309,6 +309,19 @@ class Node:
         for listener in self._listeners:
             listener(db, key)
 
+    async def put_siblings_context(self, db: int, key: bytes, value: bytes | None,
+                                   expire_at_ms: int, seen: Siblings) -> None:
+        """Write ``value`` (None: a tombstone) superseding exactly the versions ``seen`` names
+        (VCLOCK SET/DEL with a context; only their clocks and timestamps are read). Rule 3
+        with a context from any connection, maybe old: the stored set is always read again,
+        and versions written since ``seen`` stay as siblings."""
+        ekey = _engine_key(db, key)
+        now_ms = self._wall_ms()
+        old = self._replica.read(ekey)
+        version = self._version(old, seen, now_ms, expire_at_ms, value)
+        self._apply(db, ekey, old, self._siblings(old, seen, version, now_ms), now_ms)
+        self._changed(db, key)
+
     async def delete(self, db: int, key: bytes) -> bool:
         """Delete ``key`` with a tombstone; True when a visible value existed."""
         ekey = _engine_key(db, key)
@@ -463,6 +476,39 @@ class Node:
         return out
 
     # Lifecycle and plumbing ------------------------------------------------------------
+
+    @property
+    def replica(self) -> Replica:
+        """The node's local replica (the cluster layer serves peers from it)."""
+        return self._replica
+
+    def notify_changed(self, db: int, key: bytes) -> None:
+        """Rule 4 for a change made through ``replica`` by the cluster layer."""
+        self._changed(db, key)
+
+    def notify_flushed(self, db: int) -> None:
+        """Rule 4 for a flush of ``db`` made through ``replica`` by the cluster layer."""
+        self._seq += 1
+        for listener in self._listeners:
+            listener(db, None)
+
+    def local_scan(self, db: int, start: int, count: int
+                   ) -> tuple[list[tuple[bytes, Siblings]], int | None]:
+        """Stored entries (key, sibling set) of ``db`` from token ``start`` on, live or not:
+        at least ``count`` examined when that many remain, and every entry of the last token
+        visited. Returns (entries, last token visited or None when the end was reached)."""
+        entries: list[tuple[bytes, Siblings]] = []
+        stop_token = -1
+        token_of = keyspace.token_of
+        for examined, (ekey, siblings) in enumerate(
+                self._replica.scan(keyspace.token_start(db, start), keyspace.db_end(db)), 1):
+            if stop_token >= 0 and token_of(ekey) != stop_token:
+                return entries, stop_token
+            if siblings:
+                entries.append((ekey[keyspace.PREFIX_BYTES:], siblings))
+            if examined >= count and stop_token < 0:
+                stop_token = token_of(ekey)
+        return entries, None
 
     def add_listener(self, callback: Callable[[int, bytes | None], None]) -> None:
         """Call ``callback(db, key)`` after every change of a key, ``(db, None)`` after a flush."""

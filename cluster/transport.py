@@ -253,6 +253,9 @@ class _Connection(asyncio.Protocol):
             if self._timer is not None:
                 self._timer.cancel()
             self.decoder.frame_bytes_max = self.config.frame_bytes_max
+            if self.ready.done():  # its connect was given up (link closed, too slow)
+                self.abort(ConnectionAbortedError("handshake finished after its connect ended"))
+                return
             self.ready.set_result(None)
             self.owner.on_ready(self)
 
@@ -319,7 +322,8 @@ def _clip(text: str) -> str:
 class _Link:
     """The outgoing side to one peer: its connection, its request ids, its queue."""
 
-    def __init__(self, owner: PeerTransport, peer_id: str, host: str, port: int) -> None:
+    def __init__(self, owner: PeerTransport, peer_id: str, host: str, port: int,
+                 verify_id: bool = True) -> None:
         # Shared transport state
         self.owner = owner
         self.config = owner.config
@@ -328,6 +332,7 @@ class _Link:
         self.peer_id = peer_id
         self.host = host
         self.port = port
+        self.verify_id = verify_id  # False: an address whose node id is not known yet
         self.state = LinkState.IDLE
         self.conn: _Connection | None = None
         self.attempt = 0  # consecutive failed connects
@@ -439,7 +444,8 @@ class _Link:
         try:
             _, conn = await loop.create_connection(
                 lambda: _Connection(self, Role.INITIATOR, self.config, self.owner.rng,
-                                    self.clock, expected_peer_id=self.peer_id),
+                                    self.clock, expected_peer_id=(
+                                        self.peer_id if self.verify_id else None)),
                 self.host, self.port)
             await conn.ready
         except asyncio.CancelledError:
@@ -660,15 +666,18 @@ class PeerTransport:
     def node_id(self) -> str:
         return self.config.node_id
 
-    def add_peer(self, node_id: str, host: str, port: int) -> None:
-        """Know ``node_id`` at host:port (a new address replaces the old link)."""
+    def add_peer(self, node_id: str, host: str, port: int, *, verify_id: bool = True) -> None:
+        """Know ``node_id`` at host:port (a new address replaces the old link).
+
+        ``verify_id=False`` makes ``node_id`` a local name for an address whose node is not
+        known yet (discovery): the handshake then accepts whichever node answers there."""
         assert node_id != self.node_id
         link = self._links.get(node_id)
         if link is not None and (link.host, link.port) == (host, port):
             return
         if link is not None:
             link.close()
-        self._links[node_id] = _Link(self, node_id, host, port)
+        self._links[node_id] = _Link(self, node_id, host, port, verify_id)
 
     def remove_peer(self, node_id: str) -> None:
         link = self._links.pop(node_id, None)

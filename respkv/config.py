@@ -165,7 +165,19 @@ class Config:
     client_output_buffer_limit: dict[str, BufferLimit]  # "normal", "replica", "pubsub"
     hz: int
     # Cluster
-    replication_factor: int
+    replication_factor: str  # "3" or "dc1:3 dc2:2", normalized by preflist.format_replication
+    cluster_peers: list[str]  # host:port of the other nodes; [] = standalone
+    cluster_port: int  # 0 = port + 10000
+    cluster_announce_ip: str
+    cluster_secret: str
+    cluster_name: str
+    datacenter: str
+    rack: str
+    num_tokens: int
+    read_consistency: str  # consistency.parse text, lower case
+    write_consistency: str
+    request_timeout: int  # ms
+    gc_grace_seconds: int
 
     def __init__(self) -> None:
         """Every directive at its default; `dir` resolved against the current directory."""

@@ -29,6 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from cluster import consistency
+from cluster.preflist import ReplicationFactorError, format_replication, parse_replication
+
 __all__ = [
     "BY_NAME",
     "DIRECTIVES",
@@ -326,6 +329,31 @@ def _parse_bind(args: list[str], current: list[str], ctx: LoadContext) -> list[s
     return list(args)
 
 
+def _parse_peers(args: list[str], current: list[str], ctx: LoadContext) -> list[str]:
+    if len(args) == 1 and args[0] == "":
+        return []
+    for arg in args:
+        host, sep, port = arg.rpartition(":")
+        number = string2ll(port) if sep else None
+        if not host or number is None or not 0 < number <= 65535:
+            raise BadValue(f"'{arg}' is not host:port")
+    return list(args)
+
+
+def _parse_replication(args: list[str], current: str, ctx: LoadContext) -> str:
+    try:
+        return format_replication(parse_replication(args))
+    except ReplicationFactorError as exc:
+        raise BadValue(str(exc)) from None
+
+
+def _parse_consistency(args: list[str], current: str, ctx: LoadContext) -> str:
+    try:
+        return consistency.to_text(consistency.parse(" ".join(args))).lower()
+    except consistency.ConsistencyError as exc:
+        raise BadValue(str(exc)) from None
+
+
 def _show_bind(value: list[str]) -> str:
     return " ".join(value)
 
@@ -485,9 +513,42 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
             "Background task frequency per second; kept within 1..500 as Redis does.",
             clamp=(HZ_MIN, HZ_MAX)),
     # Cluster
-    integer("replication-factor", 1, 1, REPLICATION_FACTOR_MAX,
-            "N: copies of each key kept on distinct nodes (Riak calls it n_val).",
-            mutability=_IMMUTABLE, alias="n-val"),
+    Directive("replication-factor", "1", _parse_replication, str, _simple_rewrite(str),
+              "N: copies of each key on distinct nodes (Riak's n_val), or DC:N per datacenter "
+              "(dc1:3 dc2:2).", _IMMUTABLE, multi_arg=True, alias="n-val"),
+    Directive("cluster-peers", [], _parse_peers, _show_bind, _rewrite_bind,
+              "The other nodes' peer addresses (host:port); none = a standalone server.",
+              _IMMUTABLE, multi_arg=True),
+    integer("cluster-port", 0, 0, 65535,
+            "Port peers connect to; 0 = the client port + 10000 (as Redis's cluster bus).",
+            mutability=_IMMUTABLE),
+    string("cluster-announce-ip", "",
+           "Address peers use to reach this node; empty = the first bind address.",
+           mutability=_IMMUTABLE),
+    string("cluster-secret", "",
+           "Shared secret peers prove they know (HMAC); required with cluster-peers.",
+           mutability=_IMMUTABLE),
+    string("cluster-name", "respkv", "Nodes only talk to nodes of the same cluster name.",
+           mutability=_IMMUTABLE),
+    string("datacenter", "dc1", "This node's datacenter (replication-factor DC:N).",
+           mutability=_IMMUTABLE),
+    string("rack", "rack1", "This node's rack: replicas are spread over racks.",
+           mutability=_IMMUTABLE),
+    integer("num-tokens", 512, 1, 4096,
+            "Virtual nodes drawn at first start (512 keeps ownership within 1.3x).",
+            mutability=_IMMUTABLE),
+    Directive("read-consistency", "quorum", _parse_consistency, str, _simple_rewrite(str),
+              "Replicas that must answer a read: one, two, three, quorum, all, local_quorum, "
+              "each_quorum or a number."),
+    Directive("write-consistency", "quorum", _parse_consistency, str, _simple_rewrite(str),
+              "Replicas that must acknowledge a write (as read-consistency)."),
+    integer("request-timeout", 2000, 1, 3_600_000,
+            "Milliseconds a request waits for replicas before the silent ones count as "
+            "failed.", mutability=_IMMUTABLE),
+    integer("gc-grace-seconds", 864_000, 0, 10 * 365 * 86_400,
+            "Seconds a tombstone is kept in a cluster before it may be purged (Cassandra's "
+            "gc_grace_seconds), so no replica resurrects a deleted key.",
+            mutability=_IMMUTABLE),
 )
 
 # Names and aliases, lower case, in table order (CONFIG GET * lists them in this order).

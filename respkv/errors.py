@@ -7,6 +7,8 @@ follow Redis, and keep a differential test on it.
 
 from __future__ import annotations
 
+from cluster.errors import ClusterError
+from engine.errors import CorruptionError, StorageError
 from respkv.replies import CommandError
 
 SYNTAX = "ERR syntax error"
@@ -62,3 +64,20 @@ def _printable(data: bytes, limit: int) -> str:
     # Redis formats these with printf's "%.*s": the text ends at the first NUL byte and is cut
     # at `limit` bytes. Errors are single-line: replies.error_bytes() turns CR/LF into spaces.
     return data.split(b"\0", 1)[0][:limit].decode("utf-8", "surrogateescape")
+
+
+def cluster_error_message(exc: ClusterError) -> str:
+    """The error reply for a request the cluster could not serve. NOQUORUM and CLUSTERDOWN
+    texts carry their own error code (clients match on it); anything else is an ERR."""
+    text = str(exc)
+    code = text.split(" ", 1)[0]
+    return text if code in ("NOQUORUM", "CLUSTERDOWN") else f"ERR {text}"
+
+
+def storage_error_message(exc: StorageError) -> str:
+    """The error reply for a storage failure: names the damaged file, so that an operator
+    knows what to inspect (the engine has counted and logged it already)."""
+    if isinstance(exc, CorruptionError):
+        where = "" if exc.offset is None else f" at offset {exc.offset}"
+        return f"ERR storage corruption: {exc.path}{where}: {exc.reason}"
+    return f"ERR storage error: {exc}"

@@ -31,9 +31,11 @@ from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 import respkv.commands  # noqa: F401  (registers every command)
-from engine.errors import CorruptionError, StorageError
+from cluster.errors import ClusterError
+from engine.errors import StorageError
 from respkv.client import Client
 from respkv.dispatch import dispatch
+from respkv.errors import cluster_error_message, storage_error_message
 from respkv.replies import CommandError, Raw, encode, error_bytes
 from respkv.resp import ProtocolError, RequestParser
 
@@ -273,6 +275,9 @@ class RespConnection(asyncio.Protocol):
                 self.state.stats.total_error_replies += 1
                 log.warning("command %r failed: %s", argv[:1], exc)
                 append(error_bytes(storage_error_message(exc)))
+            except ClusterError as exc:  # NOQUORUM, CLUSTERDOWN: this request, not the client
+                self.state.stats.total_error_replies += 1
+                append(error_bytes(cluster_error_message(exc)))
             except Exception as exc:  # a bug must cost one reply, not the connection
                 log.exception("command %r failed", argv[:1])
                 self.state.stats.total_error_replies += 1
@@ -329,6 +334,9 @@ class RespConnection(asyncio.Protocol):
             self.state.stats.total_error_replies += 1
             log.warning("command %r failed: %s", argv[:1], exc)
             self._out.append(error_bytes(storage_error_message(exc)))
+        elif isinstance(exc, ClusterError):
+            self.state.stats.total_error_replies += 1
+            self._out.append(error_bytes(cluster_error_message(exc)))
         else:
             log.error("command %r failed", argv[:1], exc_info=exc)
             self.state.stats.total_error_replies += 1
@@ -468,12 +476,3 @@ def _set_keepalive(sock: socket.socket, interval: int) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
     except OSError:
         pass
-
-
-def storage_error_message(exc: StorageError) -> str:
-    """The error reply for a storage failure: names the damaged file, so that an operator
-    knows what to inspect (the engine has counted and logged it already)."""
-    if isinstance(exc, CorruptionError):
-        where = "" if exc.offset is None else f" at offset {exc.offset}"
-        return f"ERR storage corruption: {exc.path}{where}: {exc.reason}"
-    return f"ERR storage error: {exc}"

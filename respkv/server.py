@@ -17,8 +17,11 @@ import sys
 import time
 from collections.abc import Callable
 
+from cluster import consistency
 from cluster.clock import LoopClock
+from cluster.cluster_node import ClusterNode, ClusterOptions
 from cluster.node import Node, NodeOptions
+from cluster.preflist import parse_replication
 from engine.errors import StorageError
 from respkv import __version__
 from respkv.config import Config, ConfigError
@@ -254,19 +257,63 @@ def _listen_socket(host: str, port: int, backlog: int) -> socket.socket:
 
 
 def _node_options(config: Config) -> NodeOptions:
+    clustered = bool(config.cluster_peers)
     return NodeOptions(databases=config.databases, fsync=config.appendfsync,
                        memtable_size_bytes=config.memtable_size,
                        block_cache_bytes=config.block_cache_size,
-                       compaction_throughput_bytes_per_s=config.compaction_throughput)
+                       compaction_throughput_bytes_per_s=config.compaction_throughput,
+                       # A cluster keeps tombstones for the grace period: a replica that
+                       # missed the delete must not bring the key back (DESIGN.md).
+                       tombstone_grace_ms=config.gc_grace_seconds * 1000 if clustered else 0)
+
+
+async def open_node(config: Config, loop: asyncio.AbstractEventLoop) -> Node | ClusterNode:
+    """A standalone node, or this node of a cluster when ``cluster-peers`` names others."""
+    clock = LoopClock(loop)
+    report: Callable[[str], None] = lambda message: log.warning("%s", message)  # noqa: E731
+    if not config.cluster_peers:
+        return Node.open(config.dir, _node_options(config), clock, reporter=report)
+    options = cluster_options(config)
+    node = await ClusterNode.open(config.dir, _node_options(config), options, clock, report)
+    log.warning("node %s: peers at %s:%d, replication-factor %s, %d configured peer(s)",
+                node.node_id, options.peer_host, options.peer_port, config.replication_factor,
+                len(options.peers))
+    config.on_change("read-consistency", lambda value: setattr(
+        node, "read_level", consistency.parse(value)))
+    config.on_change("write-consistency", lambda value: setattr(
+        node, "write_level", consistency.parse(value)))
+    return node
+
+
+def cluster_options(config: Config) -> ClusterOptions:
+    """The cluster settings of ``config``. REQUIRES: cluster-peers is set."""
+    if not config.cluster_secret:
+        raise OSError("cluster-peers is set but cluster-secret is empty: peers authenticate "
+                      "each other with it, so every node needs the same secret")
+    hosts = [b.lstrip("-") for b in config.bind if b.lstrip("-") not in ("*", "::*")]
+    first = hosts[0] if hosts else "127.0.0.1"
+    host = config.cluster_announce_ip or first
+    peers = []
+    for text in config.cluster_peers:
+        peer_host, _, port = text.rpartition(":")
+        peers.append((peer_host, int(port)))
+    return ClusterOptions(
+        peer_host=host, peer_port=config.cluster_port or config.port + 10000,
+        client_host=host, client_port=config.port, peers=tuple(peers),
+        secret=config.cluster_secret.encode(), cluster_name=config.cluster_name,
+        datacenter=config.datacenter, rack=config.rack, num_tokens=config.num_tokens,
+        replication=parse_replication(config.replication_factor),
+        read_level=consistency.parse(config.read_consistency),
+        write_level=consistency.parse(config.write_consistency),
+        request_timeout_ms=config.request_timeout,
+        listen_host=host if config.cluster_announce_ip == "" else first)
 
 
 async def serve(config: Config) -> Server:
     """Open the node and start listening; returns the running server."""
     loop = asyncio.get_running_loop()
     os.makedirs(config.dir, exist_ok=True)
-    node = Node.open(
-        config.dir, _node_options(config), LoopClock(loop), reporter=lambda m: log.warning("%s", m)
-    )
+    node = await open_node(config, loop)
     node.start()
     server = Server(config, node, loop)
     config.on_change("appendfsync", lambda value: node.set_fsync(value))

@@ -132,9 +132,11 @@ def _scan(buf: bytes, pos: int) -> int | None:
 class ServerProcess:
     """A server in a child process; `args` are redis-server style options."""
 
-    def __init__(self, argv: list[str], port: int, workdir: Path, name: str) -> None:
+    def __init__(self, argv: list[str], port: int, workdir: Path, name: str,
+                 host: str = HOST) -> None:
         self.argv = argv
         self.port = port
+        self.host = host
         self.workdir = workdir
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
@@ -152,7 +154,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited at start:\n{self.log_text()}")
             try:
-                with RawConnection(self.port, timeout=1.0) as conn:
+                with RawConnection(self.port, self.host, timeout=1.0) as conn:
                     reply = conn.call("PING")
                 if reply.startswith((b"+PONG", b"-NOAUTH", b"-DENIED")):
                     return
@@ -187,7 +189,7 @@ class ServerProcess:
         return self.proc.returncode
 
     def connect(self) -> RawConnection:
-        return RawConnection(self.port)
+        return RawConnection(self.port, self.host)
 
 
 def respkv_server(workdir: Path, *extra: str, port: int | None = None) -> ServerProcess:

@@ -37,7 +37,9 @@ from tests.servers import ROOT, RawConnection, ServerProcess, redis_server
 
 HEAD = f"*** FATAL CONFIG FILE ERROR (respkv {__version__}) ***"
 RESPKV_ONLY = {"replication-factor", "memtable-size", "block-cache-size",
-               "compaction-throughput"}
+               "compaction-throughput", "cluster-peers", "cluster-secret", "cluster-name",
+               "datacenter", "rack", "num-tokens", "read-consistency", "write-consistency",
+               "request-timeout", "gc-grace-seconds"}
 
 
 def fatal(line_number: int, line: str, reason: str) -> str:
@@ -117,7 +119,7 @@ def test_defaults(in_tmp: Path) -> None:
     }
     assert config.client_output_buffer_limit_normal_hard == 0
     assert (config.save, config.maxmemory, config.maxmemory_policy) == ("", 0, "noeviction")
-    assert config.replication_factor == 1
+    assert config.replication_factor == "1"
     assert config.config_file == ""
 
 
@@ -380,7 +382,16 @@ def test_missing_config_file(in_tmp: Path) -> None:
     ("timeout -1\n", [],
      fatal(1, "timeout -1", "argument must be between 0 and 2147483647 inclusive")),
     ("replication-factor 0\n", [],
-     fatal(1, "replication-factor 0", "argument must be between 1 and 16 inclusive")),
+     fatal(1, "replication-factor 0",
+           "replication-factor: '0': the factor must be an integer 1..16")),
+    ("replication-factor dc1:3 3\n", [],
+     fatal(1, "replication-factor dc1:3 3",
+           "replication-factor: '3' is not DC:N (a plain N must stand alone)")),
+    ("cluster-peers 127.0.0.1\n", [],
+     fatal(1, "cluster-peers 127.0.0.1", "'127.0.0.1' is not host:port")),
+    ("read-consistency most\n", [],
+     fatal(1, "read-consistency most", "invalid consistency level 'most' (expected ONE, TWO, "
+           "THREE, QUORUM, ALL, LOCAL_QUORUM, EACH_QUORUM or a number)")),
     ("save 1\n", [], fatal(1, "save 1", "Invalid save parameters")),
     ("save 0 1\n", [], fatal(1, "save 0 1", "Invalid save parameters")),
     ('save "1 2" 3\n', [], fatal(1, 'save "1 2" 3', "Invalid save parameters")),

@@ -11,9 +11,12 @@ from __future__ import annotations
 from types import CoroutineType
 from typing import TYPE_CHECKING
 
+from cluster.errors import ClusterError
+from engine.errors import StorageError
 from respkv import errors
 from respkv.commands.table import command
 from respkv.dispatch import resolve, run
+from respkv.errors import cluster_error_message, storage_error_message
 from respkv.replies import NULL_ARRAY, OK, CommandError
 
 if TYPE_CHECKING:
@@ -70,6 +73,12 @@ async def exec_(client: Client, argv: list[bytes]) -> object:
         except CommandError as exc:
             client.server.stats.total_error_replies += 1
             replies.append(exc)
+        except StorageError as exc:
+            client.server.stats.total_error_replies += 1
+            replies.append(CommandError(storage_error_message(exc)))
+        except ClusterError as exc:
+            client.server.stats.total_error_replies += 1
+            replies.append(CommandError(cluster_error_message(exc)))
     client.multi_error = False
     client.last_command = "exec"
     return replies

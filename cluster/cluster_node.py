@@ -1,0 +1,640 @@
+"""A node of a cluster of more than one: the frontend's ``Node`` API over quorum requests.
+
+Theory of operation. ``ClusterNode`` owns this node's storage (``Node``: engine, replica,
+expiry), its peer transport (``PeerTransport``: listens for peers, one link per peer), the
+membership view (``Membership``) and the ``Coordinator``. The Redis frontend calls the same
+methods it calls on a ``Node`` (get, put, delete, write_many, scan, random_key, dbsize,
+flushdb, flushall ...); here they coordinate: a read asks R replicas of the key's preference
+list, a write waits for W acks, and the rest finishes in the background (coordinator.py).
+Peers reach this node's replica through ``_serve``.
+
+Rules:
+1. No request is coordinated before the membership is complete (every configured peer
+   address answered once, now or in a previous run: ``members.Membership``): data placed on a
+   partial ring would be where later reads do not look. Until then requests fail with
+   ``ClusterDown`` (``CLUSTERDOWN ...``).
+2. A replica acknowledges a peer's WRITE (and FLUSH) only after its commit log reached the
+   OS, as a client's write is acknowledged (group commit): an ack is never weaker than the
+   appendfsync policy says.
+3. Every level comes from the caller (a connection's ``CONSISTENCY``) or the defaults; a
+   request that cannot be satisfied raises ``NoQuorumError`` whose text is the client's
+   error reply; nothing reports success on fewer acks than required.
+4. Multi-key operations (write_many, flush, scan, dbsize) are one request per key or per node,
+   run in parallel; they are not atomic across keys (docs/commands.md says where this
+   differs from Redis). SCAN asks every node from the cursor's token on and merges the
+   answers by vector clock, so a key is returned if any reachable replica holds a live
+   version that no other reachable replica's version supersedes.
+5. Members are exchanged (``MEMBERS``) with every known peer, and with every configured
+   address no member answers at yet, each ``exchange_interval_s``: the view converges and the
+   links stay connected. A peer whose link is in back-off is treated as down by the
+   coordinator (failed at once, counted against the quorum); issue 5 replaces this with
+   phi-accrual failure detection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster import keys as keyspace
+from cluster import members as members_file
+from cluster import tokens as tokens_file
+from cluster.clock import Clock, TimerHandle
+from cluster.consistency import Consistency, Level, NoQuorum, NoQuorumError, quorum
+from cluster.coordinator import Coordinator, CoordinatorOptions, Deleted
+from cluster.errors import ClusterError
+from cluster.get_core import Found
+from cluster.members import Member, Membership
+from cluster.messages import (
+    Count,
+    CountReply,
+    ErrorCode,
+    Flush,
+    FlushAck,
+    Members,
+    MembersReply,
+    Message,
+    Read,
+    Scan,
+    ScanReply,
+    Write,
+)
+from cluster.node import Entry, Node, NodeOptions
+from cluster.preflist import Placement, Replication
+from cluster.put_core import PutOk
+from cluster.replica_service import ReplicaService
+from cluster.sibling_codec import decode, encode
+from cluster.transport import LinkState, PeerTransport, RemoteError, TransportConfig
+from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, merge, winner
+from engine.fs import OSFileSystem
+
+log = logging.getLogger(__name__)
+
+_END = keyspace.TOKEN_MAX + 1  # "the scan reached the end of the ring", as a sort key
+_DOWN_STATES = (LinkState.BACKOFF, LinkState.CLOSED)
+
+
+class ClusterDown(ClusterError):
+    """The node cannot coordinate requests yet (Rule 1); the text is the client's error."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterOptions:
+    peer_host: str  # where peers reach this node (cluster-announce / bind)
+    peer_port: int  # cluster-port
+    client_host: str  # where clients reach this node (shown in CLUSTER NODES)
+    client_port: int
+    peers: tuple[tuple[str, int], ...]  # cluster-peers: the other nodes' peer addresses
+    secret: bytes  # cluster-secret
+    cluster_name: str = "respkv"
+    datacenter: str = "dc1"
+    rack: str = "rack1"
+    num_tokens: int = tokens_file.NUM_TOKENS_DEFAULT
+    replication: Replication = field(default_factory=lambda: Replication.simple(3))
+    read_level: Consistency = Level.QUORUM
+    write_level: Consistency = Level.QUORUM
+    request_timeout_ms: int = 2000
+    exchange_interval_s: float = 1.0
+    listen_host: str = ""  # the address the peer listener binds ("" = peer_host)
+
+
+class ClusterNode:
+    """See the module docstring. Open with ``ClusterNode.open()`` inside the running loop."""
+
+    local_only = False
+
+    def __init__(self, node: Node, options: ClusterOptions, membership: Membership,
+                 clock: Clock, rng: random.Random) -> None:
+        """Private: use ClusterNode.open()."""
+        self.node = node
+        self.cluster_options = options
+        self.membership = membership
+        self.clock = clock
+        self.read_level: Consistency = options.read_level
+        self.write_level: Consistency = options.write_level
+        self._rng = rng
+        self._loop = asyncio.get_running_loop()
+        self._fs = OSFileSystem()
+        self.service = ReplicaService(node.replica, clock,
+                                      sibling_limit=node.options.sibling_limit,
+                                      prune=node.options.vclock_prune,
+                                      on_change=node.notify_changed)
+        self.transport = PeerTransport(
+            TransportConfig(node.node_id, options.cluster_name, options.secret), self._serve,
+            random.SystemRandom(), clock=clock)
+        self.coordinator = Coordinator(
+            Placement(membership.ring(), options.replication), self.service, self.transport,
+            clock, node.actor, self._loop.create_future,
+            CoordinatorOptions(request_timeout_ms=options.request_timeout_ms),
+            up_nodes=self.up_nodes)
+        self._commit_waiters: list[asyncio.Future[None]] = []
+        self._commit_scheduled = False
+        self._exchange_timer: TimerHandle | None = None
+        self._closed = False
+        self.peer_address: tuple[str, int] = (options.peer_host, options.peer_port)
+        self.stats_counters = {"member_exchanges": 0, "member_exchange_failures": 0}
+        for member in membership.others():
+            self.transport.add_peer(member.node_id, member.peer_host, member.peer_port)
+
+    @classmethod
+    async def open(cls, directory: str, node_options: NodeOptions, options: ClusterOptions,
+                   clock: Clock, reporter: Callable[[str], None] | None = None) -> ClusterNode:
+        """Open the node's storage, its tokens and known members; listen for peers."""
+        rng = random.Random()
+        fs = OSFileSystem()
+        node = Node.open(directory, node_options, clock, reporter=reporter)
+        try:
+            known = members_file.read(fs, directory)
+            taken = {t for m in known if m.node_id != node.node_id for t in m.tokens}
+            tokens, note = tokens_file.start(fs, directory, node_id=node.node_id,
+                                             num_tokens=options.num_tokens,
+                                             rng=random.Random(), taken=taken)
+            if note and reporter is not None:
+                reporter(f"node {node.node_id}: {note}")
+            me = Member(node.node_id, options.peer_host, options.peer_port, options.client_host,
+                        options.client_port, options.datacenter, options.rack, tokens,
+                        clock.wall_ms() // 1000)
+            membership = Membership(me, options.peers, known)
+            cluster_node = cls(node, options, membership, clock, rng)
+            try:
+                address = await cluster_node.transport.listen(
+                    options.listen_host or options.peer_host, options.peer_port)
+            except BaseException:
+                await cluster_node.transport.close()
+                raise
+            if options.peer_port == 0:  # tests: the bound port is this node's address
+                cluster_node.peer_address = address
+                membership.me = me = Member(
+                    me.node_id, me.peer_host, address[1], me.client_host, me.client_port,
+                    me.datacenter, me.rack, me.tokens, me.generation)
+                membership.members[me.node_id] = me
+            cluster_node._persist()
+            return cluster_node
+        except BaseException:
+            await node.close()
+            raise
+
+    # The frontend API (as Node's) ---------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def actor(self) -> bytes:
+        return self.node.actor
+
+    @property
+    def options(self) -> NodeOptions:
+        return self.node.options
+
+    @property
+    def pending_log(self) -> bytearray:
+        return self.node.pending_log
+
+    @property
+    def ready(self) -> bool:
+        return self.membership.complete
+
+    def with_consistency(self, read: Consistency | None, write: Consistency | None
+                         ) -> Session:
+        """A view with its own levels (None: this node's default), for one connection."""
+        return Session(self, read or self.read_level, write or self.write_level)
+
+    async def get(self, db: int, key: bytes, level: Consistency | None = None) -> Entry | None:
+        siblings = await self.get_siblings(db, key, level)
+        if not siblings:
+            return None
+        _, _, expire_at_ms, _, value = winner(siblings)
+        if value is None or (expire_at_ms and expire_at_ms <= self.clock.wall_ms()):
+            return None
+        return Entry(value, expire_at_ms, siblings)
+
+    async def get_siblings(self, db: int, key: bytes,
+                           level: Consistency | None = None) -> Siblings:
+        """Every version of ``key`` the replicas that answered hold (VCLOCK GET)."""
+        self._check_ready()
+        outcome = await self.coordinator.get(db, key, level or self.read_level)
+        if isinstance(outcome, NoQuorum):
+            raise outcome.error()
+        assert isinstance(outcome, Found)
+        return outcome.siblings
+
+    async def put(self, db: int, key: bytes, value: bytes, expire_at_ms: int = 0, *,
+                  context: object | None = None, level: Consistency | None = None) -> None:
+        """Write ``value``; ``context`` (an Entry's, or siblings from get_siblings) names what
+        the write supersedes; without it the write supersedes what a read sees first."""
+        self._check_ready()
+        outcome = await self.coordinator.put(db, key, value, expire_at_ms,
+                                             level or self.write_level,
+                                             _as_context(context))
+        if isinstance(outcome, NoQuorum):
+            raise outcome.error()
+        assert isinstance(outcome, PutOk)
+
+    async def delete(self, db: int, key: bytes, level: Consistency | None = None) -> bool:
+        self._check_ready()
+        outcome = await self.coordinator.delete(db, key, level or self.write_level)
+        if isinstance(outcome, NoQuorum):
+            raise outcome.error()
+        assert isinstance(outcome, Deleted)
+        return outcome.existed
+
+    async def write_many(self, db: int, ops: Sequence[tuple[bytes, bytes | None, int]],
+                         level: Consistency | None = None) -> None:
+        """Each op as its own write, all in parallel (Rule 4); the last op of a key wins."""
+        self._check_ready()
+        last = {key: (value, expire_at_ms) for key, value, expire_at_ms in ops}
+        write_level = level or self.write_level
+        futures: list[asyncio.Future[Any]] = []
+        for key, (value, expire_at_ms) in last.items():
+            if value is None:
+                futures.append(self.coordinator.delete(db, key, write_level))
+            else:
+                futures.append(self.coordinator.put(db, key, value, expire_at_ms, write_level))
+        failed = [o for o in await asyncio.gather(*futures) if isinstance(o, NoQuorum)]
+        if failed:
+            raise NoQuorumError(f"{failed[0].message} ({len(failed)} of {len(futures)} "
+                                "writes failed; the others were applied)")
+
+    async def scan(self, db: int, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        """Live keys from ring token ``cursor`` on, from every node (Rule 4); (next, keys)."""
+        self._check_ready()
+        entries, stop = await self._scan_all(db, cursor, count)
+        now_ms = self.clock.wall_ms()
+        keys = [key for key, siblings in entries if _visible(siblings, now_ms)]
+        return (0 if stop >= keyspace.TOKEN_MAX else stop + 1), keys
+
+    async def random_key(self, db: int) -> bytes | None:
+        """A live key found from a random token on (wrapping around once); None if none."""
+        self._check_ready()
+        start = self._rng.getrandbits(64)
+        cursor = start
+        wrapped = False
+        while True:
+            entries, stop = await self._scan_all(db, cursor, 16)
+            now_ms = self.clock.wall_ms()
+            for key, siblings in entries:
+                if wrapped and keyspace.token(key) >= start:
+                    return None
+                if _visible(siblings, now_ms):
+                    return key
+            if stop >= keyspace.TOKEN_MAX:
+                if wrapped or start == 0:
+                    return None
+                wrapped, cursor = True, 0
+            else:
+                cursor = stop + 1
+                if wrapped and cursor >= start:
+                    return None
+
+    async def dbsize(self, db: int) -> int:
+        """Keys of ``db`` in the cluster: the nodes' stored counts over the replication
+        factor (exact while every replica holds every key it should; docs/commands.md)."""
+        self._check_ready()
+        replies = await self._all_nodes(Count(db), self.node.replica.keys[db])
+        counts = [r.keys for r in replies.values() if isinstance(r, CountReply)]
+        nodes = len(self.membership.members)
+        copies = min(self.cluster_options.replication.total, nodes)
+        return round(sum(counts) * nodes / max(1, len(counts)) / copies)
+
+    async def flushdb(self, db: int) -> None:
+        await self._flush(db)
+
+    async def flushall(self) -> None:
+        await self._flush(None)
+
+    def keyspace(self) -> list[tuple[int, int, int]]:
+        return self.node.keyspace()
+
+    def memory_usage(self, db: int, key: bytes) -> int | None:
+        return self.node.memory_usage(db, key)
+
+    def stats(self) -> dict[str, int]:
+        out = self.node.stats()
+        out.update({f"coordinator_{k}": v for k, v in self.coordinator.stats.items()})
+        out.update({f"replica_{k}": v for k, v in self.service.stats.items()})
+        transport = self.transport.stats
+        for name in ("requests", "served", "timeouts", "unavailable", "connects",
+                     "connect_failures"):
+            out[f"peer_{name}"] = getattr(transport, name)
+        out.update(self.stats_counters)
+        return out
+
+    def up_nodes(self) -> set[str]:
+        """Members the coordinator may send to: this node and peers not in back-off."""
+        state = self.transport.link_state
+        return {node_id for node_id in self.membership.members
+                if node_id == self.node.node_id or state(node_id) not in _DOWN_STATES}
+
+    # Pass-through of the storage's plumbing
+    def add_listener(self, callback: Callable[[int, bytes | None], None]) -> None:
+        self.node.add_listener(callback)
+
+    def remove_listener(self, callback: Callable[[int, bytes | None], None]) -> None:
+        self.node.remove_listener(callback)
+
+    @property
+    def has_uncommitted(self) -> bool:
+        return self.node.has_uncommitted
+
+    def commit(self) -> None:
+        self.node.commit()
+
+    def sync(self) -> None:
+        self.node.sync()
+
+    def set_fsync(self, policy: str) -> None:
+        self.node.set_fsync(policy)
+
+    def tune_engine(self, **limits: int | None) -> None:
+        self.node.tune_engine(**limits)
+
+    def run_expire_cycle(self) -> bool:
+        return self.node.run_expire_cycle()
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.node.start()
+        self._exchange()
+
+    async def close(self) -> None:
+        """Stop exchanging, close the peer links and the storage. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._exchange_timer is not None:
+            self._exchange_timer.cancel()
+        await self.transport.close()
+        for future in self._commit_waiters:
+            if not future.done():
+                future.set_exception(ClusterError("node is stopping"))
+        await self.node.close()
+
+    # Membership (Rule 5) --------------------------------------------------------------------
+
+    def _exchange(self) -> None:
+        self._exchange_timer = None
+        if self._closed:
+            return
+        mine = Members(self.membership.me.to_wire())
+        timeout_s = max(0.1, self.cluster_options.exchange_interval_s)
+        for member in self.membership.others():
+            self._ask(member.node_id, mine, timeout_s)
+        for host, port in self.membership.missing_addresses():
+            alias = f"@{host}:{port}"
+            self.transport.add_peer(alias, host, port, verify_id=False)
+            self._ask(alias, mine, timeout_s)
+        self._exchange_timer = self.clock.call_later(self.cluster_options.exchange_interval_s,
+                                                     self._exchange)
+
+    def _ask(self, peer: str, request: Members, timeout_s: float) -> None:
+        future = self.transport.request(peer, request, timeout_s)
+        future.add_done_callback(lambda done: self._exchanged(peer, done))
+
+    def _exchanged(self, peer: str, done: asyncio.Future[Message]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            self.stats_counters["member_exchange_failures"] += 1
+            return
+        self.stats_counters["member_exchanges"] += 1
+        reply = done.result()
+        assert isinstance(reply, MembersReply)
+        try:
+            learned = [Member.from_wire(record) for record in reply.members]
+        except ValueError as exc:
+            log.warning("peer %s sent a bad member record: %s", peer, exc)
+            return
+        self._learn(learned)
+        if peer.startswith("@") and not self.membership.missing_addresses():
+            self.transport.remove_peer(peer)
+
+    def _learn(self, learned: list[Member]) -> None:
+        was_ready = self.membership.complete
+        if not self.membership.learn_all(learned):
+            return
+        for member in self.membership.others():
+            self.transport.add_peer(member.node_id, member.peer_host, member.peer_port)
+        self.coordinator.placement = Placement(self.membership.ring(),
+                                               self.cluster_options.replication)
+        self._persist()
+        if self.membership.complete and not was_ready:
+            log.warning("cluster ready: %d nodes known", len(self.membership.members))
+
+    def _persist(self) -> None:
+        try:
+            members_file.write(self._fs, self.node.directory,
+                               self.membership.members.values())
+        except OSError as exc:
+            log.warning("cannot save %s: %s", members_file.MEMBERS_NAME, exc)
+
+    def _check_ready(self) -> None:
+        if not self.membership.complete:
+            missing = self.membership.missing_addresses()
+            raise ClusterDown(
+                f"CLUSTERDOWN waiting for peers: {len(missing)} configured peer(s) not reached "
+                f"yet ({', '.join(f'{h}:{p}' for h, p in missing)})")
+
+    # Serving peers --------------------------------------------------------------------------
+
+    def _serve(self, peer: str, message: Message) -> Message | asyncio.Future[Message]:
+        """The transport's handler: answers a peer's request (maybe after commit, Rule 2)."""
+        if isinstance(message, Members):
+            try:
+                member = Member.from_wire(message.member)
+            except ValueError as exc:
+                raise RemoteError(ErrorCode.PROTOCOL, str(exc)) from None
+            self._learn([member])
+            return MembersReply([m.to_wire() for m in self.membership.members.values()])
+        if self._closed:
+            raise RemoteError(ErrorCode.SHUTTING_DOWN, "node is stopping")
+        if isinstance(message, Read):
+            return self.service.handle(peer, message)
+        if isinstance(message, Write):
+            return self._after_commit(self.service.handle(peer, message))
+        if isinstance(message, Scan):
+            self._check_db(message.db)
+            entries, stop = self.node.local_scan(message.db, message.start, message.count)
+            return ScanReply([[key, encode(siblings)] for key, siblings in entries], stop)
+        if isinstance(message, Count):
+            self._check_db(message.db)
+            return CountReply(self.node.replica.keys[message.db])
+        if isinstance(message, Flush):
+            if message.db is not None:
+                self._check_db(message.db)
+            self._flush_local(message.db)
+            return self._after_commit(FlushAck())
+        return self.service.handle(peer, message)  # answers UNSUPPORTED
+
+    def _check_db(self, db: int) -> None:
+        if db >= self.node.options.databases:
+            raise RemoteError(ErrorCode.UNSUPPORTED, f"db {db} is out of range")
+
+    def _after_commit(self, reply: Message) -> Message | asyncio.Future[Message]:
+        if not self.node.pending_log:
+            return reply
+        answer: asyncio.Future[Message] = self._loop.create_future()
+        barrier = self._commit_barrier()
+
+        def done(_: asyncio.Future[None]) -> None:
+            if answer.done():
+                return
+            error = barrier.exception()
+            if error is not None:
+                answer.set_exception(RemoteError(ErrorCode.INTERNAL, f"commit failed: {error}"))
+            else:
+                answer.set_result(reply)
+
+        barrier.add_done_callback(done)
+        return answer
+
+    def _commit_barrier(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._commit_waiters.append(future)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            self._loop.call_soon(self._commit)
+        return future
+
+    def _commit(self) -> None:
+        self._commit_scheduled = False
+        waiters, self._commit_waiters = self._commit_waiters, []
+        error: Exception | None = None
+        try:
+            if not self._closed:
+                self.node.commit()
+        except Exception as exc:  # OSError (disk full ...): the writes are not acknowledged
+            error = exc
+        for future in waiters:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(None)
+
+    # Fan-out helpers ------------------------------------------------------------------------
+
+    async def _all_nodes(self, request: Count | Flush | Scan, local: object
+                         ) -> dict[str, Message | BaseException | object]:
+        """Send ``request`` to every other member (``local`` is this node's answer)."""
+        timeout_s = self.cluster_options.request_timeout_ms / 1000
+        others = [m.node_id for m in self.membership.others()]
+        futures = [self.transport.request(node_id, request, timeout_s) for node_id in others]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        out: dict[str, Message | BaseException | object] = {self.node.node_id: local}
+        out.update(zip(others, results, strict=True))
+        return out
+
+    def _scan_tolerance(self) -> int:
+        """How many nodes a SCAN may miss and still see every key written with a quorum."""
+        total = min(self.cluster_options.replication.total, len(self.membership.members))
+        return total - quorum(total)
+
+    async def _scan_all(self, db: int, cursor: int, count: int
+                        ) -> tuple[list[tuple[bytes, Siblings]], int]:
+        """Merged entries from every node from ``cursor`` on, and the last token all of them
+        covered (``_END`` - 1 or more: the end of the ring)."""
+        local_entries, local_stop = self.node.local_scan(db, cursor, count)
+        replies = await self._all_nodes(Scan(db, cursor, count), (local_entries, local_stop))
+        answered: list[tuple[list[tuple[bytes, Siblings]], int | None]] = []
+        failed = 0
+        for node_id, reply in replies.items():
+            if node_id == self.node.node_id:
+                answered.append((local_entries, local_stop))
+            elif isinstance(reply, ScanReply):
+                try:
+                    answered.append(([(k, decode(raw)) for k, raw in reply.entries], reply.stop))
+                except ClusterError as exc:
+                    log.warning("peer %s sent a damaged scan entry: %s", node_id, exc)
+                    failed += 1
+            else:
+                failed += 1
+        if failed > self._scan_tolerance():
+            raise NoQuorum(len(answered), len(replies) - self._scan_tolerance()).error()
+        stop = min(_END if s is None else s for _, s in answered)
+        merged: dict[bytes, Siblings] = {}
+        for entries, _ in answered:
+            for key, siblings in entries:
+                if stop != _END and keyspace.token(key) > stop:
+                    continue
+                held = merged.get(key)
+                merged[key] = siblings if held is None else merge(held, siblings)
+        ordered = sorted(merged.items(), key=lambda item: (keyspace.token(item[0]), item[0]))
+        return ordered, (keyspace.TOKEN_MAX if stop == _END else stop)
+
+    async def _flush(self, db: int | None) -> None:
+        """Flush on every node. Refused before anything is flushed while a node is known to
+        be down: a flush that reaches some nodes only is what the client would least expect."""
+        self._check_ready()
+        up, members = len(self.up_nodes()), len(self.membership.members)
+        if up < members:
+            raise NoQuorumError(f"NOQUORUM {up} of {members} nodes are up; a flush needs "
+                                "every node")
+        self._flush_local(db)
+        replies = await self._all_nodes(Flush(db), FlushAck())
+        failed = [node_id for node_id, r in replies.items() if not isinstance(r, FlushAck)]
+        if failed:
+            raise NoQuorumError(
+                f"NOQUORUM {len(replies) - len(failed)} of {len(replies)} nodes flushed "
+                f"(not reached: {', '.join(sorted(failed))})")
+
+    def _flush_local(self, db: int | None) -> None:
+        node = self.node
+        for one in range(node.options.databases) if db is None else (db,):
+            node.replica.flush(one)
+            node.notify_flushed(one)
+
+
+class Session:
+    """A connection's view of a ``ClusterNode`` with its own consistency levels."""
+
+    local_only = False
+
+    def __init__(self, core: ClusterNode, read: Consistency, write: Consistency) -> None:
+        self.core = core
+        self.read_level = read
+        self.write_level = write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+    def with_consistency(self, read: Consistency | None, write: Consistency | None
+                         ) -> Session:
+        return Session(self.core, read or self.core.read_level, write or self.core.write_level)
+
+    async def get(self, db: int, key: bytes) -> Entry | None:
+        return await self.core.get(db, key, self.read_level)
+
+    async def get_siblings(self, db: int, key: bytes) -> Siblings:
+        return await self.core.get_siblings(db, key, self.read_level)
+
+    async def put(self, db: int, key: bytes, value: bytes, expire_at_ms: int = 0, *,
+                  context: object | None = None) -> None:
+        await self.core.put(db, key, value, expire_at_ms, context=context,
+                            level=self.write_level)
+
+    async def delete(self, db: int, key: bytes) -> bool:
+        return await self.core.delete(db, key, self.write_level)
+
+    async def write_many(self, db: int, ops: Sequence[tuple[bytes, bytes | None, int]]) -> None:
+        await self.core.write_many(db, ops, self.write_level)
+
+
+def _visible(siblings: Siblings, now_ms: int) -> bool:
+    if not siblings:
+        return False
+    top = winner(siblings)
+    return top[VALUE] is not None and not 0 < top[EXPIRE_AT_MS] <= now_ms
+
+
+def _as_context(context: object | None) -> Siblings | None:
+    """The versions a write supersedes: an Entry's context (its sibling set) as given."""
+    if context is None:
+        return None
+    assert isinstance(context, tuple), type(context)
+    return context

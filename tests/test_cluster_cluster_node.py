@@ -1,0 +1,268 @@
+"""cluster/cluster_node.py: three ClusterNodes in one event loop over real loopback TCP.
+
+The frontend's view of a cluster (get/put/delete/write_many/scan/random_key/dbsize/flush),
+readiness (Rule 1), acks after commit (Rule 2), NOQUORUM (Rule 3), fan-out (Rule 4) and the
+member exchange (Rule 5). The real-process tests (kill -9, restarts) are test_cluster_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from cluster import members as members_file
+from cluster.clock import LoopClock
+from cluster.cluster_node import ClusterDown, ClusterNode, ClusterOptions
+from cluster.consistency import Level, NoQuorumError
+from cluster.messages import Members
+from cluster.node import NodeOptions
+from cluster.preflist import Replication
+from cluster.transport import RemoteError
+from engine.fs import OSFileSystem
+from tests.servers import free_port
+
+HOST = "127.0.0.1"
+SECRET = b"unit-test-secret"
+
+
+def options(peer_port: int, peers: list[int], **extra: object) -> ClusterOptions:
+    return ClusterOptions(
+        peer_host=HOST, peer_port=peer_port, client_host=HOST, client_port=peer_port,
+        peers=tuple((HOST, p) for p in peers), secret=SECRET, num_tokens=16,
+        replication=Replication.simple(3), request_timeout_ms=500,
+        exchange_interval_s=0.05, **extra)  # type: ignore[arg-type]
+
+
+async def open_cluster(tmp_path: Path, size: int = 3, **extra: object) -> list[ClusterNode]:
+    ports = [free_port() for _ in range(size)]
+    clock = LoopClock(asyncio.get_running_loop())
+    nodes = []
+    for i, port in enumerate(ports):
+        node = await ClusterNode.open(
+            str(tmp_path / f"n{i}"), NodeOptions(fsync="no", tombstone_grace_ms=60_000),
+            options(port, [p for p in ports if p != port], **extra), clock)
+        node.start()
+        nodes.append(node)
+    await wait_for(lambda: all(n.ready for n in nodes))
+    return nodes
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def close_all(nodes: list[ClusterNode]) -> None:
+    for node in nodes:
+        await node.close()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())
+
+
+def test_write_anywhere_read_anywhere(tmp_path: Path) -> None:
+    async def body() -> None:
+        nodes = await open_cluster(tmp_path)
+        try:
+            a, b, c = nodes
+            await a.put(0, b"k", b"v1")
+            entry = await b.get(0, b"k")
+            assert entry is not None and entry.value == b"v1"
+            await c.put(0, b"k", b"v2", context=entry.context)
+            entry = await a.get(0, b"k", Level.ALL)
+            assert entry is not None and entry.value == b"v2"
+            assert len(entry.context) == 1  # the context write superseded the first version
+            assert await b.delete(0, b"k")
+            assert await c.get(0, b"k") is None
+            assert not await a.delete(0, b"k")
+            # A value expiring in the past is invisible everywhere at once.
+            await a.put(0, b"gone", b"x", expire_at_ms=a.clock.wall_ms() - 1)
+            assert await b.get(0, b"gone") is None
+            # Every replica holds the key (N=3 on 3 nodes) once W=ALL returned.
+            await b.put(0, b"all", b"1", level=Level.ALL)
+            for node in nodes:
+                assert node.node.replica.read(node_key(0, b"all"))
+        finally:
+            await close_all(nodes)
+    run(body)
+
+
+def node_key(db: int, key: bytes) -> bytes:
+    from cluster.keys import engine_key
+    return engine_key(db, key)
+
+
+def test_peer_writes_are_acknowledged_after_commit(tmp_path: Path) -> None:
+    async def body() -> None:
+        nodes = await open_cluster(tmp_path)
+        try:
+            # Nothing commits the replicas' logs but the ack barrier (there is no server
+            # here): once W=ALL returns, no replica may hold uncommitted writes (Rule 2).
+            await nodes[0].put(0, b"durable", b"v", level=Level.ALL)
+            for node in nodes[1:]:
+                assert not node.has_uncommitted
+        finally:
+            await close_all(nodes)
+    run(body)
+
+
+def test_multi_key_fan_out(tmp_path: Path) -> None:
+    async def body() -> None:
+        nodes = await open_cluster(tmp_path)
+        try:
+            a, b, c = nodes
+            keys = [b"key:%d" % i for i in range(200)]
+            await a.write_many(0, [(k, b"v" + k, 0) for k in keys] + [(keys[0], None, 0)])
+            assert await b.get(0, keys[0]) is None  # the last op of a key wins
+            assert await c.dbsize(0) == 199
+            seen: list[bytes] = []
+            cursor = 0
+            while True:
+                cursor, page = await b.scan(0, cursor, 7)
+                seen.extend(page)
+                if cursor == 0:
+                    break
+            assert sorted(seen) == sorted(keys[1:])  # every key exactly once
+            assert await c.random_key(0) in set(keys[1:])
+            assert await a.random_key(1) is None
+            await c.flushdb(0)
+            assert await a.dbsize(0) == 0
+            assert await b.scan(0, 0, 1000) == (0, [])
+            assert await a.random_key(0) is None
+        finally:
+            await close_all(nodes)
+    run(body)
+
+
+def test_scan_merges_replicas_by_clock(tmp_path: Path) -> None:
+    async def body() -> None:
+        nodes = await open_cluster(tmp_path)
+        try:
+            a, b, _ = nodes
+            await a.put(0, b"k", b"v", level=Level.ALL)
+            # The delete reaches one replica only (ONE): the others still hold the value,
+            # but its tombstone supersedes it, so a merged SCAN does not return the key.
+            await b.delete(0, b"k", Level.ONE)
+            await asyncio.sleep(0.2)  # let the background replicas finish or not
+            assert await a.scan(0, 0, 100) == (0, [])
+        finally:
+            await close_all(nodes)
+    run(body)
+
+
+def test_noquorum_when_peers_are_gone(tmp_path: Path) -> None:
+    async def body() -> None:
+        nodes = await open_cluster(tmp_path)
+        a, b, c = nodes
+        try:
+            await a.put(0, b"k", b"v", level=Level.ALL)
+            await c.close()
+            await wait_for(lambda: c.node_id not in a.up_nodes())
+            await a.put(0, b"k2", b"v2")  # QUORUM: 2 of 3 still answer
+            assert (await b.get(0, b"k2")).value == b"v2"  # type: ignore[union-attr]
+            with pytest.raises(NoQuorumError, match=r"NOQUORUM [12] of 3 required"):
+                await a.put(0, b"k3", b"v3", level=Level.ALL)
+            await b.close()
+            with pytest.raises(NoQuorumError, match="NOQUORUM 1 of 2 required"):
+                await a.get(0, b"k")
+            with pytest.raises(NoQuorumError, match="NOQUORUM"):
+                await a.scan(0, 0, 10)
+            await wait_for(lambda: b.node_id not in a.up_nodes())
+            with pytest.raises(NoQuorumError, match="1 of 3 nodes are up"):
+                await a.flushall()
+            # Refused before anything was flushed.
+            assert (await a.get(0, b"k", Level.ONE)).value == b"v"  # type: ignore[union-attr]
+        finally:
+            await close_all(nodes)
+    run(body)
+
+
+def test_cluster_down_until_every_configured_peer_answered(tmp_path: Path) -> None:
+    async def body() -> None:
+        port, silent = free_port(), free_port()
+        clock = LoopClock(asyncio.get_running_loop())
+        node = await ClusterNode.open(str(tmp_path / "n"), NodeOptions(fsync="no"),
+                                      options(port, [silent]), clock)
+        node.start()
+        try:
+            await asyncio.sleep(0.2)
+            assert not node.ready
+            for call in (node.get(0, b"k"), node.put(0, b"k", b"v"), node.scan(0, 0, 10),
+                         node.dbsize(0), node.flushall()):
+                with pytest.raises(ClusterDown, match=f"CLUSTERDOWN .*{HOST}:{silent}"):
+                    await call
+        finally:
+            await node.close()
+    run(body)
+
+
+def test_restart_remembers_members_and_tokens(tmp_path: Path) -> None:
+    async def body() -> None:
+        nodes = await open_cluster(tmp_path)
+        a = nodes[0]
+        before = {m.node_id: m.tokens for m in a.membership.members.values()}
+        await a.put(0, b"k", b"v", level=Level.ALL)
+        await close_all(nodes)
+        # Restart one node alone: its peers are down, but it knows the ring from its file.
+        stored = members_file.read(OSFileSystem(), str(tmp_path / "n0"))
+        assert {m.node_id: m.tokens for m in stored} == before
+        clock = LoopClock(asyncio.get_running_loop())
+        me = a.membership.me
+        peers = [m.peer_port for m in stored if m.node_id != me.node_id]
+        again = await ClusterNode.open(str(tmp_path / "n0"), NodeOptions(fsync="no"),
+                                       options(me.peer_port, peers), clock)
+        try:
+            assert again.ready and again.node_id == a.node_id
+            assert again.membership.me.tokens == me.tokens
+            assert again.membership.me.generation >= me.generation
+            with pytest.raises(NoQuorumError):
+                await again.get(0, b"k")  # ready, but the others are down
+            assert (await again.get(0, b"k", Level.ONE)).value == b"v"  # type: ignore[union-attr]
+        finally:
+            await again.close()
+    run(body)
+
+
+def test_peer_refuses_a_malformed_member_record(tmp_path: Path) -> None:
+    async def body() -> None:
+        nodes = await open_cluster(tmp_path)
+        try:
+            a, b, _ = nodes
+            record = a.membership.me.to_wire()
+            # The wire schema passes it (whole 8-byte words); the record check does not.
+            record[7] = (2).to_bytes(8, "big") + (1).to_bytes(8, "big")
+            with pytest.raises(RemoteError, match="ascending"):
+                await a.transport.request(b.node_id, Members(record), 1.0)
+            assert b.membership.members[a.node_id] == a.membership.me  # unchanged
+        finally:
+            await close_all(nodes)
+    run(body)
+
+
+def test_wrong_secret_is_refused(tmp_path: Path) -> None:
+    async def body() -> None:
+        good, bad = free_port(), free_port()
+        clock = LoopClock(asyncio.get_running_loop())
+        first = await ClusterNode.open(str(tmp_path / "good"), NodeOptions(fsync="no"),
+                                       options(good, [bad]), clock)
+        wrong = options(bad, [good])
+        wrong = ClusterOptions(**{**{f: getattr(wrong, f) for f in wrong.__dataclass_fields__},
+                                  "secret": b"another secret"})
+        second = await ClusterNode.open(str(tmp_path / "bad"), NodeOptions(fsync="no"), wrong,
+                                        clock)
+        first.start()
+        second.start()
+        try:
+            await asyncio.sleep(0.5)
+            assert not first.ready and not second.ready
+            assert second.node_id not in first.membership.members
+        finally:
+            await first.close()
+            await second.close()
+    run(body)
