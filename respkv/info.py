@@ -402,8 +402,23 @@ def _commandstats(state: ServerState) -> Fields:
 
 
 def _cluster(state: ServerState) -> Fields:
-    # Redis Cluster's protocol is not spoken: clients must not switch to cluster mode.
-    return [("cluster_enabled", 0)]
+    # Redis Cluster's protocol is not spoken: clients must not switch to cluster mode, so
+    # cluster_enabled stays 0 and respkv's own cluster is described by fields of its own.
+    node = state.node
+    membership = getattr(node, "membership", None)
+    if membership is None:  # standalone: exactly what redis-server says
+        return [("cluster_enabled", 0)]
+    config = state.config
+    return [
+        ("cluster_enabled", 0),
+        ("respkv_cluster_nodes", len(membership.members)),
+        ("respkv_cluster_nodes_up", len(node.up_nodes())),
+        ("respkv_cluster_ready", int(membership.complete)),
+        ("respkv_cluster_peers_missing", len(membership.missing_addresses())),
+        ("respkv_replication_factor", config.replication_factor),
+        ("respkv_read_consistency", config.read_consistency),
+        ("respkv_write_consistency", config.write_consistency),
+    ]
 
 
 def _keyspace(state: ServerState) -> Fields:

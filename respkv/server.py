@@ -20,6 +20,7 @@ from collections.abc import Callable
 from cluster import consistency
 from cluster.clock import LoopClock
 from cluster.cluster_node import ClusterNode, ClusterOptions
+from cluster.errors import ClusterError
 from cluster.node import Node, NodeOptions
 from cluster.preflist import parse_replication
 from engine.errors import StorageError
@@ -332,8 +333,10 @@ async def serve(config: Config) -> Server:
 async def _main_async(config: Config) -> int:
     try:
         server = await serve(config)
-    except OSError as exc:
-        log.warning("%s", exc)
+    except (OSError, ClusterError, StorageError) as exc:
+        # A busy port, a damaged node.meta or cluster.members, a missing cluster-secret:
+        # one clear line naming the cause, and a failed exit, as redis-server does.
+        log.warning("Can't start: %s", exc)
         return 1
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
