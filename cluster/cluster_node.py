@@ -36,9 +36,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from cluster import keys as keyspace
 from cluster import members as members_file
@@ -73,6 +73,7 @@ from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, merge, winner
 from engine.fs import OSFileSystem
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _END = keyspace.TOKEN_MAX + 1  # "the scan reached the end of the ring", as a sort key
 _DOWN_STATES = (LinkState.BACKOFF, LinkState.CLOSED)
@@ -224,6 +225,34 @@ class ClusterNode:
         assert isinstance(outcome, Found)
         return outcome.siblings
 
+    async def get_many(self, db: int, keys: Sequence[bytes],
+                       level: Consistency | None = None) -> list[Entry | None]:
+        """``get`` of each key, all in parallel (Rule 4); a key named twice is read once."""
+        unique = list(dict.fromkeys(keys))
+        found = await self._each(unique, lambda key: self.get(db, key, level))
+        by_key = dict(zip(unique, found, strict=True))
+        return [by_key[key] for key in keys]
+
+    async def delete_many(self, db: int, keys: Sequence[bytes],
+                          level: Consistency | None = None) -> int:
+        """``delete`` of each distinct key, in parallel; how many visible values it deleted."""
+        unique = list(dict.fromkeys(keys))
+        return sum(await self._each(unique, lambda key: self.delete(db, key, level)))
+
+    async def _each(self, keys: list[bytes], call: Callable[[bytes], Awaitable[T]]) -> list[T]:
+        """``call`` for every key concurrently; the first NOQUORUM (or other error) is raised
+        once every call finished, so no request is left running behind the reply."""
+        self._check_ready()
+        outcomes = await asyncio.gather(*(call(key) for key in keys), return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            first = errors[0]
+            if isinstance(first, NoQuorumError) and len(keys) > 1:
+                raise NoQuorumError(f"{first} ({len(errors)} of {len(keys)} keys failed; "
+                                    "the others were done)") from None
+            raise first
+        return cast(list[T], outcomes)
+
     async def put(self, db: int, key: bytes, value: bytes, expire_at_ms: int = 0, *,
                   context: object | None = None, level: Consistency | None = None) -> None:
         """Write ``value``; ``context`` (an Entry's, or siblings from get_siblings) names what
@@ -296,8 +325,11 @@ class ClusterNode:
         """Keys of ``db`` in the cluster: the nodes' stored counts over the replication
         factor (exact while every replica holds every key it should; docs/commands.md)."""
         self._check_ready()
-        replies = await self._all_nodes(Count(db), self.node.replica.keys[db])
+        replies = await self._all_nodes(Count(db), CountReply(self.node.replica.keys[db]))
         counts = [r.keys for r in replies.values() if isinstance(r, CountReply)]
+        # As SCAN: an estimate from fewer nodes than a quorum write reaches would be wrong.
+        if len(replies) - len(counts) > self._scan_tolerance():
+            raise NoQuorum(len(counts), len(replies) - self._scan_tolerance()).error()
         nodes = len(self.membership.members)
         copies = min(self.cluster_options.replication.total, nodes)
         return round(sum(counts) * nodes / max(1, len(counts)) / copies)
@@ -371,6 +403,14 @@ class ClusterNode:
         if self._exchange_timer is not None:
             self._exchange_timer.cancel()
         await self.transport.close()
+        # Closing the transport failed every request in flight; let the FSMs take those
+        # answers (and apply a last local read repair) while the storage is still open.
+        for _ in range(8):
+            if not self.coordinator.active:
+                break
+            await asyncio.sleep(0)
+        for fsm in list(self.coordinator.active):  # a local-only FSM waiting for nothing
+            log.info("stopping with an unfinished request: %r", fsm)
         for future in self._commit_waiters:
             if not future.done():
                 future.set_exception(ClusterError("node is stopping"))
@@ -623,6 +663,12 @@ class Session:
 
     async def write_many(self, db: int, ops: Sequence[tuple[bytes, bytes | None, int]]) -> None:
         await self.core.write_many(db, ops, self.write_level)
+
+    async def get_many(self, db: int, keys: Sequence[bytes]) -> list[Entry | None]:
+        return await self.core.get_many(db, keys, self.read_level)
+
+    async def delete_many(self, db: int, keys: Sequence[bytes]) -> int:
+        return await self.core.delete_many(db, keys, self.write_level)
 
 
 def _visible(siblings: Siblings, now_ms: int) -> bool:

@@ -254,6 +254,11 @@ class Node:
             return None
         return _new(Entry, (value, expire_at_ms, (seen, self._seq, ekey)))
 
+    async def get_many(self, db: int, keys: Sequence[bytes]) -> list[Entry | None]:
+        """``get`` of each key, in order (a cluster runs them in parallel)."""
+        get = self.get_now
+        return [get(db, key) for key in keys]
+
     # Writes ----------------------------------------------------------------------------
 
     async def put(self, db: int, key: bytes, value: bytes, expire_at_ms: int = 0, *,
@@ -338,6 +343,14 @@ class Node:
         elif visible is None and _expired_winner(old, now_ms):
             self._expire(db, ekey, old)
         return visible is not None
+
+    async def delete_many(self, db: int, keys: Sequence[bytes]) -> int:
+        """``delete`` of each key in order; how many visible values were deleted."""
+        deleted = 0
+        for key in keys:
+            if await self.delete(db, key):
+                deleted += 1
+        return deleted
 
     async def write_many(self, db: int, ops: Sequence[tuple[bytes, bytes | None, int]]) -> None:
         """Apply ``(key, value or None = delete, expire_at_ms)`` ops atomically (one batch).

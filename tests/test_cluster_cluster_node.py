@@ -131,6 +131,13 @@ def test_multi_key_fan_out(tmp_path: Path) -> None:
             assert sorted(seen) == sorted(keys[1:])  # every key exactly once
             assert await c.random_key(0) in set(keys[1:])
             assert await a.random_key(1) is None
+            many = [keys[1], b"missing", keys[1], keys[2]]
+            found = await a.get_many(0, many)
+            assert [e and e.value for e in found] == [b"v" + keys[1], None, b"v" + keys[1],
+                                                      b"v" + keys[2]]
+            # A key named twice is deleted once, as Redis's DEL counts it.
+            assert await b.delete_many(0, [keys[1], keys[1], b"missing", keys[2]]) == 2
+            assert await c.get_many(0, [keys[1], keys[2]]) == [None, None]
             await c.flushdb(0)
             assert await a.dbsize(0) == 0
             assert await b.scan(0, 0, 1000) == (0, [])

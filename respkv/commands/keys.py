@@ -106,12 +106,7 @@ async def _lookup_read(client: Client, key: bytes) -> Entry | None:
 
 
 async def _delete_keys(client: Client, argv: list[bytes]) -> int:
-    node, db = client.node, client.db
-    deleted = 0
-    for key in argv[1:]:
-        if await node.delete(db, key):
-            deleted += 1
-    return deleted
+    return await client.node.delete_many(client.db, argv[1:])
 
 
 _DEL_COMPLEXITY = (
@@ -143,11 +138,12 @@ async def unlink(client: Client, argv: list[bytes]) -> object:
 
 async def _count_existing(client: Client, argv: list[bytes]) -> int:
     # A key named twice counts twice, as in Redis.
-    found = 0
-    for key in argv[1:]:
-        if await _lookup_read(client, key) is not None:
-            found += 1
-    return found
+    entries = await client.node.get_many(client.db, argv[1:])
+    misses = entries.count(None)
+    stats = client.server.stats
+    stats.keyspace_misses += misses
+    stats.keyspace_hits += len(entries) - misses
+    return len(entries) - misses
 
 
 @command("exists", -2, "readonly fast", (1, -1, 1), group="generic",

@@ -330,17 +330,9 @@ async def getex(client: Client, argv: list[bytes]) -> object:
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0, "flags": ["multiple"]}],
 )
 async def mget(client: Client, argv: list[bytes]) -> object:
-    node = client.node
-    db = client.db
-    values: list[bytes | None] = []
-    hits = 0
-    for key in argv[1:]:
-        entry = await node.get(db, key)
-        if entry is None:
-            values.append(None)
-        else:
-            hits += 1
-            values.append(entry.value)
+    entries = await client.node.get_many(client.db, argv[1:])
+    values: list[bytes | None] = [None if e is None else e.value for e in entries]
+    hits = len(values) - values.count(None)
     stats = client.server.stats
     stats.keyspace_hits += hits
     stats.keyspace_misses += len(values) - hits
