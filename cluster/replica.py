@@ -70,6 +70,8 @@ class PurgeFilter:
         self.undecodable = 0  # values kept because they do not decode
 
     def __call__(self, ekey: bytes, raw: bytes) -> bool:
+        if ekey[0] >= keyspace.DATABASES_MAX:
+            return True  # the cluster's own namespaces (hints, counter floors) manage theirs
         try:
             siblings = decode(raw)
         except CorruptionError:

@@ -52,6 +52,11 @@ def test_drops_only_dead_sets_the_counters_already_leave_out() -> None:
     assert purge.dropped == sum(not kept for _, kept in cases)
     assert purge(b"k", b"\xc1 not msgpack") is True  # undecodable: kept for a read to report
     assert purge.undecodable == 1
+    # The cluster's own namespaces (hints 253, counter floors 254) are never judged here.
+    dead = encode((version(T0, None),))
+    assert purge(bytes((253,)) + b"hint", dead) is True
+    assert purge(bytes((254,)) + b"floor", (7).to_bytes(8, "big")) is True
+    assert purge.undecodable == 1
     assert PurgeFilter(0, lambda: T0)(b"k", encode((version(T0, None),))) is False
 
 
