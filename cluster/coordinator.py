@@ -22,8 +22,14 @@ Rules:
    replica coordinator supersedes its local replica's versions only (Riak's vnode-local
    increment; other coordinators' concurrent versions become siblings). A write with a
    context supersedes exactly the context's versions.
-4. A primary that ``up_nodes()`` does not list is failed at once (counted against the
-   quorum) and not contacted; the sloppy quorum (stand-ins with hints) is issue 6.
+4. A primary that ``up_nodes()`` does not list is not contacted. With ``sloppy_quorum``
+   the next up node beyond the primaries stands in for it (``Placement.preference_list``):
+   the stand-in gets the request with ``hint_for`` naming the primary, keeps a write as a
+   hint, and its ack or answer counts toward W or R. A down primary without a stand-in,
+   or any down primary under a strict quorum, is failed at once (counted against the
+   quorum). Either way the coordinator keeps a hint itself for every down primary that no
+   stand-in serves (when ``should_hint`` allows: the owner has not been down too long), so
+   a missed write is handed off when the owner is back (issue 6).
 5. When every primary of a key is this node (a cluster of one), every request completes
    inside the call: the futures returned are already done, and ``get_now``/``put_now``/
    ``delete_now`` return the outcome directly (they assert that nothing was left pending).
@@ -43,7 +49,7 @@ from cluster.clock import Clock
 from cluster.consistency import Consistency, NoQuorum, Requirement, required
 from cluster.get_core import Found
 from cluster.get_fsm import GetFsm, GetRequest
-from cluster.preflist import Placement
+from cluster.preflist import Placement, Role
 from cluster.put_core import PutOk
 from cluster.put_fsm import PutFsm, PutRequest, Target
 from cluster.replica_service import ReplicaService
@@ -61,11 +67,24 @@ class Deleted:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """A request's targets (Rule 4): the primaries that are up, stand-ins for down ones (with
+    ``hint_for``), and the down primaries nobody serves, which are also in ``down``;
+    ``hint_to`` are the owners the coordinator keeps a hint for."""
+
+    targets: tuple[Target, ...]
+    down: frozenset[str]
+    hint_to: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CoordinatorOptions:
     # How long a request waits for replicas before the silent ones count as failed.
     request_timeout_ms: int = 2000
     # Rule 3: read (with the write's requirement) before a write without a context.
     read_before_write: bool = True
+    # Rule 4: stand-ins for down primaries (sloppy quorum), or strict quorums.
+    sloppy_quorum: bool = False
 
     def __post_init__(self) -> None:
         if self.request_timeout_ms < 1:
@@ -76,7 +95,8 @@ class Coordinator:
     def __init__(self, placement: Placement, service: ReplicaService, transport: Transport,
                  clock: Clock, actor: bytes, new_future: Callable[[], asyncio.Future[Any]],
                  options: CoordinatorOptions | None = None,
-                 up_nodes: Callable[[], Collection[str]] | None = None) -> None:
+                 up_nodes: Callable[[], Collection[str]] | None = None,
+                 should_hint: Callable[[str], bool] | None = None) -> None:
         self.placement = placement
         self.service = service
         self.transport = transport
@@ -86,11 +106,13 @@ class Coordinator:
         self.options = options or CoordinatorOptions()
         self.node_id = transport.node_id
         self.up_nodes = up_nodes
+        self.should_hint = should_hint
         info = placement.ring.nodes.get(self.node_id)
         self.local_dc = info.datacenter if info is not None else "dc1"
         self.timeout_s = self.options.request_timeout_ms / 1000
         self.active: set[GetFsm | PutFsm] = set()  # FSMs not finished (late replies, repair)
-        self.stats = {"gets": 0, "puts": 0, "noquorum": 0, "read_repairs": 0}
+        self.stats = {"gets": 0, "puts": 0, "noquorum": 0, "read_repairs": 0,
+                      "sloppy_requests": 0, "hints_kept": 0}
 
     # Placement ---------------------------------------------------------------------------
 
@@ -112,21 +134,37 @@ class Coordinator:
         """True when every key's only replica is this node (Rule 5 holds for every key)."""
         return set(self.placement.ring.nodes) == {self.node_id}
 
-    def _down(self, targets: tuple[Target, ...]) -> frozenset[str]:
+    def route(self, key: bytes) -> Route:
+        """Where a request for ``key`` goes (Rule 4)."""
+        primaries = self.targets(key)
         if self.up_nodes is None:
-            return frozenset()
+            return Route(primaries, frozenset(), ())
         up = self.up_nodes()
-        return frozenset(t.node_id for t in targets if t.node_id != self.node_id
-                         and t.node_id not in up)
+        down = [t for t in primaries if t.node_id != self.node_id and t.node_id not in up]
+        if not down:
+            return Route(primaries, frozenset(), ())
+        if not self.options.sloppy_quorum:
+            return Route(primaries, frozenset(t.node_id for t in down),
+                         tuple(t.node_id for t in down))
+        self.stats["sloppy_requests"] += 1
+        nodes = self.placement.ring.nodes
+        live = {*up, self.node_id}
+        entries = self.placement.preference_list(keyspace.token(key), live)
+        served = {e.primary for e in entries}
+        targets = [Target(e.node_id, nodes[e.primary].datacenter,
+                          None if e.role is Role.PRIMARY else e.primary) for e in entries]
+        unserved = [t for t in primaries if t.node_id not in served]
+        return Route(tuple(targets + unserved), frozenset(t.node_id for t in unserved),
+                     tuple(t.node_id for t in unserved))
 
     # Reads -------------------------------------------------------------------------------
 
     def start_get(self, db: int, key: bytes, level: Consistency,
                   on_reply: Callable[[Found | NoQuorum], None]) -> GetFsm:
         """Start a read; ``on_reply`` runs once (maybe before this returns)."""
-        targets = self.targets(key)
-        request = GetRequest(db, key, self.requirement(targets, level), targets,
-                             self._down(targets))
+        route = self.route(key)
+        request = GetRequest(db, key, self.requirement(route.targets, level), route.targets,
+                             route.down)
         self.stats["gets"] += 1
         fsm = GetFsm(request, local_id=self.node_id, service=self.service,
                      transport=self.transport, clock=self.clock, timeout_s=self.timeout_s,
@@ -154,16 +192,17 @@ class Coordinator:
                   on_version: Callable[[Version], None] | None = None) -> None:
         """Start a write (``value`` None: a tombstone); ``on_reply`` runs once (maybe before
         this returns); ``on_version`` sees the version written, if one is."""
-        targets = self.targets(key)
-        requirement = self.requirement(targets, level)  # Rule 6: raise before any read
+        route = self.route(key)
+        requirement = self.requirement(route.targets, level)  # Rule 6: raise before any read
         if context is not None:
-            self._start_put_fsm(db, key, value, expire_at_ms, requirement, targets, context,
+            self._start_put_fsm(db, key, value, expire_at_ms, requirement, route, context,
                                 on_reply, on_version)
             return
         if not self.options.read_before_write:
-            local = any(t.node_id == self.node_id for t in targets)
+            local = any(t.node_id == self.node_id and t.hint_for is None
+                        for t in route.targets)
             seen = self.service.read(db, key) if local else ()
-            self._start_put_fsm(db, key, value, expire_at_ms, requirement, targets, seen,
+            self._start_put_fsm(db, key, value, expire_at_ms, requirement, route, seen,
                                 on_reply, on_version)
             return
 
@@ -171,18 +210,23 @@ class Coordinator:
             if isinstance(outcome, NoQuorum):
                 on_reply(outcome)
                 return
-            self._start_put_fsm(db, key, value, expire_at_ms, requirement, targets,
+            self._start_put_fsm(db, key, value, expire_at_ms, requirement, self.route(key),
                                 outcome.siblings, on_reply, on_version)
 
         self.start_get(db, key, level, read_done)
 
     def _start_put_fsm(self, db: int, key: bytes, value: bytes | None, expire_at_ms: int,
-                       requirement: Requirement, targets: tuple[Target, ...], seen: Siblings,
+                       requirement: Requirement, route: Route, seen: Siblings,
                        on_reply: Callable[[PutOk | NoQuorum], None],
                        on_version: Callable[[Version], None] | None = None) -> None:
-        request = PutRequest(db, key, value, expire_at_ms, seen, requirement, targets,
-                             self._down(targets))
+        request = PutRequest(db, key, value, expire_at_ms, seen, requirement, route.targets,
+                             route.down)
         self.stats["puts"] += 1
+        keep = [node_id for node_id in route.hint_to
+                if self.service.hints is not None
+                and (self.should_hint is None or self.should_hint(node_id))]
+        if keep:
+            on_version = self._keeping_hints(db, key, keep, on_version)
         fsm = PutFsm(request, local_id=self.node_id, actor=self.actor, service=self.service,
                      transport=self.transport, clock=self.clock, timeout_s=self.timeout_s,
                      on_reply=self._counted(on_reply), on_finish=self._finished,
@@ -227,9 +271,9 @@ class Coordinator:
             def written(result: PutOk | NoQuorum) -> None:
                 on_reply(Deleted(existed) if isinstance(result, PutOk) else result)
 
-            targets = self.targets(key)
-            self._start_put_fsm(db, key, None, 0, self.requirement(targets, level), targets,
-                                siblings, written)
+            route = self.route(key)
+            self._start_put_fsm(db, key, None, 0, self.requirement(route.targets, level),
+                                route, siblings, written)
 
         self.start_get(db, key, level, read_done)
 
@@ -245,6 +289,21 @@ class Coordinator:
         return _only(box)
 
     # Plumbing ----------------------------------------------------------------------------
+
+    def _keeping_hints(self, db: int, key: bytes, owners: list[str],
+                       then: Callable[[Version], None] | None) -> Callable[[Version], None]:
+        """An ``on_version`` that first keeps the new version as a hint for each owner that
+        no replica or stand-in serves (Rule 4)."""
+        hints = self.service.hints
+        assert hints is not None
+
+        def keep(version: Version) -> None:
+            for owner in owners:
+                if hints.add(owner, db, key, (version,)):
+                    self.stats["hints_kept"] += 1
+            if then is not None:
+                then(version)
+        return keep
 
     def _counted(self, on_reply: Callable[[T], None]) -> Callable[[T], None]:
         def reply(outcome: T) -> None:

@@ -109,7 +109,7 @@ class GetFsm:
         for target in request.targets:
             if target.node_id == self.local_id:
                 try:
-                    found = self.service.read(request.db, request.key)
+                    found = self.service.read_for(request.db, request.key, target.hint_for)
                     self.core.add_result(self.local_id, found)
                 except CorruptionError as exc:
                     self.core.add_result(self.local_id, Failed(f"local: {exc}"))
@@ -185,8 +185,8 @@ class GetFsm:
         for node_id in stale:
             self.repaired.append(node_id)
             if node_id == self.local_id:
-                self.service.merge(request.db, request.key, merged)
-                self.repairs_acked += 1
+                if self.service.store(request.db, request.key, merged, hints[node_id]):
+                    self.repairs_acked += 1
                 continue
             self._repairs_pending += 1
             future = self.transport.request(

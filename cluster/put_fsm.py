@@ -125,7 +125,8 @@ class PutFsm:
         if self.state is not State.PREPARE:
             raise FsmError(f"put fsm: start() in {self.state.name}")
         request = self.request
-        local_is_replica = any(t.node_id == self.local_id for t in request.targets)
+        local = next((t for t in request.targets if t.node_id == self.local_id), None)
+        local_is_replica = local is not None and local.hint_for is None
         version = self.version = self._new_version(local_is_replica)
         if self.on_version is not None:
             self.on_version(version)
@@ -138,6 +139,10 @@ class PutFsm:
             self.core.add_result(self.local_id, ACKED)
         else:
             self.service.raise_floor(request.db, request.key, version[CLOCK][self.actor][0])
+            if local is not None:  # this node stands in for a down replica: a hint
+                stored = self.service.store(request.db, request.key, (version,),
+                                            local.hint_for)
+                self.core.add_result(self.local_id, ACKED if stored else Failed("hint limit"))
         for node_id in sorted(request.down):
             self.core.add_result(node_id, Failed("down"))
         for target in request.targets:

@@ -23,8 +23,11 @@ Invariants:
    it (the coordinator applies its own version locally before sending it). When it is not,
    ``raise_floor`` keeps it in the reserved namespace ``FLOOR_NAMESPACE``; ``floor`` reads it.
 
-``hint_for`` (a write meant for another, down node) is merged like any write and counted;
-durable hints of their own are issue 6's hinted handoff.
+6. Hinted handoff: a ``Write`` with ``hint_for`` (a write meant for another, down node; this
+   node stands in for it) is kept in the ``HintStore`` for that node, not merged into this
+   node's own data, and acknowledged; without a hint store it is merged like any write.
+   A ``Read`` answers this node's data merged with every hint it holds for the key, so a
+   stand-in serves what it stands in for (sloppy quorum reads).
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from collections.abc import Callable
 from cluster import keys as keyspace
 from cluster.clock import Clock
 from cluster.errors import CorruptionError
+from cluster.hints import HintStore
 from cluster.messages import ErrorCode, Message, Read, ReadReply, Write, WriteAck
 from cluster.replica import Replica
-from cluster.sibling_codec import decode
+from cluster.sibling_codec import decode, encode
 from cluster.transport import RemoteError
 from cluster.vclock import PruneBounds
 from cluster.version import Siblings, limit, merge, prune_siblings
@@ -54,8 +58,10 @@ class ReplicaService:
     def __init__(self, replica: Replica, clock: Clock, *,
                  sibling_limit: int = SIBLINGS_MAX_DEFAULT,
                  prune: PruneBounds | None = None,
-                 on_change: Callable[[int, bytes], None] | None = None) -> None:
+                 on_change: Callable[[int, bytes], None] | None = None,
+                 hints: HintStore | None = None) -> None:
         assert sibling_limit >= 1, sibling_limit
+        self.hints = hints
         self.replica = replica
         self.clock = clock
         self.sibling_limit = sibling_limit
@@ -63,7 +69,7 @@ class ReplicaService:
         self.on_change = on_change
         self.stats = {"reads_served": 0, "writes_served": 0, "writes_unchanged": 0,
                       "hinted_writes": 0, "siblings_dropped": 0, "clock_prunes": 0,
-                      "writes_refused": 0}
+                      "writes_refused": 0, "hints_refused": 0}
 
     # The local path ------------------------------------------------------------------
 
@@ -93,6 +99,27 @@ class ReplicaService:
             self.on_change(db, key)
         return new
 
+    def read_for(self, db: int, key: bytes, hint_for: str | None) -> Siblings:
+        """The local read of a target: this node's data, plus the hints it holds for
+        ``hint_for`` when it stands in for that node (invariant 6)."""
+        stored = self.read(db, key)
+        if hint_for is None or self.hints is None:
+            return stored
+        held = self.hints.get(hint_for, db, key)
+        return merge(stored, held) if held else stored
+
+    def store(self, db: int, key: bytes, incoming: Siblings, hint_for: str | None) -> bool:
+        """The local write of a target: a merge, or a hint when standing in for ``hint_for``.
+        False when the hint was refused by its bounds (nothing stored)."""
+        if hint_for is not None and self.hints is not None:
+            self.stats["hinted_writes"] += 1
+            if self.hints.add(hint_for, db, key, incoming):
+                return True
+            self.stats["hints_refused"] += 1
+            return False
+        self.merge(db, key, incoming)
+        return True
+
     def floor(self, db: int, key: bytes) -> int:
         """The counter floor kept for a key this node does not replicate (invariant 5)."""
         raw = self.replica.engine.get(_floor_key(db, key))
@@ -112,12 +139,17 @@ class ReplicaService:
             self._check_db(message.db)
             self.stats["reads_served"] += 1
             raw = self.replica.raw(keyspace.engine_key(message.db, message.key))
+            stored: Siblings = ()
             if raw is not None:
                 try:
-                    decode(raw)  # never hand a peer bytes this node could not read itself
+                    stored = decode(raw)  # never hand a peer bytes this node cannot read
                 except CorruptionError as exc:
                     raise RemoteError(ErrorCode.INTERNAL,
                                       f"stored value is damaged: {exc}") from None
+            if self.hints is not None and self.hints.stats.per_target:
+                hinted = self.hints.for_key(message.db, message.key)
+                if hinted:
+                    return ReadReply(encode(merge(stored, hinted)))
             return ReadReply(raw)
         if isinstance(message, Write):
             self._check_db(message.db)
@@ -126,6 +158,13 @@ class ReplicaService:
             except CorruptionError as exc:
                 self.stats["writes_refused"] += 1
                 raise RemoteError(ErrorCode.PROTOCOL, f"write refused: {exc}") from None
+            if message.hint_for is not None and self.hints is not None:
+                self.stats["hinted_writes"] += 1
+                if not self.hints.add(message.hint_for, message.db, message.key, incoming):
+                    self.stats["hints_refused"] += 1
+                    raise RemoteError(ErrorCode.OVERLOADED,
+                                      f"hint limit reached for node {message.hint_for}")
+                return WriteAck()
             try:
                 self.merge(message.db, message.key, incoming)
             except CorruptionError as exc:
