@@ -164,8 +164,9 @@ def test_the_window_mean_is_exact_and_bounded(intervals: list[float], window: in
             learned.append(round(actual * 1_000_000))
     expected = sum(learned[-window:]) / len(learned[-window:]) / 1_000_000
     mean = fd.mean_interval_s("a")
+    assert mean is not None
     assert mean == pytest.approx(max(expected, 0.25), abs=1e-9)
-    assert 0.25 <= mean <= opts.mean_interval_max_s
+    assert mean is not None and 0.25 <= mean <= opts.mean_interval_max_s
 
 
 def test_regular_heartbeats_with_jitter_are_never_convicted() -> None:
