@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from cluster import hints as hints_module
 from cluster import keys as keyspace
 from cluster import members as members_file
 from cluster import tokens as tokens_file
@@ -101,6 +102,13 @@ class ClusterOptions:
     request_timeout_ms: int = 2000
     exchange_interval_s: float = 1.0
     listen_host: str = ""  # the address the peer listener binds ("" = peer_host)
+    # Hinted handoff (issue 6): stand-ins for down replicas, and the bounds of hints.
+    sloppy_quorum: bool = True
+    max_hint_window_ms: int = 3 * 3600 * 1000  # no new hints for a node down longer
+    hint_max_count: int = hints_module.MAX_COUNT_DEFAULT  # per target
+    hint_max_bytes: int = hints_module.MAX_BYTES_DEFAULT  # per target
+    hint_ttl_ms: int = 864_000_000  # the tombstone grace: older hints are dropped
+    handoff_rate: int = 1000  # hints delivered per second per target
 
 
 class ClusterNode:
@@ -120,24 +128,34 @@ class ClusterNode:
         self._rng = rng
         self._loop = asyncio.get_running_loop()
         self._fs = OSFileSystem()
+        self.hints = hints_module.HintStore.open(
+            node.replica.engine, clock.wall_ms, max_count=options.hint_max_count,
+            max_bytes=options.hint_max_bytes, ttl_ms=options.hint_ttl_ms,
+            report=lambda message: log.warning("%s", message))
         self.service = ReplicaService(node.replica, clock,
                                       sibling_limit=node.options.sibling_limit,
                                       prune=node.options.vclock_prune,
-                                      on_change=node.notify_changed)
+                                      on_change=node.notify_changed, hints=self.hints)
         self.transport = PeerTransport(
             TransportConfig(node.node_id, options.cluster_name, options.secret), self._serve,
             random.SystemRandom(), clock=clock)
         self.coordinator = Coordinator(
             Placement(membership.ring(), options.replication), self.service, self.transport,
             clock, node.actor, self._loop.create_future,
-            CoordinatorOptions(request_timeout_ms=options.request_timeout_ms),
-            up_nodes=self.up_nodes)
+            CoordinatorOptions(request_timeout_ms=options.request_timeout_ms,
+                               sloppy_quorum=options.sloppy_quorum),
+            up_nodes=self.up_nodes, should_hint=self._should_hint)
+        self._down_since: dict[str, int] = {}  # peer -> wall ms it was first seen down
+        self._heard: dict[str, float] = {}  # peer -> monotonic time of its last exchange
+        self._down_after_s = 3 * options.exchange_interval_s + 0.5
+        self._handoff = Handoff(self)
         self._commit_waiters: list[asyncio.Future[None]] = []
         self._commit_scheduled = False
         self._exchange_timer: TimerHandle | None = None
         self._closed = False
         self.peer_address: tuple[str, int] = (options.peer_host, options.peer_port)
-        self.stats_counters = {"member_exchanges": 0, "member_exchange_failures": 0}
+        self.stats_counters = {"member_exchanges": 0, "member_exchange_failures": 0,
+                               "hints_not_kept_window": 0}
         for member in membership.others():
             self.transport.add_peer(member.node_id, member.peer_host, member.peer_port)
 
@@ -196,6 +214,10 @@ class ClusterNode:
     @property
     def pending_log(self) -> bytearray:
         return self.node.pending_log
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def ready(self) -> bool:
@@ -355,13 +377,24 @@ class ClusterNode:
                      "connect_failures"):
             out[f"peer_{name}"] = getattr(transport, name)
         out.update(self.stats_counters)
+        hint_stats = self.hints.stats
+        out.update({"hints_stored": hint_stats.stored, "hints_dropped": hint_stats.dropped,
+                    "hints_delivered": hint_stats.delivered, "hints_expired": hint_stats.expired,
+                    "hints_pending": sum(p.count for p in hint_stats.per_target.values())})
         return out
 
     def up_nodes(self) -> set[str]:
-        """Members the coordinator may send to: this node and peers not in back-off."""
+        """Members the coordinator may send to: this node, and peers heard from (a member
+        exchange either way) within ``_down_after_s`` whose link is not in back-off. The
+        window keeps a dead peer's reconnect attempts from making it look up between them;
+        phi-accrual detection (issue 5) will replace it."""
         state = self.transport.link_state
+        heard = self._heard
+        oldest = self.clock.monotonic() - self._down_after_s
+        me = self.node.node_id
         return {node_id for node_id in self.membership.members
-                if node_id == self.node.node_id or state(node_id) not in _DOWN_STATES}
+                if node_id == me or (heard.get(node_id, -1e18) >= oldest
+                                     and state(node_id) not in _DOWN_STATES)}
 
     # Pass-through of the storage's plumbing
     def add_listener(self, callback: Callable[[int, bytes | None], None]) -> None:
@@ -402,7 +435,9 @@ class ClusterNode:
         self._closed = True
         if self._exchange_timer is not None:
             self._exchange_timer.cancel()
-        await self.transport.close()
+        await self.transport.close()  # fails every delivery in flight: hints stay stored
+        if self._handoff.tasks:
+            await asyncio.gather(*self._handoff.tasks, return_exceptions=True)
         # Closing the transport failed every request in flight; let the FSMs take those
         # answers (and apply a last local read repair) while the storage is still open.
         for _ in range(8):
@@ -430,8 +465,36 @@ class ClusterNode:
             alias = f"@{host}:{port}"
             self.transport.add_peer(alias, host, port, verify_id=False)
             self._ask(alias, mine, timeout_s)
+        self._track_down()
+        self._handoff.tick()
         self._exchange_timer = self.clock.call_later(self.cluster_options.exchange_interval_s,
                                                      self._exchange)
+
+    def _track_down(self) -> None:
+        """Note when each peer went down (max-hint-window), and log transitions."""
+        up = self.up_nodes()
+        now_ms = self.clock.wall_ms()
+        for member in self.membership.others():
+            node_id = member.node_id
+            if node_id in up:
+                if self._down_since.pop(node_id, None) is not None:
+                    log.warning("node %s is up again", node_id)
+            elif node_id not in self._down_since:
+                self._down_since[node_id] = now_ms
+                log.warning("node %s is down (%s:%d)", node_id, member.peer_host,
+                            member.peer_port)
+
+    def _should_hint(self, node_id: str) -> bool:
+        """Keep hints for a down node only within max-hint-window (bounded hints)."""
+        since = self._down_since.get(node_id)
+        if since is None or self.clock.wall_ms() - since < self.cluster_options.max_hint_window_ms:
+            return True
+        self.stats_counters["hints_not_kept_window"] += 1
+        return False
+
+    def is_reachable(self, node_id: str) -> bool:
+        """The peer's link is up (it answered recently): hints may be handed off to it."""
+        return self.transport.is_connected(node_id)
 
     def _ask(self, peer: str, request: Members, timeout_s: float) -> None:
         future = self.transport.request(peer, request, timeout_s)
@@ -442,6 +505,8 @@ class ClusterNode:
             self.stats_counters["member_exchange_failures"] += 1
             return
         self.stats_counters["member_exchanges"] += 1
+        if not peer.startswith("@"):
+            self._heard[peer] = self.clock.monotonic()
         reply = done.result()
         assert isinstance(reply, MembersReply)
         try:
@@ -488,6 +553,8 @@ class ClusterNode:
                 member = Member.from_wire(message.member)
             except ValueError as exc:
                 raise RemoteError(ErrorCode.PROTOCOL, str(exc)) from None
+            if member.node_id == peer:
+                self._heard[peer] = self.clock.monotonic()
             self._learn([member])
             return MembersReply([m.to_wire() for m in self.membership.members.values()])
         if self._closed:
@@ -628,6 +695,64 @@ class ClusterNode:
         for one in range(node.options.databases) if db is None else (db,):
             node.replica.flush(one)
             node.notify_flushed(one)
+
+
+class Handoff:
+    """Delivers the hints this node holds to their owners once reachable (issue 6).
+
+    Each tick (every ``exchange_interval_s``), for every target with hints pending that is
+    reachable, and while no earlier batch for it is still in flight, up to
+    ``handoff_rate * interval`` hints are sent as plain WRITEs; each acknowledged one is
+    removed unless a newer hint was merged into it meanwhile (hints.py invariant 3). A
+    failed delivery leaves the hint for a later tick.
+    """
+
+    def __init__(self, owner: ClusterNode) -> None:
+        self.owner = owner
+        self.busy: set[str] = set()
+        self.tasks: set[asyncio.Future[None]] = set()
+        self.cursor: dict[str, bytes] = {}  # next engine key per target (round-robin pages)
+
+    def tick(self) -> None:
+        owner = self.owner
+        hints = owner.hints
+        options = owner.cluster_options
+        per_tick = max(1, int(options.handoff_rate * options.exchange_interval_s))
+        for target in hints.targets():
+            if target in self.busy or not owner.is_reachable(target):
+                continue
+            batch = hints.batch(target, per_tick, self.cursor.get(target, b""))
+            if not batch:
+                self.cursor.pop(target, None)
+                batch = hints.batch(target, per_tick)
+            if not batch:
+                continue
+            last = batch[-1]
+            self.cursor[target] = hints_module.record_key(target, last.db, last.key)
+            self.busy.add(target)
+            task = asyncio.ensure_future(self._deliver(target, batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _deliver(self, target: str, batch: list[hints_module.Hint]) -> None:
+        owner = self.owner
+        timeout_s = owner.cluster_options.request_timeout_ms / 1000
+        try:
+            futures = [owner.transport.request(target, Write(h.db, h.key, encode(h.siblings)),
+                                               timeout_s) for h in batch]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            delivered = 0
+            for hint, result in zip(batch, results, strict=True):
+                if not isinstance(result, BaseException) and owner.hints.remove_if_unchanged(hint):
+                    delivered += 1
+            if delivered:
+                if not owner.closed:
+                    owner.node.commit()
+                log.info("handed off %d of %d hints to node %s", delivered, len(batch), target)
+        except Exception as exc:  # a disk error on commit: the hints stay, tried again later
+            log.warning("hint handoff to node %s failed: %r", target, exc)
+        finally:
+            self.busy.discard(target)
 
 
 class Session:

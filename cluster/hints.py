@@ -79,7 +79,8 @@ def _target_prefix(target: str) -> bytes:
     return _PREFIX + bytes((len(encoded),)) + encoded
 
 
-def _record_key(target: str, db: int, key: bytes) -> bytes:
+def record_key(target: str, db: int, key: bytes) -> bytes:
+    """The engine key of the hint for ``target``'s copy of (db, key)."""
     return _target_prefix(target) + keyspace.engine_key(db, key)
 
 
@@ -117,7 +118,7 @@ class HintStore:
     def add(self, target: str, db: int, key: bytes, siblings: Siblings) -> bool:
         """Record ``siblings`` for ``target``'s copy of (db, key); False if over a bound."""
         assert siblings, "an empty hint"
-        rkey = _record_key(target, db, key)
+        rkey = record_key(target, db, key)
         old_raw = self.engine.get(rkey)
         pending = self.stats.per_target.setdefault(target, Pending())
         created_ms = self.now_ms()
@@ -146,7 +147,7 @@ class HintStore:
     # Reading ---------------------------------------------------------------------------
 
     def get(self, target: str, db: int, key: bytes) -> Siblings:
-        raw = self.engine.get(_record_key(target, db, key))
+        raw = self.engine.get(record_key(target, db, key))
         if raw is None:
             return ()
         try:
@@ -208,7 +209,7 @@ class HintStore:
 
     def remove_if_unchanged(self, hint: Hint) -> bool:
         """Remove a delivered hint unless a newer one was merged into it (invariant 3)."""
-        rkey = _record_key(hint.target, hint.db, hint.key)
+        rkey = record_key(hint.target, hint.db, hint.key)
         if self.engine.get(rkey) != hint.raw:
             return False
         self._remove(hint.target, rkey, hint.raw)
@@ -223,7 +224,7 @@ class HintStore:
             if not hints:
                 return dropped
             for hint in hints:
-                self._remove(target, _record_key(target, hint.db, hint.key), hint.raw)
+                self._remove(target, record_key(target, hint.db, hint.key), hint.raw)
                 dropped += 1
 
     def _remove(self, target: str, rkey: bytes, raw: bytes) -> None:

@@ -178,6 +178,11 @@ class Config:
     write_consistency: str
     request_timeout: int  # ms
     gc_grace_seconds: int
+    sloppy_quorum: bool
+    max_hint_window: int  # seconds
+    hint_max_count: int
+    hint_max_bytes: int
+    hinted_handoff_throttle: int  # hints per second
 
     def __init__(self) -> None:
         """Every directive at its default; `dir` resolved against the current directory."""

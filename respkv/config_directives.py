@@ -340,6 +340,13 @@ def _parse_peers(args: list[str], current: list[str], ctx: LoadContext) -> list[
     return list(args)
 
 
+def _parse_positive_memory(args: list[str], current: int, ctx: LoadContext) -> int:
+    value = memtoull(args[0])
+    if value is None:
+        raise BadValue("argument must be a memory value")
+    return _bounded(value, 1, ULLONG_MAX)
+
+
 def _parse_replication(args: list[str], current: str, ctx: LoadContext) -> str:
     try:
         return format_replication(parse_replication(args))
@@ -545,6 +552,23 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
     integer("request-timeout", 2000, 1, 3_600_000,
             "Milliseconds a request waits for replicas before the silent ones count as "
             "failed.", mutability=_IMMUTABLE),
+    boolean("sloppy-quorum", True,
+            "Writes and reads of a down replica go to the next healthy node, which keeps a "
+            "hint for it (Dynamo's sloppy quorum); no = strict quorums.",
+            mutability=_IMMUTABLE),
+    integer("max-hint-window", 10_800, 0, 10 * 365 * 86_400,
+            "Seconds after a node goes down during which hints are kept for it (Cassandra's "
+            "max_hint_window); after, anti-entropy repairs it.", mutability=_IMMUTABLE),
+    integer("hint-max-count", 1_000_000, 1, LLONG_MAX,
+            "Most hints kept for one down node; more are dropped (and counted).",
+            mutability=_IMMUTABLE),
+    Directive("hint-max-bytes", 1024**3, _parse_positive_memory, str,
+              _simple_rewrite(format_memory),
+              "Most bytes of hints kept for one down node; more are dropped (and counted).",
+              _IMMUTABLE),
+    integer("hinted-handoff-throttle", 1000, 1, INT_MAX,
+            "Hints per second handed off to one node that came back, so handoff never "
+            "floods it.", mutability=_IMMUTABLE),
     integer("gc-grace-seconds", 864_000, 0, 10 * 365 * 86_400,
             "Seconds a tombstone is kept in a cluster before it may be purged (Cassandra's "
             "gc_grace_seconds), so no replica resurrects a deleted key.",

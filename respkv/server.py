@@ -307,6 +307,10 @@ def cluster_options(config: Config) -> ClusterOptions:
         read_level=consistency.parse(config.read_consistency),
         write_level=consistency.parse(config.write_consistency),
         request_timeout_ms=config.request_timeout,
+        sloppy_quorum=config.sloppy_quorum, max_hint_window_ms=config.max_hint_window * 1000,
+        hint_max_count=config.hint_max_count, hint_max_bytes=config.hint_max_bytes,
+        hint_ttl_ms=config.gc_grace_seconds * 1000,
+        handoff_rate=config.hinted_handoff_throttle,
         listen_host=host if config.cluster_announce_ip == "" else first)
 
 

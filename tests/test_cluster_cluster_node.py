@@ -273,3 +273,122 @@ def test_wrong_secret_is_refused(tmp_path: Path) -> None:
             await first.close()
             await second.close()
     run(body)
+
+
+# Hinted handoff (issue 6) -------------------------------------------------------------------
+
+
+class Cluster:
+    """ClusterNodes that can be stopped and reopened on the same directory and port."""
+
+    def __init__(self, tmp_path: Path, size: int, **extra: object) -> None:
+        self.tmp_path = tmp_path
+        self.ports = [free_port() for _ in range(size)]
+        self.extra = extra
+        self.nodes: list[ClusterNode | None] = [None] * size
+
+    async def open(self, i: int) -> ClusterNode:
+        port = self.ports[i]
+        node = await ClusterNode.open(
+            str(self.tmp_path / f"n{i}"), NodeOptions(fsync="no", tombstone_grace_ms=60_000),
+            options(port, [p for p in self.ports if p != port], **self.extra),
+            LoopClock(asyncio.get_running_loop()))
+        node.start()
+        self.nodes[i] = node
+        return node
+
+    async def open_all(self) -> list[ClusterNode]:
+        nodes = [await self.open(i) for i in range(len(self.ports))]
+        await wait_for(lambda: all(n.ready for n in nodes))
+        return nodes
+
+    async def stop(self, i: int) -> None:
+        node = self.nodes[i]
+        assert node is not None
+        self.nodes[i] = None
+        await node.close()
+
+    async def close(self) -> None:
+        for i, node in enumerate(self.nodes):
+            if node is not None:
+                await self.stop(i)
+
+
+def stored(node: ClusterNode, key: bytes) -> bytes | None:
+    """The value the node's own replica holds for key (no coordination)."""
+    siblings = node.node.replica.read(node_key(0, key))
+    return siblings[0][4] if siblings else None
+
+
+def test_hints_kept_by_the_coordinator_are_handed_off(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 3)
+        a, b, c = await cluster.open_all()
+        try:
+            await cluster.stop(2)
+            await wait_for(lambda: c.node_id not in a.up_nodes())
+            keys = [b"h%d" % i for i in range(40)]
+            await a.write_many(0, [(k, b"v" + k, 0) for k in keys])  # W=2 of 3: OK
+            # No node outside the preference list exists: the coordinator keeps the hints.
+            assert a.hints.pending(c.node_id).count == len(keys)
+            # The hints survive a restart of the node that holds them.
+            await cluster.stop(0)
+            a = await cluster.open(0)
+            assert a.hints.pending(c.node_id).count == len(keys)
+            c = await cluster.open(2)
+            await wait_for(lambda: a.hints.pending(c.node_id).count == 0)
+            assert all(stored(c, k) == b"v" + k for k in keys)
+            assert a.stats()["hints_delivered"] == len(keys)
+        finally:
+            await cluster.close()
+    run(body)
+
+
+def test_stand_in_keeps_and_serves_hints_then_hands_them_off(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 4)
+        nodes = await cluster.open_all()
+        try:
+            down = nodes[3]
+            await cluster.stop(3)
+            coordinator = nodes[0]
+            await wait_for(lambda: down.node_id not in coordinator.up_nodes())
+            placement = coordinator.coordinator.placement
+            from cluster.keys import token
+            key = next(b"k%d" % i for i in range(1000)
+                       if down.node_id in placement.primaries(token(b"k%d" % i)))
+            await coordinator.put(0, key, b"v", level=Level.ALL)  # a stand-in completes ALL
+            holders = [n for n in nodes[:3] if n.hints.pending(down.node_id).count]
+            assert len(holders) == 1
+            stand_in = holders[0]
+            assert stand_in.node_id not in placement.primaries(token(key))
+            assert stored(stand_in, key) is None  # kept as a hint, not as its own data
+            entry = await coordinator.get(0, key, Level.ALL)  # read from the stand-in too
+            assert entry is not None and entry.value == b"v"
+            down = await cluster.open(3)
+            await wait_for(lambda: stand_in.hints.pending(down.node_id).count == 0)
+            assert stored(down, key) == b"v"
+        finally:
+            await cluster.close()
+    run(body)
+
+
+def test_strict_quorum_fails_where_sloppy_succeeds(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 4, sloppy_quorum=False)
+        nodes = await cluster.open_all()
+        try:
+            down = nodes[3]
+            await cluster.stop(3)
+            await wait_for(lambda: down.node_id not in nodes[0].up_nodes())
+            from cluster.keys import token
+            placement = nodes[0].coordinator.placement
+            key = next(b"k%d" % i for i in range(1000)
+                       if down.node_id in placement.primaries(token(b"k%d" % i)))
+            with pytest.raises(NoQuorumError, match=r"NOQUORUM \d of 3"):
+                await nodes[0].put(0, key, b"v", level=Level.ALL)
+            await nodes[0].put(0, key, b"v")  # QUORUM holds; the coordinator keeps a hint
+            assert nodes[0].hints.pending(down.node_id).count == 1
+        finally:
+            await cluster.close()
+    run(body)

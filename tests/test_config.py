@@ -39,7 +39,8 @@ HEAD = f"*** FATAL CONFIG FILE ERROR (respkv {__version__}) ***"
 RESPKV_ONLY = {"replication-factor", "memtable-size", "block-cache-size",
                "compaction-throughput", "cluster-peers", "cluster-secret", "cluster-name",
                "datacenter", "rack", "num-tokens", "read-consistency", "write-consistency",
-               "request-timeout", "gc-grace-seconds"}
+               "request-timeout", "gc-grace-seconds", "sloppy-quorum", "max-hint-window",
+               "hint-max-count", "hint-max-bytes", "hinted-handoff-throttle"}
 
 
 def fatal(line_number: int, line: str, reason: str) -> str:
