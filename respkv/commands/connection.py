@@ -130,6 +130,7 @@ async def reset(client: Client, argv: list[bytes]) -> object:
     client.multi_error = False
     client.server.unwatch_all(client)
     client.db = 0
+    client.node = client.server.node  # CONSISTENCY's levels: back to the server defaults
     client.resp = 2
     client.name = b""
     client.authenticated = not client.server.config.requirepass

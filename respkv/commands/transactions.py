@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from respkv.client import Client
 
 
+# Writes coordinated by other nodes never reach this node's watch bookkeeping, so a WATCH
+# here would promise a check it cannot make (issue 4: refuse rather than promise falsely).
+WATCH_IN_CLUSTER = (
+    "ERR WATCH is not supported in a cluster of more than one node: writes through other "
+    "nodes cannot be detected here (use VCLOCK GET and VCLOCK SET ... CONTEXT instead)"
+)
+
+
 def discard_transaction(client: Client) -> None:
     client.multi = None
     client.multi_error = False
@@ -105,6 +113,8 @@ async def discard(client: Client, argv: list[bytes]) -> object:
 async def watch(client: Client, argv: list[bytes]) -> object:
     if client.multi is not None:
         raise CommandError(errors.WATCH_IN_MULTI)
+    if not client.node.local_only:
+        raise CommandError(WATCH_IN_CLUSTER)
     server = client.server
     for key in argv[1:]:
         # Read before watching: reading an expired key reclaims it, and that reclaim of a
