@@ -25,6 +25,12 @@ run: $(STAMP)
 	mkdir -p data
 	$(VENV)/bin/respkv-server conf/respkv.conf
 
+# A 3-node local cluster on 127.0.0.1:7001-7003 (data, logs and secret in ./data/cluster);
+# `.venv/bin/respkv-cluster status` / `down` inspect and stop it (README.md).
+.PHONY: cluster
+cluster: $(STAMP)
+	$(VENV)/bin/respkv-cluster up
+
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
