@@ -49,6 +49,7 @@ from cluster.consistency import Consistency, Level, NoQuorum, NoQuorumError, quo
 from cluster.coordinator import Coordinator, CoordinatorOptions, Deleted
 from cluster.errors import ClusterError
 from cluster.get_core import Found
+from cluster.handoff import Handoff
 from cluster.members import Member, Membership
 from cluster.messages import (
     Count,
@@ -148,7 +149,13 @@ class ClusterNode:
         self._down_since: dict[str, int] = {}  # peer -> wall ms it was first seen down
         self._heard: dict[str, float] = {}  # peer -> monotonic time of its last exchange
         self._down_after_s = 3 * options.exchange_interval_s + 0.5
-        self._handoff = Handoff(self)
+        self._handoff = Handoff(
+            self.hints, self.transport,
+            per_tick=Handoff.per_tick_of(options.handoff_rate, options.exchange_interval_s),
+            timeout_s=options.request_timeout_ms / 1000, reachable=self.is_reachable,
+            commit=self._commit_handoff, report=lambda message: log.warning("%s", message),
+            delivered=lambda target, done, sent: log.info(
+                "handed off %d of %d hints to node %s", done, sent, target))
         self._commit_waiters: list[asyncio.Future[None]] = []
         self._commit_scheduled = False
         self._exchange_timer: TimerHandle | None = None
@@ -436,8 +443,10 @@ class ClusterNode:
         if self._exchange_timer is not None:
             self._exchange_timer.cancel()
         await self.transport.close()  # fails every delivery in flight: hints stay stored
-        if self._handoff.tasks:
-            await asyncio.gather(*self._handoff.tasks, return_exceptions=True)
+        in_flight = self._handoff.in_flight()
+        if in_flight:  # their done-callbacks (handoff.py) run before gather's own
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        self._handoff.close()
         # Closing the transport failed every request in flight; let the FSMs take those
         # answers (and apply a last local read repair) while the storage is still open.
         for _ in range(8):
@@ -491,6 +500,11 @@ class ClusterNode:
             return True
         self.stats_counters["hints_not_kept_window"] += 1
         return False
+
+    def _commit_handoff(self) -> None:
+        """Make a handoff batch's hint removals durable (handoff.py injects this)."""
+        if not self._closed:
+            self.node.commit()
 
     def is_reachable(self, node_id: str) -> bool:
         """The peer's link is up (it answered recently): hints may be handed off to it."""
@@ -695,64 +709,6 @@ class ClusterNode:
         for one in range(node.options.databases) if db is None else (db,):
             node.replica.flush(one)
             node.notify_flushed(one)
-
-
-class Handoff:
-    """Delivers the hints this node holds to their owners once reachable (issue 6).
-
-    Each tick (every ``exchange_interval_s``), for every target with hints pending that is
-    reachable, and while no earlier batch for it is still in flight, up to
-    ``handoff_rate * interval`` hints are sent as plain WRITEs; each acknowledged one is
-    removed unless a newer hint was merged into it meanwhile (hints.py invariant 3). A
-    failed delivery leaves the hint for a later tick.
-    """
-
-    def __init__(self, owner: ClusterNode) -> None:
-        self.owner = owner
-        self.busy: set[str] = set()
-        self.tasks: set[asyncio.Future[None]] = set()
-        self.cursor: dict[str, bytes] = {}  # next engine key per target (round-robin pages)
-
-    def tick(self) -> None:
-        owner = self.owner
-        hints = owner.hints
-        options = owner.cluster_options
-        per_tick = max(1, int(options.handoff_rate * options.exchange_interval_s))
-        for target in hints.targets():
-            if target in self.busy or not owner.is_reachable(target):
-                continue
-            batch = hints.batch(target, per_tick, self.cursor.get(target, b""))
-            if not batch:
-                self.cursor.pop(target, None)
-                batch = hints.batch(target, per_tick)
-            if not batch:
-                continue
-            last = batch[-1]
-            self.cursor[target] = hints_module.record_key(target, last.db, last.key)
-            self.busy.add(target)
-            task = asyncio.ensure_future(self._deliver(target, batch))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _deliver(self, target: str, batch: list[hints_module.Hint]) -> None:
-        owner = self.owner
-        timeout_s = owner.cluster_options.request_timeout_ms / 1000
-        try:
-            futures = [owner.transport.request(target, Write(h.db, h.key, encode(h.siblings)),
-                                               timeout_s) for h in batch]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            delivered = 0
-            for hint, result in zip(batch, results, strict=True):
-                if not isinstance(result, BaseException) and owner.hints.remove_if_unchanged(hint):
-                    delivered += 1
-            if delivered:
-                if not owner.closed:
-                    owner.node.commit()
-                log.info("handed off %d of %d hints to node %s", delivered, len(batch), target)
-        except Exception as exc:  # a disk error on commit: the hints stay, tried again later
-            log.warning("hint handoff to node %s failed: %r", target, exc)
-        finally:
-            self.busy.discard(target)
 
 
 class Session:
