@@ -572,9 +572,11 @@ def test_redis_cli_against_a_node(cluster: LocalCluster) -> None:
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A cluster of its own (the fault test kills its nodes), with short request timeouts."""
+    """A cluster of its own (the fault test kills its nodes), with short request timeouts,
+    and at most one hint kept per down node (hint-max-count 1): what heals a node that
+    comes back is then read repair, save for that one hint, which the test accounts for."""
     with local_cluster(tmp_path_factory.mktemp("faults"),
-                       extra=["--request-timeout", "500"]) as running:
+                       extra=["--request-timeout", "500", "--hint-max-count", "1"]) as running:
         yield running
 
 
@@ -600,6 +602,13 @@ def local_size(cluster: LocalCluster, i: int, key: str) -> int | None:
     return reply if reply is None else int(reply)
 
 
+def info_field(cluster: LocalCluster, i: int, name: str) -> str:
+    with cluster.connect(i) as conn:
+        text = bytes(parse(conn.call("INFO", "everything"))).decode()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return fields[name]
+
+
 def wait_serving(cluster: LocalCluster, i: int) -> None:
     """Wait until node ``i`` meets a quorum again (a probe that changes nothing)."""
     def serving() -> bool:
@@ -618,6 +627,10 @@ def test_kill_one_then_two_then_restart_and_read_repair(faulty: LocalCluster) ->
     r0, r1, r2 = (c.client(i) for i in range(NODES))
     for i in range(20):
         (r0, r1, r2)[i % 3].set(f"k{i}", "old")
+
+    wait_for(lambda: all(local_size(c, 2, f"k{i}") is not None for i in range(20)),
+             "node2 to hold every key")
+    before = {i: local_size(c, 2, f"k{i}") for i in range(1, 19)}
 
     # One node down: R=W=2 still met by the other two, for every kind of command.
     c.kill(2)
@@ -669,20 +682,21 @@ def test_kill_one_then_two_then_restart_and_read_repair(faulty: LocalCluster) ->
     c.restart(2)
     wait_serving(c, 1)
     fresh = b"born while node2 was down"
-    assert local_size(c, 2, "fresh") is None
     stale = {i: local_size(c, 2, f"k{i}") for i in range(1, 19)}
-    assert all(size is not None for size in stale.values())
-    # A quorum read through node0 repairs node2 (once node0's link to node2 is back).
+    # Node2 missed the updates; at most one hint from each other node can have reached it.
+    assert sum(stale[i] == before[i] for i in stale) >= 16, (before, stale)
+    # A quorum read through node0 heals 'fresh' on node2 (read repair, or its hint).
     wait_for(lambda: r0.get("fresh") == fresh and local_size(c, 2, "fresh") is not None,
-             "a read through node0 to repair 'fresh' on node2")
+             "a read through node0 to heal 'fresh' on node2")
     assert local_copy(c, 2, "fresh") == fresh
     # Reads through the stale node itself return the latest values and repair its copies.
+    repairs = int(info_field(c, 2, "coordinator_read_repairs"))
     for i in range(1, 19):
         assert r2.get(f"k{i}") == new(i)
     for i in range(1, 19):
         key = f"k{i}"
-        wait_for(lambda: local_size(c, 2, key) != stale[i], f"repair of {key} on node2")  # noqa: B023
-        assert local_copy(c, 2, key) == new(i)
+        wait_for(lambda: local_copy(c, 2, key) == new(i), f"repair of {key} on node2")  # noqa: B023
+    assert int(info_field(c, 2, "coordinator_read_repairs")) - repairs >= 16
     assert r2.get("k19") is None and r2.get("k19r") == b"new-19-" + b"x" * 50
     assert r2.incr("counter") == 3
     for client in (r0, r1, r2):
