@@ -147,7 +147,11 @@ class ClusterNode:
                                sloppy_quorum=options.sloppy_quorum),
             up_nodes=self.up_nodes, should_hint=self._should_hint)
         self._down_since: dict[str, int] = {}  # peer -> wall ms it was first seen down
-        self._heard: dict[str, float] = {}  # peer -> monotonic time of its last exchange
+        # peer -> monotonic time of its last exchange. A member counts as heard when it is
+        # first known (at start, or when learned), so a node just started does not treat
+        # its peers as down before the first exchange could answer.
+        self._heard: dict[str, float] = dict.fromkeys(
+            (m.node_id for m in membership.others()), clock.monotonic())
         self._down_after_s = 3 * options.exchange_interval_s + 0.5
         self._handoff = Handoff(
             self.hints, self.transport,
@@ -495,8 +499,9 @@ class ClusterNode:
 
     def _should_hint(self, node_id: str) -> bool:
         """Keep hints for a down node only within max-hint-window (bounded hints)."""
-        since = self._down_since.get(node_id)
-        if since is None or self.clock.wall_ms() - since < self.cluster_options.max_hint_window_ms:
+        now_ms = self.clock.wall_ms()
+        since = self._down_since.get(node_id, now_ms)  # not noted yet: it just went down
+        if now_ms - since < self.cluster_options.max_hint_window_ms:
             return True
         self.stats_counters["hints_not_kept_window"] += 1
         return False
@@ -536,8 +541,10 @@ class ClusterNode:
         was_ready = self.membership.complete
         if not self.membership.learn_all(learned):
             return
+        now = self.clock.monotonic()
         for member in self.membership.others():
             self.transport.add_peer(member.node_id, member.peer_host, member.peer_port)
+            self._heard.setdefault(member.node_id, now)
         self.coordinator.placement = Placement(self.membership.ring(),
                                                self.cluster_options.replication)
         self._persist()
@@ -569,6 +576,9 @@ class ClusterNode:
                 raise RemoteError(ErrorCode.PROTOCOL, str(exc)) from None
             if member.node_id == peer:
                 self._heard[peer] = self.clock.monotonic()
+                # It reached us, so our link to it may reconnect now rather than at the end
+                # of its back-off (a restarted peer is usable at once).
+                self.transport.retry_now(peer)
             self._learn([member])
             return MembersReply([m.to_wire() for m in self.membership.members.values()])
         if self._closed:
@@ -709,6 +719,11 @@ class ClusterNode:
         for one in range(node.options.databases) if db is None else (db,):
             node.replica.flush(one)
             node.notify_flushed(one)
+        self.hints.flush(db)
+        # The flushed versions held this actor's counters; copies of them may survive (a
+        # write in flight, a replica that missed the flush): a new actor keeps them from
+        # dominating what is written next.
+        self.coordinator.actor = node.rotate_actor("flush")
 
 
 class Session:

@@ -216,6 +216,21 @@ class HintStore:
         self.stats.delivered += 1
         return True
 
+    def flush(self, db: int | None) -> int:
+        """Remove every hint of ``db`` (None: of every db), whatever its target: a FLUSHDB
+        or FLUSHALL must not be undone by a hint delivered later. Returns how many."""
+        doomed: list[tuple[str, bytes, bytes]] = []
+        for rkey, raw in self.engine.scan(_PREFIX, bytes((HINT_NAMESPACE + 1,))):
+            target = _target_of(rkey)
+            if target is None:
+                continue
+            ekey_db = rkey[2 + rkey[1]] if len(rkey) > 2 + rkey[1] else None
+            if db is None or ekey_db == db:
+                doomed.append((target, rkey, raw))
+        for target, rkey, raw in doomed:
+            self._remove(target, rkey, raw)
+        return len(doomed)
+
     def drop_target(self, target: str) -> int:
         """Remove every hint for ``target`` (it left the cluster); returns how many."""
         dropped = 0

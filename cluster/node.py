@@ -499,6 +499,17 @@ class Node:
         """Rule 4 for a change made through ``replica`` by the cluster layer."""
         self._changed(db, key)
 
+    def rotate_actor(self, reason: str) -> bytes:
+        """Take a new vector-clock actor (persisted) and return it. A cluster does this after
+        a flush: the flushed versions held this actor's counters, and versions of them that
+        survive elsewhere (a hint, a write in flight) must not dominate the new ones."""
+        self._meta = node_meta.new_actor(self._fs, self.directory, self._meta, self._rng,
+                                         self._wall_ms())
+        self.actor = self._meta.actor
+        self._report(f"node {self.node_id}: new vector-clock actor {self.actor.hex()} "
+                     f"({reason})")
+        return self.actor
+
     def notify_flushed(self, db: int) -> None:
         """Rule 4 for a flush of ``db`` made through ``replica`` by the cluster layer."""
         self._seq += 1

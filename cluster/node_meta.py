@@ -163,6 +163,15 @@ def start(
     return meta, reason
 
 
+def new_actor(fs: FileSystem, directory: str, meta: NodeMeta, rng: random.Random,
+              now_ms: int) -> NodeMeta:
+    """Take and persist a new vector-clock actor while running (e.g. after a flush removed
+    the versions that held this actor's counters: new counters must not collide with them)."""
+    fresh = replace(meta, actor=_new_actor(rng), actor_created_ms=now_ms)
+    write(fs, directory, fresh)
+    return fresh
+
+
 def mark_clean(fs: FileSystem, directory: str, meta: NodeMeta) -> NodeMeta:
     """Record a clean shutdown. REQUIRES: the engine has been closed successfully."""
     clean = replace(meta, clean=True)

@@ -684,6 +684,15 @@ class PeerTransport:
         if link is not None:
             link.close()
 
+    def retry_now(self, node_id: str) -> None:
+        """If the link to ``node_id`` waits in back-off, reconnect now (the peer was just
+        heard from, so it is up again)."""
+        link = self._links.get(node_id)
+        if link is not None and link.state is LinkState.BACKOFF:
+            if link.retry_timer is not None:
+                link.retry_timer.cancel()
+            link._retry()
+
     def peers(self) -> list[str]:
         return sorted(self._links)
 

@@ -392,3 +392,60 @@ def test_strict_quorum_fails_where_sloppy_succeeds(tmp_path: Path) -> None:
         finally:
             await cluster.close()
     run(body)
+
+
+def test_flush_drops_hints_and_takes_a_new_actor(tmp_path: Path) -> None:
+    """A flushed value must not come back: not from a hint delivered later, and not by
+    dominating a new write whose counter restarted (regression: SET after FLUSHALL lost to
+    the flushed version)."""
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 3)
+        a, b, c = await cluster.open_all()
+        try:
+            for i in range(5):
+                await a.put(0, b"k", b"old%d" % i)
+            old = await a.get_siblings(0, b"k")
+            a.hints.add(c.node_id, 0, b"k", old)  # as if c had missed the writes
+            actors = {n.node_id: n.actor for n in (a, b, c)}
+            await b.flushall()
+            assert a.hints.targets() == []
+            assert all(n.actor != actors[n.node_id] for n in (a, b, c))
+            await a.put(0, b"k", b"fresh")
+            # The old version, were it to arrive now, is concurrent, never dominating.
+            for node in (a, b, c):
+                node.service.merge(0, b"k", old)
+            for node in (a, b, c):
+                entry = await node.get(0, b"k", Level.ALL)
+                assert entry is not None and entry.value == b"fresh"
+        finally:
+            await cluster.close()
+    run(body)
+
+
+def test_no_hints_beyond_the_window_and_none_when_it_is_zero(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 3, max_hint_window_ms=0)
+        a, b, c = await cluster.open_all()
+        try:
+            await cluster.stop(2)
+            await a.put(0, b"k", b"v")  # W=2: OK, but no hint kept for c
+            assert a.hints.targets() == []
+            assert a.stats()["hints_not_kept_window"] >= 1
+        finally:
+            await cluster.close()
+    run(body)
+
+
+def test_a_fresh_node_counts_its_peers_up(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 3)
+        nodes = await cluster.open_all()
+        try:
+            for node in nodes:
+                assert node.up_nodes() == {n.node_id for n in nodes}
+                await node.put(0, b"k" + node.node_id.encode(), b"v")
+                assert node.coordinator.stats["sloppy_requests"] == 0
+                assert node.hints.targets() == []
+        finally:
+            await cluster.close()
+    run(body)

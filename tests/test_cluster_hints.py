@@ -145,3 +145,16 @@ def test_hints_are_invisible_to_the_replica(engine: Engine) -> None:
     replica.rebuild()
     assert replica.keys[0] == 0
     assert replica.read(keyspace.engine_key(0, b"k")) == ()
+
+
+def test_flush_removes_the_hints_of_a_db_for_every_target(engine: Engine) -> None:
+    store = HintStore.open(engine, Clock())
+    for target in ("t1", "t2"):
+        for db in (0, 1):
+            for i in range(5):
+                store.add(target, db, b"k%d" % i, (version(b"a", 1),))
+    assert store.flush(0) == 10
+    assert {(h.db, h.key) for h in store.batch("t1", 100)} == {(1, b"k%d" % i) for i in range(5)}
+    assert store.pending("t2").count == 5
+    assert store.flush(None) == 10
+    assert store.targets() == []
