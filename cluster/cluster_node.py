@@ -286,10 +286,11 @@ class ClusterNode:
             raise first
         return cast(list[T], outcomes)
 
-    async def put(self, db: int, key: bytes, value: bytes, expire_at_ms: int = 0, *,
+    async def put(self, db: int, key: bytes, value: bytes | None, expire_at_ms: int = 0, *,
                   context: object | None = None, level: Consistency | None = None) -> None:
-        """Write ``value``; ``context`` (an Entry's, or siblings from get_siblings) names what
-        the write supersedes; without it the write supersedes what a read sees first."""
+        """Write ``value`` (None: a tombstone, for VCLOCK DEL); ``context`` (an Entry's, or
+        siblings from get_siblings) names what the write supersedes; without it the write
+        supersedes what a read sees first."""
         self._check_ready()
         outcome = await self.coordinator.put(db, key, value, expire_at_ms,
                                              level or self.write_level,
@@ -749,7 +750,7 @@ class Session:
     async def get_siblings(self, db: int, key: bytes) -> Siblings:
         return await self.core.get_siblings(db, key, self.read_level)
 
-    async def put(self, db: int, key: bytes, value: bytes, expire_at_ms: int = 0, *,
+    async def put(self, db: int, key: bytes, value: bytes | None, expire_at_ms: int = 0, *,
                   context: object | None = None) -> None:
         await self.core.put(db, key, value, expire_at_ms, context=context,
                             level=self.write_level)

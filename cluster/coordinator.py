@@ -234,10 +234,11 @@ class Coordinator:
         self.active.add(fsm)
         fsm.start()
 
-    def put(self, db: int, key: bytes, value: bytes, expire_at_ms: int, level: Consistency,
-            context: Siblings | None = None) -> asyncio.Future[PutOk | NoQuorum]:
-        """Write ``value``; ``context`` (the siblings a VCLOCK GET returned) is what it
-        supersedes, None for a plain write (Rule 3)."""
+    def put(self, db: int, key: bytes, value: bytes | None, expire_at_ms: int,
+            level: Consistency, context: Siblings | None = None
+            ) -> asyncio.Future[PutOk | NoQuorum]:
+        """Write ``value`` (None: a tombstone); ``context`` (the siblings a VCLOCK GET
+        returned) is what it supersedes, None for a plain write (Rule 3)."""
         future: asyncio.Future[PutOk | NoQuorum] = self.new_future()
         self.start_put(db, key, value, expire_at_ms, level, context, future.set_result)
         return future

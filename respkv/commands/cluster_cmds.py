@@ -17,13 +17,12 @@ reply shapes. Each works on a standalone node too, which answers as a cluster of
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 from cluster import consistency, vclock_context
 from cluster import keys as keyspace
 from cluster import tokens as tokens_file
-from cluster.consistency import Consistency, ConsistencyError, NoQuorum
+from cluster.consistency import Consistency, ConsistencyError
 from cluster.members import Member
 from cluster.preflist import format_replication
 from cluster.transport import LinkState
@@ -251,18 +250,7 @@ async def _write(client: Client, key: bytes, value: bytes | None, expire_at_ms: 
     if node.local_only:
         await node.put_siblings_context(db, key, value, expire_at_ms, seen)
         return
-    if value is not None:
-        await node.put(db, key, value, expire_at_ms, context=seen)
-        return
-    # A tombstone with a context: ClusterNode.put takes values only, so ask the coordinator
-    # as ClusterNode.delete does, with the connection's write level.
-    core = cast("ClusterNode", client.server.node)
-    core._check_ready()
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    core.coordinator.start_put(db, key, None, 0, node.write_level, seen, future.set_result)
-    outcome = await future
-    if isinstance(outcome, NoQuorum):
-        raise outcome.error()
+    await node.put(db, key, value, expire_at_ms, context=seen)
 
 
 @subcommand(
