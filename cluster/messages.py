@@ -60,6 +60,11 @@ class MsgType(enum.IntEnum):
     FLUSH_ACK = 17
     COUNT = 18
     COUNT_REPLY = 19
+    # 20..29: streaming (20, 21) and anti-entropy (22..29)
+    GOSSIP_SYN = 30
+    GOSSIP_ACK = 31
+    GOSSIP_ACK2 = 32
+    GOSSIP_ACK2_OK = 33
 
 
 class ErrorCode(enum.IntEnum):
@@ -201,6 +206,29 @@ class CountReply:
 
 
 @dataclass(frozen=True, slots=True)
+class GossipSyn:
+    """A gossip round's first message; ``body`` is ``cluster.gossip.Syn.to_wire()`` (decoded
+    and checked by ``Syn.from_wire``, a trust boundary)."""
+
+    body: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class GossipAck:
+    body: Sequence[Any]  # cluster.gossip.Ack.to_wire()
+
+
+@dataclass(frozen=True, slots=True)
+class GossipAck2:
+    body: Sequence[Any]  # cluster.gossip.Ack2.to_wire()
+
+
+@dataclass(frozen=True, slots=True)
+class GossipAck2Ok:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """A request's failure (same request id) or, with request id 0, why the sender closes."""
 
@@ -211,7 +239,7 @@ class Error:
 Message = (
     Hello | AuthChallenge | AuthResponse | AuthOk | Ping | Pong | Read | ReadReply | Write
     | WriteAck | Error | Members | MembersReply | Scan | ScanReply | Flush | FlushAck | Count
-    | CountReply
+    | CountReply | GossipSyn | GossipAck | GossipAck2 | GossipAck2Ok
 )
 
 TYPE_OF: dict[type[Any], MsgType] = {
@@ -234,6 +262,10 @@ TYPE_OF: dict[type[Any], MsgType] = {
     FlushAck: MsgType.FLUSH_ACK,
     Count: MsgType.COUNT,
     CountReply: MsgType.COUNT_REPLY,
+    GossipSyn: MsgType.GOSSIP_SYN,
+    GossipAck: MsgType.GOSSIP_ACK,
+    GossipAck2: MsgType.GOSSIP_ACK2,
+    GossipAck2Ok: MsgType.GOSSIP_ACK2_OK,
 }
 CLASS_OF: dict[MsgType, type[Any]] = {tag: cls for cls, tag in TYPE_OF.items()}
 
@@ -247,6 +279,8 @@ REPLY_OF: dict[MsgType, MsgType] = {
     MsgType.SCAN: MsgType.SCAN_REPLY,
     MsgType.FLUSH: MsgType.FLUSH_ACK,
     MsgType.COUNT: MsgType.COUNT_REPLY,
+    MsgType.GOSSIP_SYN: MsgType.GOSSIP_ACK,
+    MsgType.GOSSIP_ACK2: MsgType.GOSSIP_ACK2_OK,
 }
 REQUESTS = frozenset(REPLY_OF)
 REPLIES = frozenset(REPLY_OF.values()) | {MsgType.ERROR}
@@ -282,6 +316,10 @@ def _optional(check: Check) -> Check:
 
 
 _SEQ = (list, tuple)  # the wire decodes arrays as tuples; senders build lists
+
+
+def _is_seq(v: Any) -> bool:
+    return type(v) in _SEQ
 
 
 def _list_of(check: Check, items_max: int | None) -> Check:
@@ -333,6 +371,10 @@ SCHEMA: dict[MsgType, tuple[tuple[str, Check], ...]] = {
     MsgType.FLUSH_ACK: (),
     MsgType.COUNT: (("db", _uint(DB_MAX)),),
     MsgType.COUNT_REPLY: (("keys", _uint(TOKEN_MAX)),),
+    MsgType.GOSSIP_SYN: (("body", _is_seq),),
+    MsgType.GOSSIP_ACK: (("body", _is_seq),),
+    MsgType.GOSSIP_ACK2: (("body", _is_seq),),
+    MsgType.GOSSIP_ACK2_OK: (),
     MsgType.ERROR: (("code", _uint(0xFFFF)), ("text", _text(ERROR_TEXT_BYTES_MAX, empty=True))),
 }
 
