@@ -36,6 +36,9 @@ NAME_BYTES_MAX = 255  # host names, datacenter and rack names
 TOKENS_MAX = 4096  # tokens of one member (tokens.NODE_TOKENS_MAX)
 MEMBERS_MAX = 1024  # members one MEMBERS_REPLY may list
 SCAN_COUNT_MAX = 100_000  # entries one SCAN may ask for
+STREAM_LIMIT_MAX = 100_000  # entries one STREAM may ask for (and one STREAM_REPLY may hold)
+STREAM_BYTES_MAX = 64 * 1024 * 1024  # the page size one STREAM may ask for
+ENGINE_KEY_BYTES_MIN = 9  # a STREAM cursor is an engine key: db byte, 8-byte token, key
 
 
 class MsgType(enum.IntEnum):
@@ -60,6 +63,8 @@ class MsgType(enum.IntEnum):
     FLUSH_ACK = 17
     COUNT = 18
     COUNT_REPLY = 19
+    STREAM = 20
+    STREAM_REPLY = 21
     # 20..29: streaming (20, 21) and anti-entropy (22..29)
     GOSSIP_SYN = 30
     GOSSIP_ACK = 31
@@ -229,6 +234,28 @@ class GossipAck2Ok:
 
 
 @dataclass(frozen=True, slots=True)
+class Stream:
+    """One page of the receiver's stored entries of ``db`` whose token is in
+    ``[start_token, end_token]`` (inclusive, ``start_token <= end_token``), tombstones
+    included, in engine-key order, strictly after the engine key ``after`` (None: from the
+    start): at most ``limit`` entries and ``bytes_max`` bytes of keys and sibling sets, except
+    that one entry larger than ``bytes_max`` is sent alone (cluster/streaming.py)."""
+
+    db: int
+    start_token: int
+    end_token: int
+    after: bytes | None
+    limit: int
+    bytes_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReply:
+    entries: Sequence[Any]  # [key, sibling_codec bytes] pairs, in engine-key order
+    next: bytes | None  # the cursor to send as the next ``after``; None: the range is done
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """A request's failure (same request id) or, with request id 0, why the sender closes."""
 
@@ -239,7 +266,7 @@ class Error:
 Message = (
     Hello | AuthChallenge | AuthResponse | AuthOk | Ping | Pong | Read | ReadReply | Write
     | WriteAck | Error | Members | MembersReply | Scan | ScanReply | Flush | FlushAck | Count
-    | CountReply | GossipSyn | GossipAck | GossipAck2 | GossipAck2Ok
+    | CountReply | GossipSyn | GossipAck | GossipAck2 | GossipAck2Ok | Stream | StreamReply
 )
 
 TYPE_OF: dict[type[Any], MsgType] = {
@@ -266,6 +293,8 @@ TYPE_OF: dict[type[Any], MsgType] = {
     GossipAck: MsgType.GOSSIP_ACK,
     GossipAck2: MsgType.GOSSIP_ACK2,
     GossipAck2Ok: MsgType.GOSSIP_ACK2_OK,
+    Stream: MsgType.STREAM,
+    StreamReply: MsgType.STREAM_REPLY,
 }
 CLASS_OF: dict[MsgType, type[Any]] = {tag: cls for cls, tag in TYPE_OF.items()}
 
@@ -281,6 +310,7 @@ REPLY_OF: dict[MsgType, MsgType] = {
     MsgType.COUNT: MsgType.COUNT_REPLY,
     MsgType.GOSSIP_SYN: MsgType.GOSSIP_ACK,
     MsgType.GOSSIP_ACK2: MsgType.GOSSIP_ACK2_OK,
+    MsgType.STREAM: MsgType.STREAM_REPLY,
 }
 REQUESTS = frozenset(REPLY_OF)
 REPLIES = frozenset(REPLY_OF.values()) | {MsgType.ERROR}
@@ -347,6 +377,16 @@ def _member(v: Any) -> bool:
 
 def _scan_entry(v: Any) -> bool:
     return type(v) in _SEQ and len(v) == 2 and type(v[0]) is bytes and type(v[1]) is bytes
+
+
+def _engine_key(v: Any) -> bool:
+    return type(v) is bytes and len(v) >= ENGINE_KEY_BYTES_MIN
+
+
+def _positive(bound: int) -> Check:
+    return lambda v: type(v) is int and 1 <= v <= bound
+
+
 SCHEMA: dict[MsgType, tuple[tuple[str, Check], ...]] = {
     MsgType.HELLO: (("version_min", _uint(0xFFFF)), ("version_max", _uint(0xFFFF)),
                     ("node_id", _NODE_ID),
@@ -371,6 +411,12 @@ SCHEMA: dict[MsgType, tuple[tuple[str, Check], ...]] = {
     MsgType.FLUSH_ACK: (),
     MsgType.COUNT: (("db", _uint(DB_MAX)),),
     MsgType.COUNT_REPLY: (("keys", _uint(TOKEN_MAX)),),
+    MsgType.STREAM: (("db", _uint(DB_MAX)), ("start_token", _uint(TOKEN_MAX)),
+                     ("end_token", _uint(TOKEN_MAX)), ("after", _optional(_engine_key)),
+                     ("limit", _positive(STREAM_LIMIT_MAX)),
+                     ("bytes_max", _positive(STREAM_BYTES_MAX))),
+    MsgType.STREAM_REPLY: (("entries", _list_of(_scan_entry, STREAM_LIMIT_MAX)),
+                           ("next", _optional(_engine_key))),
     MsgType.GOSSIP_SYN: (("body", _is_seq),),
     MsgType.GOSSIP_ACK: (("body", _is_seq),),
     MsgType.GOSSIP_ACK2: (("body", _is_seq),),

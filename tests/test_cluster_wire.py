@@ -88,8 +88,8 @@ def test_tags_and_error_codes_never_renumbered() -> None:
         "HELLO": 1, "AUTH_CHALLENGE": 2, "AUTH_RESPONSE": 3, "AUTH_OK": 4, "PING": 5,
         "PONG": 6, "READ": 7, "READ_REPLY": 8, "WRITE": 9, "WRITE_ACK": 10, "ERROR": 11,
         "MEMBERS": 12, "MEMBERS_REPLY": 13, "SCAN": 14, "SCAN_REPLY": 15, "FLUSH": 16,
-        "FLUSH_ACK": 17, "COUNT": 18, "COUNT_REPLY": 19, "GOSSIP_SYN": 30, "GOSSIP_ACK": 31,
-        "GOSSIP_ACK2": 32, "GOSSIP_ACK2_OK": 33}
+        "FLUSH_ACK": 17, "COUNT": 18, "COUNT_REPLY": 19, "STREAM": 20, "STREAM_REPLY": 21,
+        "GOSSIP_SYN": 30, "GOSSIP_ACK": 31, "GOSSIP_ACK2": 32, "GOSSIP_ACK2_OK": 33}
     assert {c.name: c.value for c in m.ErrorCode} == {
         "PROTOCOL": 1, "VERSION_MISMATCH": 2, "CLUSTER_MISMATCH": 3, "AUTH_FAILED": 4,
         "WRONG_NODE": 5, "UNSUPPORTED": 6, "OVERLOADED": 7, "INTERNAL": 8, "SHUTTING_DOWN": 9}
