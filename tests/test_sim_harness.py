@@ -16,6 +16,8 @@ from tests.sim.checkers import (
     History,
     check_all,
     check_convergence,
+    check_deleted_stay_deleted,
+    check_hints_delivered,
     check_no_lost_acked_write,
     check_no_value_from_nowhere,
     check_siblings_concurrent,
@@ -401,3 +403,27 @@ def test_ack_observer_records_what_replicas_acknowledged() -> None:
     clock.run_until_idle(1000)
     assert len(stored["r2"]) == 1
     assert observer.acked == [(K, A1)]
+    assert observer.hinted == []
+    coordinator.request("r1", Write(0, b"k", encode((A2,)), hint_for="r9"), 0.05)
+    clock.run_until_idle(1000)
+    assert observer.acked[-1] == (K, A2)  # a stand-in's ack counts as an ack (L3) ...
+    assert observer.hinted == [("r9", K, A2)]  # ... and as a hint for r9 (H1)
+
+
+def test_checkers_flag_a_hint_that_never_reached_its_owner() -> None:
+    state = {"n1": {K: (A2,)}, "n2": {}}
+    assert check_hints_delivered([("n1", K, A1), ("n1", K, A2)], state) == []  # A2 covers A1
+    found = check_hints_delivered([("n2", K, A1)], state)
+    assert [x.check for x in found] == ["hints_delivered"] and "n2" in str(found[0])
+
+
+def test_checkers_flag_a_deleted_value_that_came_back() -> None:
+    tombstone = v(b"b", {b"a": 2, b"b": 1}, None, 300)  # deletes A2 (and A1)
+    later = v(b"c", {b"a": 2, b"b": 1, b"c": 1}, b"new", 400)  # written after the delete
+    concurrent = v(b"c", {b"a": 1, b"c": 1}, b"other", 250)  # not seen by the delete
+    good = {"n1": {K: (tombstone,)}, "n2": {K: (later,)}, "n3": {K: (tombstone, concurrent)}}
+    assert check_deleted_stay_deleted([(K, tombstone)], good) == []
+    back = {"n1": {K: (tombstone,)}, "n2": {K: (A2,)}}
+    found = check_deleted_stay_deleted([(K, tombstone)], back)
+    assert [x.check for x in found] == ["deleted_stay_deleted"] and "n2" in str(found[0])
+    assert check_deleted_stay_deleted([(K, tombstone)], back, replicas_of=lambda k: ["n1"]) == []

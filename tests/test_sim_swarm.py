@@ -2,8 +2,9 @@
 controls that prove its checks can fail.
 
 Every seed is a whole cluster run: 3-5 nodes over real engines, N/R/W, workload, network
-faults, partitions, clock skew and node crashes with restarts all drawn from the seed; then a
-safety phase and a liveness phase (the simulator's docstring lists the checks S1-S2, L1-L6).
+faults, partitions, clock skew, node crashes with restarts, and sloppy or strict quorums with
+hinted handoff all drawn from the seed; then a safety phase and a liveness phase (the
+simulator's docstring lists the checks S1-S2, H1-H2, L1-L6 and D1).
 
 Modes (environment variables):
 - ``RESPKV_SIM_SEEDS=1000`` runs seeds 0..999 as ``test_swarm`` cases instead of the default
@@ -58,7 +59,8 @@ def test_swarm(seed: int, tmp_path: Path) -> None:
 
 
 def test_default_seeds_exercise_every_check(tmp_path: Path) -> None:
-    """The default budget crashes nodes, acks writes, and checks reads against them (S1)."""
+    """The default budget crashes nodes, acks writes, checks reads against them (S1), routes
+    around down primaries, keeps, refuses and hands off hints (H1), and checks deletes (D1)."""
     results = [quiet_run(seed, tmp_path / str(seed)) for seed in range(25)]
     assert sum(r.crashes for r in results) >= 10
     assert all(r.acked_writes for r in results)
@@ -66,6 +68,15 @@ def test_default_seeds_exercise_every_check(tmp_path: Path) -> None:
     assert any(r.options.faults.crash_mode == "kill" and r.crashes for r in results)
     assert any(r.options.faults.crash_mode == "close" and r.crashes for r in results)
     assert any(not r.options.read_your_writes for r in results)  # S1 off: still L-checked
+    sloppy = [r for r in results if r.options.routes_around]
+    assert sloppy and sum(r.sloppy_requests for r in sloppy) >= 5
+    assert sum(r.hints_kept_by_coordinators for r in results) >= 5
+    assert sum(r.hints_stored - r.hints_kept_by_coordinators for r in results) >= 5  # stand-ins
+    assert sum(r.hints_delivered for r in results) >= 5
+    assert sum(r.hints_checked for r in results) >= 10
+    assert any(r.hints_not_kept for r in results)  # refusals: see the hint-bound test below
+    assert sum(r.deletes_checked for r in results) >= 10
+    assert all(r.hints_expired == 0 for r in results)  # H1 relies on it
 
 
 def test_swarm_options_come_from_the_seed_alone() -> None:
@@ -77,6 +88,10 @@ def test_swarm_options_come_from_the_seed_alone() -> None:
     assert all(1 <= o.r <= o.n and 1 <= o.w <= o.n for o in drawn)
     assert {o.read_your_writes for o in drawn} == {True, False}
     assert {o.faults.failure_detector for o in drawn} == {True, False}
+    assert {o.hints.sloppy_quorum for o in drawn} == {True, False}
+    assert {o.hints.detector_sees_partitions for o in drawn} == {True, False}
+    assert {o.routes_around for o in drawn} == {True, False}
+    assert not any(o.read_your_writes and o.routes_around for o in drawn)  # S1: strict only
     assert len({o.faults.network for o in drawn}) > 100
     assert len({o.network_seed for o in drawn}) == 300
 
@@ -162,6 +177,72 @@ def test_negative_control_overwriting_replica_is_caught(tmp_path: Path) -> None:
 def test_negative_control_replica_that_acks_without_storing_is_caught(tmp_path: Path) -> None:
     failures = _failures(AckWithoutStoringService, tmp_path, range(25))
     assert failures, "the checks missed a replica that acknowledges writes it did not store"
+
+
+class HintDroppingService(ReplicaService):
+    """Broken on purpose: a stand-in acknowledges a hinted write but keeps no hint."""
+
+    def handle(self, peer: str, message: Message) -> Message:
+        if isinstance(message, Write) and message.hint_for is not None:
+            return WriteAck()
+        return super().handle(peer, message)
+
+    def store(self, db: int, key: bytes, incoming: Siblings, hint_for: str | None) -> bool:
+        if hint_for is not None:
+            return True
+        return super().store(db, key, incoming, hint_for)
+
+
+def _sloppy(seed: int) -> SimOptions:
+    """The seed's run with stand-ins: sloppy quorum, the failure detector, crashes."""
+    options = SimOptions.swarm(seed)
+    faults = dataclasses.replace(options.faults, failure_detector=True,
+                                 crashes=max(2, options.faults.crashes))
+    hints = dataclasses.replace(options.hints, sloppy_quorum=True)
+    return dataclasses.replace(options, faults=faults, hints=hints)
+
+
+def test_negative_control_stand_in_that_acks_without_keeping_the_hint(tmp_path: Path) -> None:
+    failures = []
+    for seed in range(12):
+        try:
+            quiet_run(seed, tmp_path / str(seed), service_factory=HintDroppingService,
+                      options=_sloppy)
+        except SimulationFailure as failure:
+            failures.append(str(failure))
+    assert len(failures) >= 3, "the checks missed a stand-in that drops the hints it acks"
+    assert sum("H1 handoff" in f for f in failures) >= 3
+    assert all("reproduce with seed=" in f for f in failures)
+    for seed in range(5):  # the same runs with real stand-ins pass
+        result = quiet_run(seed, tmp_path / f"ok{seed}", options=_sloppy)
+        assert result.options.routes_around
+
+
+def test_hints_refused_by_their_bound_lose_no_acknowledged_write(tmp_path: Path) -> None:
+    """One hint per target and holder: stand-ins refuse the rest (the write fails there) and
+    coordinators keep no more; every check still holds (read repair covers the owner)."""
+    def bounded(seed: int) -> SimOptions:
+        options = _sloppy(seed)
+        return dataclasses.replace(options, hints=dataclasses.replace(options.hints,
+                                                                      max_count=1))
+
+    results = [quiet_run(seed, tmp_path / str(seed), options=bounded) for seed in range(10)]
+    assert sum(r.hints_refused for r in results) >= 3
+
+
+class TombstoneIgnoringService(ReplicaService):
+    """Broken on purpose: a replica drops the tombstones it is sent (keeps the values)."""
+
+    def merge(self, db: int, key: bytes, incoming: Siblings) -> Siblings:
+        live = tuple(v for v in incoming if v[4] is not None)
+        return super().merge(db, key, live) if live else self.read(db, key)
+
+
+def test_negative_control_replica_that_drops_tombstones_is_caught(tmp_path: Path) -> None:
+    # Most runs fail S1 first (phase 1); these seeds include runs that reach D1.
+    failures = _failures(TombstoneIgnoringService, tmp_path, range(15, 25))
+    assert len(failures) >= 5, "the checks missed a replica that drops tombstones"
+    assert any("D1 deleted stays deleted" in f for f in failures)
 
 
 def _killing(seed: int) -> SimOptions:

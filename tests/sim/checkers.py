@@ -4,7 +4,8 @@ A checker takes what happened (the versions clients wrote, which of them were ac
 and what the replicas hold at the end (read directly from each replica, after heal and
 quiescence), and returns ``Violation``s: an empty list means the history is good. Checkers
 observe; they never drive the system. ``AckObserver`` watches the network through
-``SimNetwork.on_message`` and records which versions replicas acknowledged storing.
+``SimNetwork.on_message`` and records which versions replicas acknowledged storing, and
+which of them a stand-in acknowledged keeping as a hint for another node.
 
 Checks:
 1. ``convergence``: every replica of a key holds the same sibling set (values and clocks).
@@ -14,6 +15,12 @@ Checks:
 3. ``siblings_concurrent``: the siblings of every stored set are pairwise concurrent.
 4. ``no_value_from_nowhere``: every stored version is one some client wrote (same counters,
    timestamp, writer and value): no invented values, no sibling from nowhere.
+5. ``hints_delivered``: every version kept or acknowledged as a hint for an owner is, on that
+   owner, a final sibling or dominated by one (hinted handoff delivered it; run it before
+   any repair, or repair may have delivered it instead).
+6. ``deleted_stay_deleted``: no replica of a key ends with a live value that a given
+   tombstone of the key supersedes (its clock dominates the value's): a delete that was
+   acknowledged, or read back as absent, is never undone by an older value coming back.
 
 Versions compare by ``same_version``: clock counters (not the bump timestamps, which pruning
 and merging may legitimately change) and every other field.
@@ -27,7 +34,7 @@ from dataclasses import dataclass, field
 from cluster import vclock
 from cluster.messages import Write, WriteAck
 from cluster.sibling_codec import decode
-from cluster.version import CLOCK, Siblings, Version, merge
+from cluster.version import CLOCK, VALUE, Siblings, Version, merge
 from tests.sim.sim_network import TraceEvent
 
 Key = tuple[int, bytes]  # (db, key)
@@ -146,6 +153,35 @@ def check_no_value_from_nowhere(written: Iterable[tuple[Key, Version]],
     return out
 
 
+def check_hints_delivered(hinted: Iterable[tuple[str, Key, Version]],
+                          state: State) -> list[Violation]:
+    """Check 5: ``hinted`` are (owner, key, version) triples."""
+    out = []
+    for owner, key, v in hinted:
+        final = state[owner].get(key, ())
+        if not any(_covers(s, v) for s in final):
+            out.append(Violation("hints_delivered", key,
+                                 f"hinted {show(v)} never reached its owner {owner}, which "
+                                 f"holds {[show(s) for s in final]}"))
+    return out
+
+
+def check_deleted_stay_deleted(deleted: Iterable[tuple[Key, Version]], state: State,
+                               replicas_of: Callable[[Key], Sequence[str]] | None = None
+                               ) -> list[Violation]:
+    """Check 6: ``deleted`` are (key, tombstone) pairs."""
+    out = []
+    for key, tombstone in deleted:
+        assert tombstone[VALUE] is None, show(tombstone)
+        for node in _replicas(state, replicas_of, key):
+            for s in state[node].get(key, ()):
+                if s[VALUE] is not None and vclock.dominates(tombstone[CLOCK], s[CLOCK]):
+                    out.append(Violation("deleted_stay_deleted", key,
+                                         f"{node} holds {show(s)}, which the tombstone "
+                                         f"{show(tombstone)} deleted"))
+    return out
+
+
 def check_all(history: History, state: State,
               replicas_of: Callable[[Key], Sequence[str]] | None = None,
               replica_acked: Iterable[tuple[Key, Version]] = ()) -> list[Violation]:
@@ -163,11 +199,14 @@ class AckObserver:
     Attach with ``network.on_message(observer)``. A WRITE delivered to a replica and its
     WRITE_ACK delivered back to the coordinator mean the replica stored (merged) those
     versions: they must never be lost afterwards, whatever the coordinator told its client.
+    When the WRITE named ``hint_for``, the receiver stood in for that owner and kept the
+    versions as a hint: they are also in ``hinted`` as (owner, key, version).
     """
 
     def __init__(self) -> None:
-        self._writes: dict[int, tuple[Key, Siblings]] = {}
+        self._writes: dict[int, tuple[Key, Siblings, str | None]] = {}
         self.acked: list[tuple[Key, Version]] = []
+        self.hinted: list[tuple[str, Key, Version]] = []
 
     def __call__(self, event: TraceEvent) -> None:
         packet = event.packet
@@ -176,9 +215,11 @@ class AckObserver:
         message = packet.message
         if isinstance(message, Write):
             self._writes[packet.request_id] = ((message.db, message.key),
-                                               decode(message.siblings))
+                                               decode(message.siblings), message.hint_for)
         elif isinstance(message, WriteAck):
             write = self._writes.pop(packet.request_id, None)
             assert write is not None, f"ack of a write never delivered: {packet}"
-            key, siblings = write
+            key, siblings, owner = write
             self.acked.extend((key, v) for v in siblings)
+            if owner is not None:
+                self.hinted.extend((owner, key, v) for v in siblings)
