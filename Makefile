@@ -56,5 +56,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench-engine: $(BENCH_STAMP)
 	$(PY) -m bench.engine_bench
 
+# Merkle-tree anti-entropy against a naive full key comparison (bench/repair_bench.py);
+# writes docs/benchmarks.md's repair section.
+.PHONY: bench-repair
+bench-repair: $(STAMP)
+	$(PY) -m bench.repair_bench
+
 clean:
 	rm -rf $(VENV) data

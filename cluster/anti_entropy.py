@@ -330,8 +330,8 @@ class RepairSession:
         self.stats.bytes_received += wire_bytes(reply)
         try:
             self._advance(reply)
-        except AntiEntropyError:
-            self._end(Outcome.FAILED)
+        except Exception:  # a bad reply, or the local engine failing a merge: either way
+            self._end(Outcome.FAILED)  # the session is over, and says so
             raise
 
     def abort(self) -> None:

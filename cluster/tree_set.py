@@ -49,6 +49,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import hashlib
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -59,7 +60,7 @@ import msgpack
 from cluster import keys as keyspace
 from cluster.errors import CorruptionError
 from cluster.keys import TOKEN_MAX
-from cluster.merkle import MerkleTree, depth_for, entry_hash
+from cluster.merkle import HASH_BYTES, MerkleTree, depth_for
 from cluster.ring import TokenRange
 from cluster.sibling_codec import decode, encode
 from cluster.version import Siblings, rank
@@ -74,7 +75,7 @@ HASH_INT_BYTES = 48  # a 128-bit int object (sys.getsizeof 44, rounded to the al
 
 ScanFn = Callable[[bytes, bytes], Iterable[tuple[bytes, bytes]]]
 _unpackb = msgpack.unpackb
-_SINGLE_VERSION_9 = 0x99  # msgpack fixarray of 9: one version with a one-actor clock
+_ENTRY_HASHER = hashlib.blake2b(digest_size=HASH_BYTES, person=b"respkv-merkle")  # as merkle
 
 
 def canonical(raw: bytes) -> bytes:
@@ -85,7 +86,7 @@ def canonical(raw: bytes) -> bytes:
     re-encoded in ``rank`` order. A value that does not decode is hashed as it is (it is
     then different from every good value, which is what a repair should see).
     """
-    if raw[:1] == b"\x99":
+    if raw[:1] == b"\x99":  # msgpack fixarray of 9: one version with a one-actor clock
         return raw
     try:
         fields = _unpackb(raw, use_list=False)
@@ -104,9 +105,17 @@ def canonical_encode(siblings: Siblings) -> bytes:
     return encode(siblings)
 
 
+def entry_int(key: bytes, stored: bytes) -> int:
+    """``merkle.entry_hash(key, stored)`` as an int, computed from a pre-personalised
+    hasher (copying one is cheaper than building one: this runs on every write)."""
+    digest = _ENTRY_HASHER.copy()
+    digest.update(len(key).to_bytes(4, "big") + key + stored)
+    return int.from_bytes(digest.digest(), "big")
+
+
 def stored_hash(key: bytes, raw: bytes) -> int:
     """The entry hash (an int) of a key and its stored bytes; what the trees XOR together."""
-    return int.from_bytes(entry_hash(key, canonical(raw)), "big")
+    return entry_int(key, canonical(raw))
 
 
 # -- Geometry: nodes of a range in token coordinates -------------------------------------
@@ -419,10 +428,10 @@ class TreeSet:
         delta = 0
         count = 0
         if old:
-            delta = int.from_bytes(entry_hash(key, canonical_encode(old)), "big")
+            delta = entry_int(key, canonical_encode(old))
             count -= 1
         if new is not None:
-            delta ^= int.from_bytes(entry_hash(key, canonical_encode(new)), "big")
+            delta ^= entry_int(key, canonical_encode(new))
             count += 1
         if delta or count:
             self._apply(trees, db, tok, key, delta, count)

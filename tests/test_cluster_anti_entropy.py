@@ -37,7 +37,7 @@ from cluster.anti_entropy_messages import (
 )
 from cluster.clock import ManualClock
 from cluster.keys import TOKEN_MAX
-from cluster.merkle import depth_for
+from cluster.merkle import depth_for, entry_hash
 from cluster.replica import Replica
 from cluster.replica_service import ReplicaService
 from cluster.ring import TokenRange
@@ -46,6 +46,7 @@ from cluster.tree_set import (
     RangeTree,
     TreeSet,
     canonical,
+    entry_int,
     node_of,
     node_spans,
     stored_hash,
@@ -573,6 +574,11 @@ def test_canonical_hash_ignores_sibling_order() -> None:
     multi = ({b"a": (1, NOW), b"b": (2, NOW)}, NOW, 0, b"a", b"v")
     assert canonical(encode((multi,))) == encode((multi,))
     assert canonical(b"garbage") == b"garbage"
+
+
+def test_entry_int_is_merkle_entry_hash() -> None:
+    for key, stored in [(b"", b""), (b"k", b"v"), (b"ab", b"c"), (b"x" * 300, b"y" * 999)]:
+        assert entry_int(key, stored) == int.from_bytes(entry_hash(key, stored), "big")
 
 
 @pytest.mark.parametrize("rng", [TokenRange(10, 1000), TokenRange(TOKEN_MAX - 5, 7),
