@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from itertools import count
 
-from engine.block import RESTART_INTERVAL_DEFAULT, SearchBlock
+from engine.block import SearchBlock
 
 CacheKey = tuple[int, int]
-ENTRY_OVERHEAD_BYTES = 64  # per cached key/value beyond their bytes, for the charge
+ENTRY_OVERHEAD_BYTES = 64  # per object of a cached block beyond its payload, for the charge
 
 _table_ids = count(1)
 
@@ -31,14 +31,10 @@ def new_table_id() -> int:
 
 
 def charge(parsed: SearchBlock) -> int:
-    """Approximate memory of a parsed block once every restart interval has been decoded.
-
-    Its raw bytes, plus the decoded keys and values (at most the raw bytes again) and their
-    per-entry object overhead. The entry count is estimated from the restart count: full
-    intervals but a half-full last one.
-    """
-    entries = (len(parsed.restarts) - 1) * RESTART_INTERVAL_DEFAULT + RESTART_INTERVAL_DEFAULT // 2
-    return 2 * len(parsed.data) + 2 * ENTRY_OVERHEAD_BYTES * entries
+    """Approximate memory of a cached block: its bytes object, the restart tuple (8 bytes a
+    slot plus an int object each), the SearchBlock and this cache's entry for it. find() keeps
+    nothing decoded, so this does not grow while the block is cached."""
+    return len(parsed.data) + 40 * len(parsed.restarts) + 2 * ENTRY_OVERHEAD_BYTES + 100
 
 
 class BlockCache:

@@ -19,7 +19,8 @@ import math
 import struct
 import zlib
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import mmh3
 
@@ -35,6 +36,11 @@ _CRC = struct.Struct("<I")
 _MASK64 = (1 << 64) - 1
 
 _hash64 = mmh3.hash64
+
+
+# key_hash(key) -> (h1, h2), as every filter probes it (invariant 2). A partial, not a def:
+# the read path calls it once per get and a Python frame would cost more than the hash.
+key_hash: Callable[[bytes], tuple[int, int]] = partial(mmh3.hash64, signed=False)
 
 
 def probe_count(bits_per_key: int) -> int:
@@ -60,6 +66,10 @@ class BloomFilter:
     def may_contain(self, key: bytes) -> bool:
         """False: key was certainly never added. True: it may have been."""
         h1, h2 = _hash64(key, signed=False)
+        return self.may_contain_hash(h1, h2)
+
+    def may_contain_hash(self, h1: int, h2: int) -> bool:
+        """may_contain() of the key whose key_hash() is (h1, h2): hash once, probe many."""
         h2 |= 1
         m = self._num_bits
         bits = self._bits

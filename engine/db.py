@@ -52,6 +52,7 @@ from typing import NoReturn
 
 from engine import filenames, log_format
 from engine.block_cache import BlockCache
+from engine.bloom import key_hash as _key_hash
 from engine.commit_log import CommitLog
 from engine.compaction_picker import CompactionTask, StcsOptions, pick
 from engine.compactor import CompactionFilter, Stopped, compaction_entries, write_table
@@ -352,9 +353,10 @@ class Engine:
             value = frozen.find(key, _MISSING)
             if value is not _MISSING:
                 return value  # type: ignore[no-any-return]
+        h1, h2 = _key_hash(key)  # once for every table's bloom filter
         for table in view.tables:
             try:
-                found = table.get(key)
+                found = table.lookup(key, h1, h2)
             except CorruptionError as exc:
                 self._corruption(exc)
                 raise

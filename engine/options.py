@@ -37,9 +37,11 @@ class EngineOptions:
     # Frozen memtables waiting for the flush thread; past this commit() blocks until a flush
     # finishes (back-pressure: slow writes, never unbounded memory).
     frozen_memtables_max: int = 2
-    # LRU budget of data blocks shared by every table (Redis-side `block-cache-size`): each is
-    # cached as raw bytes plus the restart intervals that point lookups have decoded.
-    block_cache_bytes: int = 32 * MIB
+    # LRU budget of data blocks shared by every table (Redis-side `block-cache-size`, whose
+    # default is the same 64 MiB): each is cached as the bytes read plus its restart offsets,
+    # ~4.3 KiB charged per 4 KiB block, so 64 MiB holds about half the blocks of 1M 116-byte
+    # entries (a cache hit skips the pread, the CRC and the parse: ~7 us of ~15 us per get).
+    block_cache_bytes: int = 64 * MIB
     # Target size of an SSTable data block; a block always holds at least one entry.
     block_size_bytes: int = 4096
     # Bloom filter bits per key: 10 gives ~0.8% false positives.

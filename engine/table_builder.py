@@ -42,7 +42,7 @@ class TableBuilder:
     def __init__(self, fs: FileSystem, directory: str, name: str, *,
                  block_size_bytes: int = table_format.BLOCK_SIZE_BYTES_DEFAULT,
                  bloom_bits_per_key: int = bloom.BITS_PER_KEY_DEFAULT,
-                 restart_interval: int = block.RESTART_INTERVAL_DEFAULT,
+                 restart_interval: int = block.DATA_RESTART_INTERVAL_DEFAULT,
                  before_write: Callable[[int], None] | None = None) -> None:
         """before_write(nbytes), if given, is called before each write to the file with its
         size (a rate limiter: compactor.py invariant 4); it may sleep."""
@@ -57,7 +57,7 @@ class TableBuilder:
         self._before_write = before_write
         self._bloom = bloom.BloomFilterBuilder(bloom_bits_per_key)
         self._block = block.BlockBuilder(restart_interval)
-        self._index = block.BlockBuilder(restart_interval)
+        self._index = block.BlockBuilder(block.RESTART_INTERVAL_DEFAULT)
         self._pending = bytearray()  # sealed blocks not yet written
         self._offset = 0  # file offset where _pending starts
         self._entries = 0

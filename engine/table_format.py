@@ -99,6 +99,20 @@ def unseal(raw: bytes, path: str, offset: int, name: str) -> memoryview:
     return body
 
 
+# crc32(block + crc32(block) as u32 little-endian) is this constant for every block (CRC-32's
+# residue): check_sealed() checks a sealed block with one crc32 call over it, no slicing.
+CRC_RESIDUE: Final = 0x2144DF1C
+
+
+def check_sealed(raw: bytes, path: str, offset: int, name: str) -> None:
+    """Check the CRC trailer of raw (block + trailer, as read): what unseal() checks, without
+    making a view of the body. Raises CorruptionError naming the file."""
+    if len(raw) < BLOCK_TRAILER_SIZE:
+        raise CorruptionError(path, f"{name} block truncated ({len(raw)} bytes)", offset)
+    if zlib.crc32(raw) != CRC_RESIDUE:
+        raise CorruptionError(path, f"{name} block checksum mismatch", offset)
+
+
 def encode_footer(footer: Footer) -> bytes:
     b, i, p = footer.bloom, footer.index, footer.properties
     body = _FOOTER_BODY.pack(b.offset, b.size, i.offset, i.size, p.offset, p.size,

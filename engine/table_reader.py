@@ -8,8 +8,10 @@ Invariants:
    the bloom filter rules it out.
 3. The index (last key of each data block -> handle) and the bloom filter stay in memory for
    the reader's lifetime; data blocks go through the BlockCache, if one is given, as
-   block.SearchBlock: get() bisects the restart keys and decodes one restart interval, never
-   the whole block (the block's CRC is checked first, when it is read from the file).
+   block.SearchBlock (the block's bytes as read, CRC checked first, when it is read from the
+   file): get() binary-searches its restart points and decodes part of one interval, never
+   the whole block. lookup() is get() with the bloom hash computed once by the caller for
+   every table it asks.
 4. scan() yields (key, value | None) with tombstones as None, keys strictly increasing, and
    never inserts into the cache (a full scan must not evict the working set).
 5. One file handle; data blocks are read with pread (no shared position, so a scan on a
@@ -48,6 +50,7 @@ class TableReader:
         self._index_keys = index_keys
         self._handles = handles
         self._bloom = bloom_filter
+        self._may_contain = bloom_filter.may_contain_hash
         self._cache = cache
         self._id = block_cache.new_table_id()
         # Cache key of each data block, built once so a cache hit allocates nothing.
@@ -103,7 +106,12 @@ class TableReader:
 
     def get(self, key: bytes) -> bytes | Tombstone | None:
         """The value of key, TOMBSTONE if this table records its deletion, None if absent."""
-        if not (self.min_key <= key <= self.max_key and self._bloom.may_contain(key)):
+        h1, h2 = bloom.key_hash(key)
+        return self.lookup(key, h1, h2)
+
+    def lookup(self, key: bytes, h1: int, h2: int) -> bytes | Tombstone | None:
+        """get() for a caller that hashed key once for all tables: (h1, h2) = key_hash(key)."""
+        if not (self.min_key <= key <= self.max_key and self._may_contain(h1, h2)):
             return None
         index = bisect_left(self._index_keys, key)
         cache = self._cache
@@ -152,9 +160,15 @@ class TableReader:
             index += 1
 
     def _parse(self, index: int) -> block.SearchBlock:
+        """Read data block index, check its CRC (invariant 1), and wrap it for find()."""
         handle = self._handles[index]
-        return block.parse(_pread_sealed(self._file, self.path, handle, "data"), self.path,
-                           handle.offset)
+        size = handle.size + table_format.BLOCK_TRAILER_SIZE
+        raw = self._file.pread(size, handle.offset)
+        if len(raw) != size:
+            raise CorruptionError(self.path, f"data block truncated: {len(raw)} of {size} bytes",
+                                  handle.offset)
+        table_format.check_sealed(raw, self.path, handle.offset, "data")
+        return block.parse(raw, self.path, handle.offset, handle.size)
 
     def _block(self, index: int, *, fill: bool) -> DecodedBlock:
         """Every entry of data block index, checked; scans never fill the cache (inv. 4)."""

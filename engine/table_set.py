@@ -45,6 +45,10 @@ class BrokenTable:
             raise self._corruption()
         return None
 
+    def lookup(self, key: bytes, h1: int, h2: int) -> bytes | Tombstone | None:
+        """As TableReader.lookup(): get() with the key's bloom hash."""
+        return self.get(key)
+
     def scan(self, start: bytes = b"", end: bytes | None = None,
              skip: Callable[[CorruptionError], None] | None = None
              ) -> Iterator[tuple[bytes, bytes | None]]:
@@ -67,13 +71,13 @@ Reader = TableReader | BrokenTable
 
 
 class LiveTable:
-    __slots__ = ("get", "meta", "path", "reader", "refs")
+    __slots__ = ("lookup", "meta", "path", "reader", "refs")
 
     def __init__(self, meta: TableMeta, path: str, reader: Reader) -> None:
         self.meta = meta
         self.path = path
         self.reader = reader
-        self.get = reader.get
+        self.lookup = reader.lookup  # (key, *bloom.key_hash(key)): the engine's read path
         self.refs = 0  # open scans (invariant 2)
 
 

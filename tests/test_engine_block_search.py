@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 
 import pytest
 from hypothesis import given
@@ -41,7 +42,6 @@ def test_restart_search_finds_every_key(n: int) -> None:
     entries = entries_of(n)
     parsed = block.parse(build(entries), "b", 0)
     assert len(parsed.restarts) == (n + 15) // 16
-    assert parsed.restart_keys == [k for k, _ in entries[::16]]
     for key, value in entries:  # includes every restart key (entries[::16])
         assert parsed.find(key) == value
     for i in range(n):  # keys between two entries, and after the last one
@@ -134,10 +134,10 @@ def test_damaged_block_is_detected_by_checksum_before_any_search(
             searched: list[bytes] = []
             real_parse = block.parse
 
-            def spy(data: bytes | bytearray | memoryview, p: str, offset: int
+            def spy(data: bytes, p: str, offset: int, size: int | None = None
                     ) -> block.SearchBlock:
                 searched.append(bytes(data))
-                return real_parse(data, p, offset)
+                return real_parse(data, p, offset, size)
 
             monkeypatch.setattr(block, "parse", spy)
             with pytest.raises(CorruptionError, match="checksum"):
@@ -150,7 +150,7 @@ def test_damaged_block_is_detected_by_checksum_before_any_search(
             reader.close()
 
 
-def test_get_decodes_one_interval_of_a_cached_block() -> None:
+def test_cached_block_is_read_and_checked_once() -> None:
     entries = entries_of(3000)
     with temp_dir() as d:
         path = os.path.join(d, "t.sst")
@@ -158,12 +158,47 @@ def test_get_decodes_one_interval_of_a_cached_block() -> None:
         cache = BlockCache(1 << 20)
         reader = TableReader.open(FS, path, cache)
         try:
-            key, value = entries[20]
-            assert reader.get(key) == (TOMBSTONE if value is None else value)
+            reads: list[int] = []
+            real_pread = reader._file.pread
+
+            def counting_pread(size: int, offset: int) -> bytes:
+                reads.append(offset)
+                return real_pread(size, offset)
+
+            reader._file.pread = counting_pread  # type: ignore[method-assign]
+            block_keys = [(k, v) for k, v in entries[:40]]  # all in the first data block
+            assert reader._index_keys[0] >= block_keys[-1][0]
+            for key, value in block_keys:
+                assert reader.get(key) == (TOMBSTONE if value is None else value)
+            assert reads == [0]  # one read of block 0; every later get is served from cache
+            assert (cache.hits, cache.misses) == (len(block_keys) - 1, 1)
+            # The cached block is its bytes as read (CRC trailer included), not a copy.
             (parsed,) = (entry[0] for entry in cache._blocks.values())
-            decoded = [i for i, interval in enumerate(parsed._intervals) if interval]
-            assert decoded == [1]  # entry 20 is in the second interval of the first block
-            assert reader.get(key) == (TOMBSTONE if value is None else value)
-            assert (cache.hits, cache.misses) == (1, 1)
+            assert len(parsed.data) == reader._handles[0].size + 4
+            keys, _ = parsed.decode()
+            assert keys[: len(block_keys)] == [k for k, _ in block_keys]
         finally:
             reader.close()
+
+
+@pytest.mark.parametrize("restart_interval", [1, 4, 16])
+def test_lying_restart_array_is_corruption_or_absent_never_a_crash(restart_interval: int
+                                                                   ) -> None:
+    """Restart offsets that point past the entries or into the middle of one (a block whose
+    CRC matched but whose writer was wrong) fail with CorruptionError or answer ABSENT."""
+    entries = entries_of(40)
+    data = bytearray(build(entries, restart_interval))
+    (count,) = struct.unpack_from("<I", data, len(data) - 4)
+    first = len(data) - 4 - 4 * count
+    rng = random.Random(restart_interval)
+    for _ in range(300):
+        damaged = bytearray(data)
+        slot = first + 4 * rng.randrange(1, count) if count > 1 else first
+        struct.pack_into("<I", damaged, slot, rng.randrange(len(data) + 64))
+        try:
+            parsed = block.parse(bytes(damaged), "b", 0)
+            for key, _ in entries:
+                got = parsed.find(key)
+                assert got is block.ABSENT or got is None or isinstance(got, bytes)
+        except CorruptionError as exc:
+            assert "b" in str(exc)

@@ -208,6 +208,49 @@ def test_flipped_data_byte_fails_get_of_that_block_only() -> None:
         assert reader.get(b"key:001999") == b"value-1999" * 5  # other blocks still serve
 
 
+def test_check_sealed_agrees_with_unseal_on_every_flipped_bit() -> None:
+    sealed = table_format.seal(bytes(range(256)) * 3)
+    table_format.check_sealed(sealed, "t.sst", 0, "data")
+    assert bytes(table_format.unseal(sealed, "t.sst", 0, "data")) == sealed[:-4]
+    for i in range(len(sealed)):
+        for bit in (0x01, 0x80):
+            bad = bytearray(sealed)
+            bad[i] ^= bit
+            with pytest.raises(CorruptionError, match="data block checksum") as info:
+                table_format.check_sealed(bytes(bad), "t.sst", 7, "data")
+            assert (info.value.path, info.value.offset) == ("t.sst", 7)
+            with pytest.raises(CorruptionError):
+                table_format.unseal(bytes(bad), "t.sst", 7, "data")
+    with pytest.raises(CorruptionError, match="truncated"):
+        table_format.check_sealed(b"abc", "t.sst", 0, "data")
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_any_flipped_byte_of_a_block_fails_get_naming_the_file(cached: bool) -> None:
+    """Every byte of data block 0, its CRC trailer included: get() reads, checks, fails."""
+    entries = sample_entries()
+    with temp_dir() as d:
+        path = os.path.join(d, "t.sst")
+        write_table(path, entries)
+        original = read_bytes(path)
+        probe = TableReader.open(FS, path)
+        handle, last_key = probe._handles[0], probe._index_keys[0]
+        probe.close()
+        key = next(k for k, v in entries if v is not None and k <= last_key)
+        for offset in range(0, handle.size + 4, 7):
+            patch_file(path, offset, bytes([original[offset] ^ 0x20]))
+            cache = BlockCache(1 << 20) if cached else None
+            reader = TableReader.open(FS, path, cache)
+            try:
+                with pytest.raises(CorruptionError, match="checksum") as info:
+                    reader.get(key)
+                assert info.value.path == path and path in str(info.value)
+                assert cache is None or len(cache) == 0
+            finally:
+                reader.close()
+            patch_file(path, offset, original[offset : offset + 1])
+
+
 def test_unknown_version_is_not_corruption() -> None:
     with temp_dir() as d:
         path = os.path.join(d, "t.sst")
