@@ -27,7 +27,6 @@ import msgpack
 
 from cluster.errors import ClusterError
 from cluster.merkle import DEPTH_MAX, HASH_BYTES
-from cluster.messages import ErrorCode
 
 TOKEN_MAX = 2**64 - 1
 DB_MAX = 65_535
@@ -39,10 +38,10 @@ KEY_BYTES_MAX = 512 * 1024 * 1024  # Redis's proto-max-bulk-len
 FETCH_KEYS_MAX = 256  # keys one FETCH asks for
 FRAME_HEADER_BYTES = 9  # cluster/wire.py: length u32, type u8, request id u32
 
-# Proposed one-byte tags (messages.MsgType), after COUNT_REPLY = 19.
-PROPOSED_TAGS = {"AE_SUMMARY": 20, "AE_SUMMARY_REPLY": 21, "AE_HASHES": 22,
-                 "AE_HASHES_REPLY": 23, "AE_KEYS": 24, "AE_KEYS_REPLY": 25, "AE_FETCH": 26,
-                 "AE_FETCH_REPLY": 27}
+# Proposed one-byte tags (messages.MsgType reserves 22..29 for anti-entropy).
+PROPOSED_TAGS = {"AE_SUMMARY": 22, "AE_SUMMARY_REPLY": 23, "AE_HASHES": 24,
+                 "AE_HASHES_REPLY": 25, "AE_KEYS": 26, "AE_KEYS_REPLY": 27, "AE_FETCH": 28,
+                 "AE_FETCH_REPLY": 29}
 
 
 class Status(enum.IntEnum):
@@ -54,9 +53,10 @@ class Status(enum.IntEnum):
 
 
 class AntiEntropyError(ClusterError):
-    """A malformed request (server side) or reply (session side); the text says what."""
+    """A malformed request (server side) or reply (session side); the text says what.
 
-    code = ErrorCode.PROTOCOL
+    The server's caller answers it with an ERROR frame of code PROTOCOL. (This module does
+    not import cluster.messages, so that messages.py may import the classes below.)"""
 
 
 @dataclass(frozen=True, slots=True)
