@@ -84,9 +84,16 @@ class GetCore(Generic[R]):
             if self._tally.add(replica, False):
                 self.failures[replica] = result.reason
         elif self._tally.add(replica, True):
-            normal = merge(result, ()) if result else ()
+            # Shortcuts that give what merge would (invariant 2 unchanged): one version is
+            # already a normal set, and merging a set into an equal one changes nothing
+            # (idempotence); replicas that agree, the common case, then cost no merge.
+            normal = result if len(result) <= 1 else merge(result, ())
             self.answers[replica] = normal
-            self.merged = merge(self.merged, normal) if self.merged else normal
+            merged = self.merged
+            if not merged:
+                self.merged = normal
+            elif normal and normal != merged:
+                self.merged = merge(merged, normal)
         self._settle()
 
     def time_out(self) -> list[R]:

@@ -42,8 +42,8 @@ from cluster.messages import ErrorCode, Message, Read, ReadReply, Write, WriteAc
 from cluster.replica import Replica
 from cluster.sibling_codec import decode, encode
 from cluster.transport import RemoteError
-from cluster.vclock import PruneBounds
-from cluster.version import Siblings, limit, merge, prune_siblings
+from cluster.vclock import PruneBounds, dominates
+from cluster.version import CLOCK, Siblings, limit, merge, prune_siblings
 
 # Engine keys ``bytes([FLOOR_NAMESPACE]) + keys.engine_key(db, key)`` hold an 8-byte big-endian
 # counter: the highest this node's actor issued for a key it does not replicate (invariant 5).
@@ -87,7 +87,7 @@ class ReplicaService:
         ekey = keyspace.engine_key(db, key)
         old = self.replica.read(ekey)
         now_ms = self.clock.wall_ms()
-        new, dropped = limit(merge(old, incoming), self.sibling_limit)
+        new, dropped = limit(_merge(old, incoming), self.sibling_limit)
         new, pruned = prune_siblings(new, now_ms, self.prune)
         self.stats["siblings_dropped"] += dropped
         self.stats["clock_prunes"] += pruned
@@ -180,6 +180,18 @@ class ReplicaService:
             self.stats["writes_refused"] += 1
             raise RemoteError(ErrorCode.UNSUPPORTED,
                               f"db {db} is out of range (this node has {self.replica.databases})")
+
+
+def _merge(old: Siblings, incoming: Siblings) -> Siblings:
+    """``version.merge(old, incoming)``, with shortcuts for the common write: one incoming
+    version onto nothing, or onto the one version it strictly supersedes (the result merge
+    gives then is exactly ``incoming``: invariant 1 of version.py)."""
+    if len(incoming) == 1 and len(old) <= 1:
+        if not old:
+            return incoming
+        if dominates(incoming[0][CLOCK], old[0][CLOCK]):
+            return incoming
+    return merge(old, incoming)
 
 
 def _floor_key(db: int, key: bytes) -> bytes:

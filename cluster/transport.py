@@ -10,9 +10,10 @@ and hands each request to the ``Handler`` callback; its return value is the repl
 
 ``request()`` is a plain method that returns a future: it never awaits, so a caller that is
 not running inside a Task (the frontend drives node coroutines with ``send(None)``) can use
-it, and a coordinator fans out N requests with N calls. Each request has its own deadline, a
-timer from the injected ``Clock`` (``loop.call_later`` in production), never
-``asyncio.timeout``/``wait_for``.
+it, and a coordinator fans out N requests with N calls. Each request has its own deadline,
+kept in its link's deadline heap and watched by one timer per link (from the injected
+``Clock``: ``loop.call_later`` in production), never ``asyncio.timeout``/``wait_for``: a
+timer per request would cost a timer start and cancel for every message.
 
 Rules:
 1. Every future ``request()`` returns completes exactly once: with the reply message; with
@@ -32,6 +33,11 @@ Rules:
 5. Any protocol error (a malformed frame, a message out of place, a frame over the limit)
    closes that connection; the peer is told why with an ERROR frame of request id 0 when
    possible.
+6. Frames a connection sends in one loop turn (requests, replies) are written together, in
+   the order they were sent, with one ``transport.write`` when the turn's callbacks are done
+   (``loop.call_soon``), or at once past ``_OUT_BATCH_BYTES_MAX``: under load one syscall
+   (and one wake-up of the peer) carries many frames. An error frame is written before the
+   connection closes; an aborted connection drops what it had queued.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import heapq
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -72,6 +79,13 @@ from cluster.wire import (
 )
 
 log = logging.getLogger(__name__)
+
+# Rule 6: queued frames past this size are written at once instead of at the end of the
+# loop turn, so a burst of large frames meets the socket's flow control (pause_writing)
+# while the link is still pumping, not after it queued up to inflight_max of them.
+_OUT_BATCH_BYTES_MAX = 64 * 1024
+# A deadline this close is treated as come: loop timers fire with millisecond rounding.
+_DEADLINE_SLACK_S = 0.001
 
 Handler = Callable[[str, Message], "Message | Awaitable[Message]"]
 """Serves one request: (peer node id, request) -> reply, or an awaitable of it. Raising
@@ -151,13 +165,13 @@ class TransportStats:
 
 
 class _Pending:
-    __slots__ = ("future", "message", "request_id", "timer")
+    __slots__ = ("future", "message", "request_id", "timeout_s")
 
     def __init__(self, future: asyncio.Future[Message], message: Message) -> None:
         self.future = future
         self.message = message
         self.request_id = 0
-        self.timer: TimerHandle | None = None
+        self.timeout_s = 0.0
 
 
 class _Connection(asyncio.Protocol):
@@ -172,13 +186,18 @@ class _Connection(asyncio.Protocol):
                                    rng, expected_peer_id=expected_peer_id)
         self.decoder = FrameDecoder(HANDSHAKE_FRAME_BYTES_MAX)
         self.transport: asyncio.Transport | None = None
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = self._loop.create_future()
         self.error: BaseException | None = None  # why it closed, if we know
         self.closed = False
         self.writable = True
         self.read_paused = False
         self.serving = 0  # acceptor: requests in the handler
         self._timer: TimerHandle | None = None
+        # Rule 6: frames queued in this loop turn, written together by flush().
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._flush_scheduled = False
 
     @property
     def peer_id(self) -> str:
@@ -261,7 +280,36 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request_id: int, message: Message) -> None:
         if not self.closed and self.transport is not None:
-            self.transport.write(encode(request_id, message, self.config.frame_bytes_max))
+            self.send_frame(encode(request_id, message, self.config.frame_bytes_max))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue an encoded frame; it is written with the others of this loop turn (Rule 6),
+        at once when the queue passes ``_OUT_BATCH_BYTES_MAX`` (so ``writable`` stays true
+        to what the socket holds)."""
+        if self.closed or self.transport is None:
+            return
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        if self._out_bytes >= _OUT_BATCH_BYTES_MAX:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the queued frames, in order, with one ``transport.write``."""
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._out_bytes = 0
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)  # may call pause_writing at once
 
     def fail(self, code: ErrorCode | int | None, text: str, error: BaseException) -> None:
         """Close the connection because of ``error``, telling the peer ``code`` if given."""
@@ -271,6 +319,7 @@ class _Connection(asyncio.Protocol):
             self.error = error
         if code is not None:
             self.send(0, Error(int(code), _clip(text)))
+        self.flush()
         self.closed = True
         if self.transport is not None:
             self.transport.close()  # flushes the ERROR frame, then connection_lost
@@ -279,6 +328,8 @@ class _Connection(asyncio.Protocol):
         if self.error is None:
             self.error = error
         self.closed = True
+        self._out.clear()
+        self._out_bytes = 0
         if self.transport is not None:
             self.transport.abort()
 
@@ -343,6 +394,12 @@ class _Link:
         self.inflight: dict[int, _Pending] = {}
         self.queue: collections.deque[_Pending] = collections.deque()
         self.next_id = 1
+        # Deadlines: (due, seq, pending) for every request submitted, answered or not (an
+        # answered one is skipped when its due time comes); one timer for the earliest.
+        self.deadlines: list[tuple[float, int, _Pending]] = []
+        self.deadline_seq = 0
+        self.deadline_timer: TimerHandle | None = None
+        self.deadline_timer_due = 0.0
 
     def submit(self, pending: _Pending, timeout_s: float) -> None:
         stats = self.owner.stats
@@ -356,8 +413,12 @@ class _Link:
             self._settle(pending, PeerOverloaded(
                 f"{len(self.queue)} requests already queued for peer {self.peer_id}"))
             return
-        pending.timer = self.clock.call_later(timeout_s,
-                                              lambda: self._expire(pending, timeout_s))
+        pending.timeout_s = timeout_s
+        due = self.clock.monotonic() + timeout_s
+        self.deadline_seq += 1
+        heapq.heappush(self.deadlines, (due, self.deadline_seq, pending))
+        if self.deadline_timer is None or due < self.deadline_timer_due:
+            self._arm_deadline_timer(due)
         self.queue.append(pending)
         if self.state is LinkState.IDLE:
             self._connect()
@@ -383,7 +444,7 @@ class _Link:
                 continue
             pending.request_id = request_id
             inflight[request_id] = pending
-            conn.transport.write(frame)
+            conn.send_frame(frame)
 
     def _new_id(self) -> int:
         while True:
@@ -392,26 +453,55 @@ class _Link:
             if request_id not in self.inflight:
                 return request_id
 
-    def _expire(self, pending: _Pending, timeout_s: float) -> None:
-        pending.timer = None
+    def _arm_deadline_timer(self, due: float) -> None:
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+        self.deadline_timer_due = due
+        self.deadline_timer = self.clock.call_later(max(0.0, due - self.clock.monotonic()),
+                                                    self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        """Expire every request whose deadline has come; re-arm for the next one."""
+        self.deadline_timer = None
+        deadlines = self.deadlines
+        # A loop timer may fire a hair before its due time (millisecond rounding).
+        now = self.clock.monotonic() + _DEADLINE_SLACK_S
+        expired = False
+        while deadlines and deadlines[0][0] <= now:
+            pending = heapq.heappop(deadlines)[2]
+            expired = self._expire(pending) or expired
+        while deadlines and deadlines[0][2].future.done() and (
+                self.inflight.get(deadlines[0][2].request_id) is not deadlines[0][2]):
+            heapq.heappop(deadlines)  # answered early: nothing left to watch
+        if deadlines:
+            self._arm_deadline_timer(deadlines[0][0])
+        if expired:
+            self._pump()
+
+    def _expire(self, pending: _Pending) -> bool:
+        """The deadline of ``pending`` came: fail it unless it was settled; free its slot.
+        Returns whether a slot or queue entry was freed."""
+        freed = False
         if self.inflight.get(pending.request_id) is pending:
-            del self.inflight[pending.request_id]
+            del self.inflight[pending.request_id]  # also a caller-cancelled one (Rule 2)
+            freed = True
+        elif pending.future.done():
+            return False  # answered, failed or cancelled before its deadline
         else:
             try:
                 self.queue.remove(pending)
+                freed = True
             except ValueError:
                 pass
-        self.owner.stats.timeouts += 1
-        self._settle(pending, PeerTimeout(
-            f"no reply from peer {self.peer_id} in {timeout_s} s to "
-            f"{type(pending.message).__name__}"))
-        self._pump()
+        if not pending.future.done():
+            self.owner.stats.timeouts += 1
+            pending.future.set_exception(PeerTimeout(
+                f"no reply from peer {self.peer_id} in {pending.timeout_s} s to "
+                f"{type(pending.message).__name__}"))
+        return freed
 
     @staticmethod
     def _settle(pending: _Pending, outcome: Message | BaseException) -> None:
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
         if pending.future.done():
             return
         if isinstance(outcome, BaseException):
@@ -423,6 +513,10 @@ class _Link:
         doomed = [*self.inflight.values(), *self.queue]
         self.inflight.clear()
         self.queue.clear()
+        self.deadlines.clear()  # every request it watched is settled below
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
         for pending in doomed:
             self._settle(pending, error)
 
@@ -484,6 +578,9 @@ class _Link:
         self.state = LinkState.CLOSED
         if self.retry_timer is not None:
             self.retry_timer.cancel()
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
         if self.task is not None:
             self.task.cancel()
         if self.conn is not None:
