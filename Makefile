@@ -56,6 +56,12 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench-engine: $(BENCH_STAMP)
 	$(PY) -m bench.engine_bench
 
+# A 3-node local cluster (N=3, R=W=2) against a single node, side by side, with
+# redis-benchmark (bench/cluster_bench.py); writes docs/benchmarks.md's cluster section.
+.PHONY: bench-cluster
+bench-cluster: $(STAMP) system-deps
+	$(PY) -m bench.cluster_bench
+
 # Merkle-tree anti-entropy against a naive full key comparison (bench/repair_bench.py);
 # writes docs/benchmarks.md's repair section.
 .PHONY: bench-repair
