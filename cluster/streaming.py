@@ -54,7 +54,16 @@ from itertools import pairwise
 from cluster import keys as keyspace
 from cluster.clock import Clock, TimerHandle
 from cluster.errors import CorruptionError
-from cluster.messages import ErrorCode, Message, Stream, StreamReply, Write, WriteAck
+from cluster.messages import (
+    STREAM_BYTES_MAX,
+    STREAM_LIMIT_MAX,
+    ErrorCode,
+    Message,
+    Stream,
+    StreamReply,
+    Write,
+    WriteAck,
+)
 from cluster.node import Node
 from cluster.preflist import Placement
 from cluster.replica import Replica
@@ -71,6 +80,10 @@ PAGE_BYTES_DEFAULT = 256 * 1024  # bytes per page: large enough to amortise a ro
 CONCURRENCY_DEFAULT = 2  # segments in flight: one page merges while the next is on the wire
 RETRY_S_DEFAULT = 1.0  # wait after every source of a segment failed once
 RATE_BURST_S = 0.1  # the rate limiter lets a tenth of a second's bytes go at once
+# Push: WRITEs one pusher may have in flight (page_keys x concurrency), kept well below the
+# transport's per-link queue (TransportConfig.queue_max, 8192): past it the writes would
+# fail with PeerOverloaded, and the same page resent would fail the same way for ever.
+PUSH_WRITES_IN_FLIGHT_MAX = 4096
 
 Page = list[tuple[bytes, bytes]]  # (user key, sibling-set bytes)
 
@@ -402,7 +415,8 @@ class _Runner:
                  on_done: Callable[[], None] | None,
                  report: Callable[[str], None] | None) -> None:
         assert timeout_s > 0 and retry_s > 0, (timeout_s, retry_s)
-        assert 1 <= page_keys <= 100_000 and page_bytes >= 1 and concurrency >= 1
+        assert 1 <= page_keys <= STREAM_LIMIT_MAX and concurrency >= 1, (page_keys, concurrency)
+        assert 1 <= page_bytes <= STREAM_BYTES_MAX, page_bytes
         self.clock = clock
         self.timeout_s = timeout_s
         self.page_keys = page_keys
@@ -574,7 +588,10 @@ class _Runner:
         self._done.add(token_range)
         self.stats.ranges_done += 1
         if self.on_range_done is not None:
-            self.on_range_done(token_range)
+            try:
+                self.on_range_done(token_range)
+            except Exception as exc:  # e.g. the record cannot be saved: a restart would
+                self._error(f"stream: after range {token_range}: {exc!r}")  # redo it
 
     def _check_finished(self) -> None:
         if (self.finished or self._busy or self._ready or self._timers
@@ -582,7 +599,7 @@ class _Runner:
             return
         self.stats.finished_s = self.clock.monotonic()
         if self.on_done is not None:
-            self.on_done()
+            self.on_done()  # REQUIRES: does not raise (it runs inside a reply's callback)
 
 
 def _outcome(future: asyncio.Future[Message]) -> Message | BaseException:
@@ -770,6 +787,7 @@ class RangePusher(_Runner):
                  on_done: Callable[[], None] | None = None,
                  report: Callable[[str], None] | None = None) -> None:
         assert all(task.destinations for task in tasks), "a task without destinations"
+        assert page_keys * concurrency <= PUSH_WRITES_IN_FLIGHT_MAX, (page_keys, concurrency)
         assert len({t.token_range for t in tasks}) == len(tasks), "a range listed twice"
         super().__init__([t.token_range for t in tasks], [t.dbs for t in tasks], clock,
                          rate_bytes_per_s=rate_bytes_per_s, timeout_s=timeout_s,

@@ -3,6 +3,7 @@ SimNetwork/SimClock in virtual time, between real engines (``Node`` in temporary
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from cluster import keys as keyspace
 from cluster import tokens as tokens_file
+from cluster.clock import Clock, LoopClock
 from cluster.errors import CorruptionError
 from cluster.messages import ErrorCode, Message, Stream, StreamReply, WriteAck
 from cluster.node import Node, NodeOptions
@@ -38,7 +40,7 @@ from cluster.streaming import (
     save_progress,
     serve_stream,
 )
-from cluster.transport import RemoteError
+from cluster.transport import PeerTransport, RemoteError, TransportConfig
 from cluster.version import Siblings, merge
 from cluster.wire import WireError, decode_all, encode
 from engine.fs import OSFileSystem
@@ -46,7 +48,7 @@ from tests.sim.sim_clock import WALL_ORIGIN_MS, SimClock
 from tests.sim.sim_network import NetworkOptions, SimNetwork, TraceEvent
 
 T = TypeVar("T")
-GRACE_MS = 10 * 86_400_000  # tombstones stay (they must move too)
+GRACE_MS = 100 * 365 * 86_400_000  # tombstones stay (they must move), on real clocks too
 TIMEOUT_S = 0.05  # 50 ticks; the network delays 1-10 ticks
 DBS = (0, 1, 7)
 Q = 1 << 58
@@ -85,7 +87,7 @@ def siblings_of(i: int) -> Siblings:
 class Store:
     """A simulated node: storage on a real engine and the handler peers reach."""
 
-    def __init__(self, path: Path, clock: SimClock) -> None:
+    def __init__(self, path: Path, clock: Clock) -> None:
         self.path = path
         self.clock = clock
         self.node = self._open()
@@ -427,11 +429,59 @@ def test_stop_leaves_storage_alone(world: World) -> None:
     assert streamer.info("stream_")["stream_state"] == "stopped"
 
 
+def test_a_failing_progress_save_does_not_stall_the_stream(world: World) -> None:
+    def save(_: TokenRange) -> None:
+        raise OSError(28, "No space left on device")
+
+    streamer = world.streamer(tasks_of(RANGES[:2], dbs=(0,)))
+    streamer.on_range_done = save
+    streamer.start()
+    world.run(lambda: streamer.finished)
+    assert world.dest.contents() == world.expected(RANGES[:2], (0,))
+    assert streamer.stats.errors == 2 and "No space left" in streamer.stats.last_error
+
+
 def test_nothing_to_do_finishes_at_start(world: World) -> None:
     streamer = world.streamer(tasks_of(), done=RANGES)
     streamer.start()
     assert streamer.finished and world.finished == 1 and not world.streams
     assert streamer.stats.ranges_skipped == 3
+
+
+def test_over_real_peer_transports_on_loopback(sources: tuple[Store, Store, Contents, Contents],
+                                               tmp_path: Path) -> None:
+    """The same streamer over TCP (wire encoding of STREAM/STREAM_REPLY included)."""
+    a, _, everything, _ = sources
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        clock = LoopClock(loop)
+
+        def config(node_id: str) -> TransportConfig:
+            return TransportConfig(node_id, "test", b"secret")
+
+        server = PeerTransport(config("A"), a.handle, random.Random(1), clock=clock)
+        _, port = await server.listen("127.0.0.1", 0)
+        dest = Store(tmp_path / "d", clock)
+        client = PeerTransport(config("D"), dest.handle, random.Random(2), clock=clock)
+        client.add_peer("A", "127.0.0.1", port)
+        done: asyncio.Future[None] = loop.create_future()
+        streamer = RangeStreamer(tasks_of(RANGES[:2], sources=("A",), dbs=(0, 7)), client,
+                                 dest.service, clock, commit=dest.commit, rate_bytes_per_s=0,
+                                 timeout_s=5.0, on_done=lambda: done.set_result(None))
+        try:
+            streamer.start()
+            await asyncio.wait_for(done, 30)
+            want = {(db, key): s for (db, key), s in everything.items()
+                    if db in (0, 7) and in_ranges(key, RANGES[:2])}
+            assert dest.contents() == want and streamer.stats.errors == 0
+        finally:
+            streamer.stop()
+            await client.close()
+            await server.close()
+            dest.close()
+
+    asyncio.run(main())
 
 
 # -- Push --------------------------------------------------------------------------------
