@@ -6,14 +6,15 @@ Layout (docs/formats/sstable.md, "Data block"):
 A value_length of TOMBSTONE_LENGTH marks a tombstone (no value bytes follow).
 
 Invariants:
-1. decode(BlockBuilder(...).finish()) returns exactly the entries added, in order.
+1. decode(BlockBuilder(...).finish()) returns exactly the entries added, in order, and so
+   does decode(encode_entries(keys, values)), which is BlockBuilder(1)'s output made in bulk.
 2. Keys in a block strictly increase; the entry at each restart offset has shared == 0, so a
    reader can start decoding at any restart point.
 3. A block holds at least one entry however large: the builder never refuses an entry, and
    the table builder cuts a block only after an add, so a 512 MiB value makes one block.
 4. decode(), parse() and SearchBlock.find() are a trust boundary: they check every length and
    offset before slicing and raise CorruptionError naming the file, never IndexError or
-   struct.error. (The block CRC is checked before either by table_format.unseal().)
+   struct.error. (The block CRC is checked before any of them, when the block is read.)
 5. Point lookups (parse() + SearchBlock.find()) binary-search the restart points, slicing
    one key per probe, then decode forward within one restart interval only as far as the
    target key; never the whole block, and nothing is kept between calls.
@@ -22,17 +23,16 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import operator
 import struct
+from collections.abc import Sequence
+from itertools import accumulate, chain, repeat
 
 from engine.errors import CorruptionError
 
-RESTART_INTERVAL_DEFAULT = 16  # index blocks: decoded whole at open, so density buys nothing
-# Data blocks: a point lookup binary-searches the restart keys, then decodes forward within
-# one interval, so a shorter interval is a cheaper cache miss. Measured (32 entries of 16-byte
-# keys and 100-byte values, CPython 3.11): parse + find 1.8 us at 4, 2.7 us at 16, 1.7 us at 1,
-# for 25 more bytes per 4 KiB block than 16 (interval 1 costs 4 bytes per entry and all prefix
-# compression). Tables written with 16 (before) read the same way.
-DATA_RESTART_INTERVAL_DEFAULT = 4
+# BlockBuilder's default, and the index block's interval: the index is decoded whole at open.
+# Data blocks are written by encode_entries(), a restart at every entry (table_builder.py).
+RESTART_INTERVAL_DEFAULT = 16
 TOMBSTONE_LENGTH = 0xFFFF_FFFF  # On disk: the value_length that means "deleted".
 ENTRY_HEADER = struct.Struct("<III")  # shared, unshared, value_length
 _U32 = struct.Struct("<I")
@@ -40,6 +40,12 @@ _pack_header = ENTRY_HEADER.pack
 _unpack_header = ENTRY_HEADER.unpack_from
 
 DecodedBlock = tuple[list[bytes], list[bytes | None]]  # keys, values (None = tombstone)
+
+# Struct objects for restart arrays, by count: parse() runs on every cache miss, and building
+# the format string and Struct each time costs more than the unpack itself.
+_RESTART_STRUCTS: dict[int, struct.Struct] = {}
+_RESTART_STRUCTS_MAX = 1024  # counts above this (tiny entries in a huge block) are not kept
+_HSIZE = ENTRY_HEADER.size
 
 
 class Absent(enum.Enum):
@@ -105,19 +111,65 @@ class BlockBuilder:
         return buf
 
 
-def decode(data: bytes | memoryview, path: str, offset: int) -> DecodedBlock:
-    """All entries of the block data (as BlockBuilder.finish() made it), in order.
+def encode_entries(keys: Sequence[bytes], values: Sequence[bytes | None]) -> bytes:
+    """One block holding keys[i] -> values[i] (None: tombstone), every entry a restart point:
+    the bytes BlockBuilder(1) makes, built by a few C-level passes over the lists instead of
+    a Python loop per entry (a flush writes every entry through here; see table_builder).
 
-    offset is where the block starts in path, for error messages only.
+    REQUIRES: at least one entry; keys strictly increase; every len(value) < TOMBSTONE_LENGTH.
     """
-    size = len(data)
-    if size < 4:
+    n = len(keys)
+    assert n > 0 and n == len(values), (n, len(values))
+    assert all(map(operator.lt, keys, keys[1:])), "keys must strictly increase"
+    klens = list(map(len, keys))
+    if None in values:
+        vlens = [TOMBSTONE_LENGTH if v is None else len(v) for v in values]
+        sizes = [0 if v is None else len(v) for v in values]
+        vbytes: Sequence[bytes] = [b"" if v is None else v for v in values]
+    else:
+        vlens = sizes = list(map(len, values))  # type: ignore[arg-type]
+        vbytes = values  # type: ignore[assignment]
+        assert max(vlens) < TOMBSTONE_LENGTH
+    headers = map(_pack_header, repeat(0, n), klens, vlens)
+    ends = accumulate(map(operator.add, map(operator.add, klens, sizes), repeat(ENTRY_HEADER.size)))
+    restarts = [0, *ends]
+    restarts.pop()
+    return b"".join((*chain.from_iterable(zip(headers, keys, vbytes, strict=True)),
+                     _restarts_struct(n).pack(*restarts), _U32.pack(n)))
+
+
+def _restarts_struct(count: int) -> struct.Struct:
+    packer = _RESTART_STRUCTS.get(count)
+    if packer is None:
+        packer = struct.Struct(f"<{count}I")
+        if count <= _RESTART_STRUCTS_MAX:
+            _RESTART_STRUCTS[count] = packer
+    return packer
+
+
+def decode(data: bytes | memoryview, path: str, offset: int, size: int | None = None
+           ) -> DecodedBlock:
+    """All entries of the block contents data[:size] (size None: all of data), in order.
+
+    offset is where the block starts in path, for error messages only. A block whose every
+    entry is a restart point (encode_entries()) is decoded by C-level passes when data is
+    bytes; any other block entry by entry. Both check the same things.
+    """
+    if size is None:
+        size = len(data)
+    if size < 4 or size > len(data):
         raise CorruptionError(path, f"block of {size} bytes", offset)
     (num_restarts,) = _U32.unpack_from(data, size - 4)
     if num_restarts == 0 or 4 + 4 * num_restarts > size:
         raise CorruptionError(path, f"block restart count {num_restarts}", offset)
     end = size - 4 - 4 * num_restarts
-    restarts = set(struct.unpack_from(f"<{num_restarts}I", data, end))
+    starts: tuple[int, ...] = _restarts_struct(num_restarts).unpack_from(data, end)
+    if isinstance(data, bytes):
+        fast = _decode_all_restarts(data, end, starts)
+        if fast is not None:
+            return fast
+    data = memoryview(data)[:size]
+    restarts = set(starts)
     keys: list[bytes] = []
     values: list[bytes | None] = []
     pos = 0
@@ -151,6 +203,33 @@ def decode(data: bytes | memoryview, path: str, offset: int) -> DecodedBlock:
         last = key
     if 0 not in restarts or at_restarts != len(restarts) or len(restarts) != num_restarts:
         raise CorruptionError(path, "block restart points do not match its entries", offset)
+    return keys, values
+
+
+def _decode_all_restarts(data: bytes, end: int, starts: tuple[int, ...]
+                         ) -> DecodedBlock | None:
+    """decode() of a block whose entries all sit at restart offsets, or None if it is not one
+    (then decode() takes the general path, which also reports any damage).
+
+    The headers at the restart offsets must chain exactly from 0 to end (each entry ends where
+    the next restart begins), with shared == 0 and no tombstone: then there is no entry
+    between two restarts, and the slices below are in bounds. Keys must strictly increase.
+    """
+    if starts[0] != 0 or max(starts) + ENTRY_HEADER.size > end:
+        return None
+    headers = list(map(_unpack_header, repeat(data), starts))
+    shared, klens, vlens = zip(*headers, strict=True)
+    if any(shared) or TOMBSTONE_LENGTH in vlens:
+        return None
+    kstarts = list(map(operator.add, starts, repeat(ENTRY_HEADER.size)))
+    kends = list(map(operator.add, kstarts, klens))
+    vends = list(map(operator.add, kends, vlens))
+    if vends[-1] != end or vends[:-1] != list(starts[1:]):
+        return None
+    keys = list(map(data.__getitem__, map(slice, kstarts, kends)))
+    if not all(map(operator.lt, keys, keys[1:])):
+        return None
+    values: list[bytes | None] = list(map(data.__getitem__, map(slice, kends, vends)))
     return keys, values
 
 
@@ -244,14 +323,9 @@ class SearchBlock:
 
     def decode(self) -> DecodedBlock:
         """All entries, fully checked (as decode())."""
-        return decode(memoryview(self.data)[: self.size], self.path, self.offset)
+        return decode(self.data, self.path, self.offset, self.size)
 
 
-# Struct objects for restart arrays, by count: parse() runs on every cache miss, and building
-# the format string and Struct each time costs more than the unpack itself.
-_RESTART_STRUCTS: dict[int, struct.Struct] = {}
-_RESTART_STRUCTS_MAX = 1024  # counts above this (tiny entries in a huge block) are not kept
-_HSIZE = ENTRY_HEADER.size
 
 
 def parse(data: bytes, path: str, offset: int, size: int | None = None) -> SearchBlock:
@@ -269,12 +343,7 @@ def parse(data: bytes, path: str, offset: int, size: int | None = None) -> Searc
     if num_restarts == 0 or 4 + 4 * num_restarts > size:
         raise CorruptionError(path, f"block restart count {num_restarts}", offset)
     end = size - 4 - 4 * num_restarts
-    unpack = _RESTART_STRUCTS.get(num_restarts)
-    if unpack is None:
-        unpack = struct.Struct(f"<{num_restarts}I")
-        if num_restarts <= _RESTART_STRUCTS_MAX:
-            _RESTART_STRUCTS[num_restarts] = unpack
-    restarts: tuple[int, ...] = unpack.unpack_from(data, end)
+    restarts: tuple[int, ...] = _restarts_struct(num_restarts).unpack_from(data, end)
     if restarts[0] != 0 or end < _HSIZE:
         raise CorruptionError(path, "block restart points do not match its entries", offset)
     return SearchBlock(data, size, end, restarts, path, offset)

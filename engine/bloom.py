@@ -122,11 +122,15 @@ class BloomFilterBuilder:
     def add(self, key: bytes) -> None:
         h1, h2 = _hash64(key, signed=False)
         self._h1.append(h1)
-        self._h2.append(h2 | 1)
+        self._h2.append(h2)
 
     def add_all(self, keys: Iterable[bytes]) -> None:
-        for key in keys:
-            self.add(key)
+        """add() of each key, by C-level passes (no Python code per key)."""
+        hashes = list(map(key_hash, keys))
+        if hashes:
+            h1s, h2s = zip(*hashes, strict=True)
+            self._h1.extend(h1s)
+            self._h2.extend(h2s)
 
     def finish(self) -> BloomFilter:
         # At least 64 bits, so a table of one key still has a usefully small FP rate.
@@ -135,6 +139,7 @@ class BloomFilterBuilder:
         probes = probe_count(self._bits_per_key)
         bits = bytearray(num_bits // 8)
         for h1, h2 in zip(self._h1, self._h2, strict=True):
+            h2 |= 1  # as may_contain_hash()
             for _ in range(probes):
                 pos = h1 % num_bits
                 bits[pos >> 3] |= 1 << (pos & 7)

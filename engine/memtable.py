@@ -170,6 +170,15 @@ class Memtable:
         for key in self._keys.irange(start, end, inclusive=(True, False)):
             yield key, data[key]
 
+    def batches(self, size: int) -> Iterator[tuple[list[bytes], list[bytes | None]]]:
+        """Every entry, tombstones included, ascending, as (keys, values) lists of up to size
+        entries: what a flush writes (no Python code per entry). REQUIRES: as scan()."""
+        keys = list(self._keys)
+        value_of = self._data.__getitem__
+        for start in range(0, len(keys), size):
+            chunk = keys[start : start + size]
+            yield chunk, list(map(value_of, chunk))
+
     def items(self) -> Iterator[tuple[bytes, bytes | None]]:
         """Every entry, tombstones included, ascending: what a flush writes to a table."""
         data = self._data

@@ -15,8 +15,11 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add
 from typing import TypeVar
 
 from engine import block, bloom, table_format
@@ -27,6 +30,9 @@ from engine.table_format import BlockHandle, Footer, Properties
 _T = TypeVar("_T")
 
 WRITE_BUFFER_BYTES = 1 << 20  # sealed blocks are gathered into ~1 MiB writes
+# A data block entry beyond its key and value: the 12-byte header and its 4-byte restart slot
+# (every entry of a data block is a restart point: block.encode_entries).
+_ENTRY_FIXED_BYTES = block.ENTRY_HEADER.size + 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +48,6 @@ class TableBuilder:
     def __init__(self, fs: FileSystem, directory: str, name: str, *,
                  block_size_bytes: int = table_format.BLOCK_SIZE_BYTES_DEFAULT,
                  bloom_bits_per_key: int = bloom.BITS_PER_KEY_DEFAULT,
-                 restart_interval: int = block.DATA_RESTART_INTERVAL_DEFAULT,
                  before_write: Callable[[int], None] | None = None) -> None:
         """before_write(nbytes), if given, is called before each write to the file with its
         size (a rate limiter: compactor.py invariant 4); it may sleep."""
@@ -53,10 +58,13 @@ class TableBuilder:
         self.path = join(directory, name)
         self._temp_path = self.path + table_format.TEMP_SUFFIX
         self._block_size = block_size_bytes
-        self._restart_interval = restart_interval
         self._before_write = before_write
         self._bloom = bloom.BloomFilterBuilder(bloom_bits_per_key)
-        self._block = block.BlockBuilder(restart_interval)
+        # The open data block: its entries, and their bytes once encoded (header, key, value
+        # and restart slot each).
+        self._block_keys: list[bytes] = []
+        self._block_values: list[bytes | None] = []
+        self._block_bytes = 0
         self._index = block.BlockBuilder(block.RESTART_INTERVAL_DEFAULT)
         self._pending = bytearray()  # sealed blocks not yet written
         self._offset = 0  # file offset where _pending starts
@@ -70,18 +78,56 @@ class TableBuilder:
 
     def add(self, key: bytes, value: bytes | None) -> None:
         """Append key -> value (None: tombstone). REQUIRES: key > every key added before."""
+        self.add_many([key], [value])
+
+    def add_many(self, keys: Sequence[bytes], values: Sequence[bytes | None]) -> None:
+        """Append keys[i] -> values[i] (None: tombstone), as add() of each in turn.
+
+        REQUIRES: keys strictly increase, and keys[0] > every key added before. The work per
+        entry is a few C-level passes over the lists (sizes, bloom hashes, block encoding),
+        not Python code per entry: a flush writes every memtable entry through here while
+        the loop thread competes for the GIL (db.py invariant 9).
+        """
         assert self._file is not None, "add() after finish() or abandon()"
+        count = len(keys)
+        assert count == len(values), (count, len(values))
+        if not count:
+            return
         if self._entries == 0:
-            self._min_key = key
+            self._min_key = keys[0]
         else:
-            assert key > self._last_key, "keys must be added in strictly increasing order"
-        self._block.add(key, value)
-        self._bloom.add(key)
-        self._last_key = key
-        self._entries += 1
-        self._tombstones += value is None
-        if self._block.size_estimate >= self._block_size:
+            assert keys[0] > self._last_key, "keys must be added in strictly increasing order"
+        self._last_key = keys[-1]
+        self._entries += count
+        self._bloom.add_all(keys)
+        if None in values:
+            sizes = [0 if v is None else len(v) for v in values]
+        else:
+            sizes = list(map(len, values))  # type: ignore[arg-type]
+        # Bytes of each entry in its block: header, key, value, restart slot.
+        per_entry = _ENTRY_FIXED_BYTES
+        ends = list(accumulate(map(add, map(add, map(len, keys), sizes), repeat(per_entry)),
+                               initial=self._block_bytes))
+        # ends[i] = bytes of the open block once entries before i are in it (ends[0]: before
+        # this call). A block is cut after the first entry that brings it to the target
+        # (invariant 3), so entry j closes a block when ends[j + 1] - base >= target.
+        target = self._block_size - 4  # the restart count
+        lo = 0
+        base = 0
+        block_keys, block_values = self._block_keys, self._block_values
+        while True:
+            j = bisect_left(ends, base + target, lo + 1)  # first index with ends[j] >= ...
+            if j > count:
+                break
+            block_keys += keys[lo:j]
+            block_values += values[lo:j]
             self._cut_block()
+            block_keys, block_values = self._block_keys, self._block_values
+            base = ends[j]
+            lo = j
+        block_keys += keys[lo:]
+        block_values += values[lo:]
+        self._block_bytes = ends[count] - base
 
     @property
     def entry_count(self) -> int:
@@ -90,7 +136,7 @@ class TableBuilder:
     @property
     def file_size_estimate(self) -> int:
         """Bytes written so far plus the open block: what a compaction splits outputs on."""
-        return self._offset + len(self._pending) + self._block.size_estimate
+        return self._offset + len(self._pending) + self._block_bytes + 4
 
     def finish(self) -> TableInfo:
         """Write bloom, index, properties and footer; fsync; rename; fsync the directory.
@@ -99,7 +145,7 @@ class TableBuilder:
         """
         assert self._file is not None, "finish() twice or after abandon()"
         assert self._entries > 0, "a table holds at least one entry"
-        if len(self._block):
+        if self._block_keys:
             self._cut_block()
         bloom_handle = self._append(self._bloom.finish().encode())
         index_handle = self._append(self._index.finish())
@@ -137,10 +183,14 @@ class TableBuilder:
             pass
 
     def _cut_block(self) -> None:
-        handle = self._append(self._block.finish())
-        self._index.add(self._last_key, handle.encode())
+        keys, values = self._block_keys, self._block_values
+        handle = self._append(block.encode_entries(keys, values))
+        self._index.add(keys[-1], handle.encode())
         self._blocks += 1
-        self._block = block.BlockBuilder(self._restart_interval)
+        self._tombstones += values.count(None)
+        self._block_keys = []
+        self._block_values = []
+        self._block_bytes = 0
         if len(self._pending) >= WRITE_BUFFER_BYTES:
             self._guard(self._flush_pending)
 

@@ -36,6 +36,11 @@ def test_matches_a_dict(script: list[tuple[bytes, bytes | None]], keep_tombstone
         assert mem.approximate_bytes == expected_bytes(entries)
     assert list(mem.scan(b"", None)) == sorted(model.items())
     assert list(mem.items()) == sorted(entries.items())
+    for size in (1, 2, 7):
+        batches = list(mem.batches(size))
+        assert all(0 < len(keys) == len(values) <= size for keys, values in batches)
+        assert [e for keys, values in batches for e in zip(keys, values, strict=True)] == \
+            sorted(entries.items())
     for key in [b"", b"a", b"ab", b"b", b"c", b"zz", b"missing"]:
         assert mem.get(key) == model.get(key)
 
