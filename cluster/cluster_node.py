@@ -10,9 +10,10 @@ Peers reach this node's replica through ``_serve``.
 
 Rules:
 1. No request is coordinated before the membership is complete (every configured peer
-   address answered once, now or in a previous run: ``members.Membership``): data placed on a
-   partial ring would be where later reads do not look. Until then requests fail with
-   ``ClusterDown`` (``CLUSTERDOWN ...``).
+   address known as some node's, now or in a previous run: ``members.Membership``) and this
+   node is an owner (NORMAL or LEAVING): data placed on a partial ring would be where later
+   reads do not look, and a joining node serves nothing before its ranges are streamed.
+   Until then requests fail with ``ClusterDown`` (``CLUSTERDOWN ...``).
 2. A replica acknowledges a peer's WRITE (and FLUSH) only after its commit log reached the
    OS, as a client's write is acknowledged (group commit): an ack is never weaker than the
    appendfsync policy says.
@@ -24,11 +25,16 @@ Rules:
    differs from Redis). SCAN asks every node from the cursor's token on and merges the
    answers by vector clock, so a key is returned if any reachable replica holds a live
    version that no other reachable replica's version supersedes.
-5. Members are exchanged (``MEMBERS``) with every known peer, and with every configured
-   address no member answers at yet, each ``exchange_interval_s``: the view converges and the
-   links stay connected. A peer whose link is in back-off is treated as down by the
-   coordinator (failed at once, counted against the quorum); issue 5 replaces this with
-   phi-accrual failure detection.
+5. Membership is gossip (``GossipService``): every ``exchange_interval_s`` a round with a
+   random live peer (now and then a seed or a down peer); phi-accrual failure detection on
+   the heartbeats decides who is up, and a lost link makes a peer down at once. Every change
+   of the view rebuilds the placement (owners), the pending placement (joining, leaving)
+   and is saved in ``cluster.state``.
+6. Life cycle (issue 5): a new node starts JOINING with fresh tokens; once its membership is
+   complete it becomes NORMAL at once when no other node owns anything (the first nodes of a
+   cluster), else after streaming the ranges it will own from their current replicas, while
+   writes already reach it as a pending replica (coordinator Rule 7). A decommission makes
+   it LEAVING, streams its ranges to their new owners, then LEFT.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -44,12 +50,17 @@ from cluster import hints as hints_module
 from cluster import keys as keyspace
 from cluster import members as members_file
 from cluster import tokens as tokens_file
-from cluster.clock import Clock, TimerHandle
+from cluster.clock import Clock
 from cluster.consistency import Consistency, Level, NoQuorum, NoQuorumError, quorum
 from cluster.coordinator import Coordinator, CoordinatorOptions, Deleted
+from cluster.endpoint_state import OWNERS, AppField, FieldValue, Status
 from cluster.errors import ClusterError
+from cluster.failure_detector import DetectorOptions, FailureDetector
 from cluster.get_core import Found
+from cluster.gossip import Applied, Gossiper
+from cluster.gossip_service import GossipService
 from cluster.handoff import Handoff
+from cluster.lifecycle import Lifecycle
 from cluster.members import Member, Membership
 from cluster.messages import (
     Count,
@@ -57,12 +68,13 @@ from cluster.messages import (
     ErrorCode,
     Flush,
     FlushAck,
-    Members,
-    MembersReply,
+    GossipAck2,
+    GossipSyn,
     Message,
     Read,
     Scan,
     ScanReply,
+    Stream,
     Write,
 )
 from cluster.node import Entry, Node, NodeOptions
@@ -70,6 +82,7 @@ from cluster.preflist import Placement, Replication
 from cluster.put_core import PutOk
 from cluster.replica_service import ReplicaService
 from cluster.sibling_codec import decode, encode
+from cluster.streaming import serve_stream
 from cluster.transport import LinkState, PeerTransport, RemoteError, TransportConfig
 from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, merge, winner
 from engine.fs import OSFileSystem
@@ -110,6 +123,9 @@ class ClusterOptions:
     hint_max_bytes: int = hints_module.MAX_BYTES_DEFAULT  # per target
     hint_ttl_ms: int = 864_000_000  # the tombstone grace: older hints are dropped
     handoff_rate: int = 1000  # hints delivered per second per target
+    # Membership (issue 5)
+    phi_convict_threshold: float = 8.0
+    stream_rate_bytes_per_s: int = 32 * 1024 * 1024  # join and decommission streaming
 
 
 class ClusterNode:
@@ -118,11 +134,12 @@ class ClusterNode:
     local_only = False
 
     def __init__(self, node: Node, options: ClusterOptions, membership: Membership,
-                 clock: Clock, rng: random.Random) -> None:
+                 gossiper: Gossiper, clock: Clock, rng: random.Random) -> None:
         """Private: use ClusterNode.open()."""
         self.node = node
         self.cluster_options = options
         self.membership = membership
+        self.gossiper = gossiper
         self.clock = clock
         self.read_level: Consistency = options.read_level
         self.write_level: Consistency = options.write_level
@@ -147,12 +164,21 @@ class ClusterNode:
                                sloppy_quorum=options.sloppy_quorum),
             up_nodes=self.up_nodes, should_hint=self._should_hint)
         self._down_since: dict[str, int] = {}  # peer -> wall ms it was first seen down
-        # peer -> monotonic time of its last exchange. A member counts as heard when it is
-        # first known (at start, or when learned), so a node just started does not treat
-        # its peers as down before the first exchange could answer.
-        self._heard: dict[str, float] = dict.fromkeys(
-            (m.node_id for m in membership.others()), clock.monotonic())
-        self._down_after_s = 3 * options.exchange_interval_s + 0.5
+        interval = options.exchange_interval_s
+        # Cassandra's proportions at a 1 s interval; floors keep a fast test interval from
+        # convicting peers over a scheduling hiccup of a loaded machine.
+        self.detector = FailureDetector(clock, DetectorOptions(
+            phi_convict_threshold=options.phi_convict_threshold,
+            initial_interval_s=max(2 * interval, 0.5), interval_max_s=max(2 * interval, 0.5),
+            mean_interval_min_s=max(interval / 4, 0.25)))
+        self.gossip = GossipService(gossiper, self.detector, self.transport, clock, interval,
+                                    self._on_gossip)
+        self.gossip.on_tick = self._on_tick
+        # Known members count as alive until their heartbeats say otherwise: a node that just
+        # started must not route around peers that are up (a dead one's link fails fast).
+        for member in membership.others():
+            self.detector.heartbeat(member.node_id)
+        self.lifecycle = Lifecycle(self)
         self._handoff = Handoff(
             self.hints, self.transport,
             per_tick=Handoff.per_tick_of(options.handoff_rate, options.exchange_interval_s),
@@ -162,46 +188,58 @@ class ClusterNode:
                 "handed off %d of %d hints to node %s", done, sent, target))
         self._commit_waiters: list[asyncio.Future[None]] = []
         self._commit_scheduled = False
-        self._exchange_timer: TimerHandle | None = None
         self._closed = False
         self.peer_address: tuple[str, int] = (options.peer_host, options.peer_port)
-        self.stats_counters = {"member_exchanges": 0, "member_exchange_failures": 0,
-                               "hints_not_kept_window": 0}
-        for member in membership.others():
-            self.transport.add_peer(member.node_id, member.peer_host, member.peer_port)
+        self.stats_counters = {"hints_not_kept_window": 0}
+        self._view_changed()
 
     @classmethod
     async def open(cls, directory: str, node_options: NodeOptions, options: ClusterOptions,
                    clock: Clock, reporter: Callable[[str], None] | None = None) -> ClusterNode:
-        """Open the node's storage, its tokens and known members; listen for peers."""
+        """Open the node's storage, tokens and known gossip states; listen for peers.
+
+        Raises ClusterError if this node left the cluster (decommissioned or removed): its
+        data directory must be emptied before it can join again."""
         rng = random.Random()
         fs = OSFileSystem()
         node = Node.open(directory, node_options, clock, reporter=reporter)
         try:
             known = members_file.read(fs, directory)
-            taken = {t for m in known if m.node_id != node.node_id for t in m.tokens}
+            mine = next((s for s in known if s.node_id == node.node_id), None)
+            if mine is not None and mine.is_tombstone:
+                raise ClusterError(
+                    f"node {node.node_id} left the cluster ({mine.status.name.lower()}"  # type: ignore[union-attr]
+                    "): empty its data directory to join again as a new node")
+            taken = {t for s in known if s.node_id != node.node_id for t in s.tokens}
             tokens, note = tokens_file.start(fs, directory, node_id=node.node_id,
                                              num_tokens=options.num_tokens,
                                              rng=random.Random(), taken=taken)
             if note and reporter is not None:
                 reporter(f"node {node.node_id}: {note}")
-            me = Member(node.node_id, options.peer_host, options.peer_port, options.client_host,
-                        options.client_port, options.datacenter, options.rack, tokens,
-                        clock.wall_ms() // 1000)
-            membership = Membership(me, options.peers, known)
-            cluster_node = cls(node, options, membership, clock, rng)
+            status = mine.status if mine is not None and mine.status in OWNERS else None
+            generation = clock.wall_ms() // 1000
+            if mine is not None:
+                generation = max(generation, mine.generation + 1)
+            me = Member(node.node_id, options.peer_host, options.peer_port,
+                        options.client_host, options.client_port, options.datacenter,
+                        options.rack, tokens, generation)
+            app: dict[AppField, FieldValue] = {
+                AppField.STATUS: status if status is not None else Status.JOINING,
+                AppField.PEER_ADDRESS: (options.peer_host, options.peer_port),
+                AppField.CLIENT_ADDRESS: (options.client_host, options.client_port),
+                AppField.DATACENTER: options.datacenter, AppField.RACK: options.rack,
+                AppField.TOKENS: tokens, AppField.LOAD: 0}
+            others = [s for s in known if s.node_id != node.node_id]
+            gossiper = Gossiper(node.node_id, generation, app, rng, seeds=options.peers,
+                                known=others)
+            cluster_node = cls(node, options, Membership(me, options.peers), gossiper, clock,
+                               rng)
             try:
-                address = await cluster_node.transport.listen(
-                    options.listen_host or options.peer_host, options.peer_port)
+                await cluster_node.transport.listen(options.listen_host or options.peer_host,
+                                                    options.peer_port)
             except BaseException:
                 await cluster_node.transport.close()
                 raise
-            if options.peer_port == 0:  # tests: the bound port is this node's address
-                cluster_node.peer_address = address
-                membership.me = me = Member(
-                    me.node_id, me.peer_host, address[1], me.client_host, me.client_port,
-                    me.datacenter, me.rack, me.tokens, me.generation)
-                membership.members[me.node_id] = me
             cluster_node._persist()
             return cluster_node
         except BaseException:
@@ -232,7 +270,15 @@ class ClusterNode:
 
     @property
     def ready(self) -> bool:
-        return self.membership.complete
+        """Rule 1: the membership is complete and this node owns its tokens."""
+        return (self.membership.complete
+                and self.gossiper.me.status in (Status.NORMAL, Status.LEAVING))
+
+    @property
+    def status(self) -> Status:
+        status = self.gossiper.me.status
+        assert status is not None
+        return status
 
     def with_consistency(self, read: Consistency | None, write: Consistency | None
                          ) -> Session:
@@ -393,20 +439,14 @@ class ClusterNode:
         out.update({"hints_stored": hint_stats.stored, "hints_dropped": hint_stats.dropped,
                     "hints_delivered": hint_stats.delivered, "hints_expired": hint_stats.expired,
                     "hints_pending": sum(p.count for p in hint_stats.per_target.values())})
+        out.update({k: v for k, v in self.lifecycle.info().items() if isinstance(v, int)})
+        out.update(self.gossip.stats)
         return out
 
     def up_nodes(self) -> set[str]:
-        """Members the coordinator may send to: this node, and peers heard from (a member
-        exchange either way) within ``_down_after_s`` whose link is not in back-off. The
-        window keeps a dead peer's reconnect attempts from making it look up between them;
-        phi-accrual detection (issue 5) will replace it."""
-        state = self.transport.link_state
-        heard = self._heard
-        oldest = self.clock.monotonic() - self._down_after_s
-        me = self.node.node_id
-        return {node_id for node_id in self.membership.members
-                if node_id == me or (heard.get(node_id, -1e18) >= oldest
-                                     and state(node_id) not in _DOWN_STATES)}
+        """Members the coordinator may send to: this node, and peers the failure detector
+        holds available whose link is not in back-off (Rule 5)."""
+        return self.gossip.live()
 
     # Pass-through of the storage's plumbing
     def add_listener(self, callback: Callable[[int, bytes | None], None]) -> None:
@@ -438,17 +478,17 @@ class ClusterNode:
 
     def start(self) -> None:
         self.node.start()
-        self._exchange()
+        self.gossip.start()
 
     async def close(self) -> None:
         """Stop exchanging, close the peer links and the storage. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._exchange_timer is not None:
-            self._exchange_timer.cancel()
+        self.gossip.stop()
+        self.lifecycle.stop()
         await self.transport.close()  # fails every delivery in flight: hints stay stored
-        in_flight = self._handoff.in_flight()
+        in_flight = [*self._handoff.in_flight(), *self.lifecycle.in_flight()]
         if in_flight:  # their done-callbacks (handoff.py) run before gather's own
             await asyncio.gather(*in_flight, return_exceptions=True)
         self._handoff.close()
@@ -467,36 +507,86 @@ class ClusterNode:
 
     # Membership (Rule 5) --------------------------------------------------------------------
 
-    def _exchange(self) -> None:
-        self._exchange_timer = None
-        if self._closed:
-            return
-        mine = Members(self.membership.me.to_wire())
-        timeout_s = max(0.1, self.cluster_options.exchange_interval_s)
-        for member in self.membership.others():
-            self._ask(member.node_id, mine, timeout_s)
-        for host, port in self.membership.missing_addresses():
-            alias = f"@{host}:{port}"
-            self.transport.add_peer(alias, host, port, verify_id=False)
-            self._ask(alias, mine, timeout_s)
+    def _on_tick(self) -> None:
+        """After each gossip round: note who is down, hand hints off, advance the life cycle."""
         self._track_down()
         self._handoff.tick()
-        self._exchange_timer = self.clock.call_later(self.cluster_options.exchange_interval_s,
-                                                     self._exchange)
+        self.lifecycle.step()
+
+    def _on_gossip(self, applied: Applied) -> None:
+        if applied.new or applied.restarted or applied.ring_changed:
+            self._view_changed()
+        elif applied.self_contested:
+            self._persist()
+        for node_id in applied.restarted:
+            self.transport.retry_now(node_id)  # a restarted peer is usable at once
+
+    def meet(self, host: str, port: int) -> None:
+        """CLUSTER MEET: gossip with the node at host:port (a peer address) from now on, as
+        with a seed: its cluster and ours become one view."""
+        address = (host, port)
+        gossiper = self.gossiper
+        gossiper.seeds = tuple(sorted({*gossiper.seeds, address} - {self.peer_address}))
+        self.gossip.contact(address)
+
+    def forget(self, node_id: str) -> None:
+        """CLUSTER FORGET: remove a dead node from the ring (its tokens go to the others; the
+        remaining replicas hold its data). Raises ClusterError if it is this node, unknown,
+        or still up (a live node would reassert itself)."""
+        if node_id == self.node_id:
+            raise ClusterError("a node cannot forget itself (use CLUSTER DECOMMISSION)")
+        state = self.gossiper.states.get(node_id)
+        if state is None or state.is_tombstone:
+            raise ClusterError(f"unknown node {node_id}")
+        if self.detector.is_available(node_id):
+            raise ClusterError(f"node {node_id} is up: decommission it instead, or stop it "
+                               "before forgetting it")
+        self.gossiper.forget(node_id)
+        self.detector.remove(node_id)
+        dropped = self.hints.drop_target(node_id)
+        log.warning("node %s forgotten (removed from the ring; %d hints for it dropped)",
+                    node_id, dropped)
+        self._view_changed()
+
+    def decommission(self) -> None:
+        """CLUSTER DECOMMISSION: stream this node's ranges to their new owners, then leave
+        the ring (``lifecycle.on_left`` is called once the others know)."""
+        if self.status is not Status.NORMAL:
+            raise ClusterError(f"this node is {self.lifecycle.describe()}, not a normal member")
+        if len(self.membership.ring().node_ids()) < 2:
+            raise ClusterError("the last node of a cluster cannot leave it")
+        self.lifecycle.decommission()
+
+    def publish(self, fields: Mapping[AppField, FieldValue]) -> None:
+        """Change this node's own gossip state (status, tokens ...) and apply it here."""
+        self.gossiper.set_fields(fields)
+        self._view_changed()
+
+    def _view_changed(self) -> None:
+        was_ready = self.ready
+        membership = self.membership
+        membership.update(self.gossiper.states.values(), self.gossiper.view())
+        for member in membership.others():
+            self.transport.add_peer(member.node_id, member.peer_host, member.peer_port)
+        replication = self.cluster_options.replication
+        self.coordinator.placement = Placement(membership.ring(), replication)
+        future = membership.future_ring()
+        self.coordinator.future_placement = (None if future is None
+                                             else Placement(future, replication))
+        self._persist()
+        if self.ready and not was_ready:
+            log.warning("cluster ready: %d nodes, this node %s", len(membership.members),
+                        self.status.name)
 
     def _track_down(self) -> None:
-        """Note when each peer went down (max-hint-window), and log transitions."""
+        """Note when each peer went down (max-hint-window)."""
         up = self.up_nodes()
         now_ms = self.clock.wall_ms()
         for member in self.membership.others():
-            node_id = member.node_id
-            if node_id in up:
-                if self._down_since.pop(node_id, None) is not None:
-                    log.warning("node %s is up again", node_id)
-            elif node_id not in self._down_since:
-                self._down_since[node_id] = now_ms
-                log.warning("node %s is down (%s:%d)", node_id, member.peer_host,
-                            member.peer_port)
+            if member.node_id in up:
+                self._down_since.pop(member.node_id, None)
+            else:
+                self._down_since.setdefault(member.node_id, now_ms)
 
     def _should_hint(self, node_id: str) -> bool:
         """Keep hints for a down node only within max-hint-window (bounded hints)."""
@@ -513,51 +603,14 @@ class ClusterNode:
             self.node.commit()
 
     def is_reachable(self, node_id: str) -> bool:
-        """The peer's link is up (it answered recently): hints may be handed off to it."""
-        return self.transport.is_connected(node_id)
-
-    def _ask(self, peer: str, request: Members, timeout_s: float) -> None:
-        future = self.transport.request(peer, request, timeout_s)
-        future.add_done_callback(lambda done: self._exchanged(peer, done))
-
-    def _exchanged(self, peer: str, done: asyncio.Future[Message]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            self.stats_counters["member_exchange_failures"] += 1
-            return
-        self.stats_counters["member_exchanges"] += 1
-        if not peer.startswith("@"):
-            self._heard[peer] = self.clock.monotonic()
-        reply = done.result()
-        assert isinstance(reply, MembersReply)
-        try:
-            learned = [Member.from_wire(record) for record in reply.members]
-        except ValueError as exc:
-            log.warning("peer %s sent a bad member record: %s", peer, exc)
-            return
-        self._learn(learned)
-        if peer.startswith("@") and not self.membership.missing_addresses():
-            self.transport.remove_peer(peer)
-
-    def _learn(self, learned: list[Member]) -> None:
-        was_ready = self.membership.complete
-        if not self.membership.learn_all(learned):
-            return
-        now = self.clock.monotonic()
-        for member in self.membership.others():
-            self.transport.add_peer(member.node_id, member.peer_host, member.peer_port)
-            self._heard.setdefault(member.node_id, now)
-        self.coordinator.placement = Placement(self.membership.ring(),
-                                               self.cluster_options.replication)
-        self._persist()
-        if self.membership.complete and not was_ready:
-            log.warning("cluster ready: %d nodes known", len(self.membership.members))
+        """Up, with a connected link: hints may be handed off to it."""
+        return self.transport.is_connected(node_id) and node_id in self.up_nodes()
 
     def _persist(self) -> None:
         try:
-            members_file.write(self._fs, self.node.directory,
-                               self.membership.members.values())
+            members_file.write(self._fs, self.node.directory, self.gossiper.states.values())
         except OSError as exc:
-            log.warning("cannot save %s: %s", members_file.MEMBERS_NAME, exc)
+            log.warning("cannot save %s: %s", members_file.STATE_NAME, exc)
 
     def _check_ready(self) -> None:
         if not self.membership.complete:
@@ -565,23 +618,17 @@ class ClusterNode:
             raise ClusterDown(
                 f"CLUSTERDOWN waiting for peers: {len(missing)} configured peer(s) not reached "
                 f"yet ({', '.join(f'{h}:{p}' for h, p in missing)})")
+        status = self.gossiper.me.status
+        if status not in (Status.NORMAL, Status.LEAVING):
+            raise ClusterDown(f"CLUSTERDOWN this node is {self.lifecycle.describe()}")
 
     # Serving peers --------------------------------------------------------------------------
 
     def _serve(self, peer: str, message: Message) -> Message | asyncio.Future[Message]:
         """The transport's handler: answers a peer's request (maybe after commit, Rule 2)."""
-        if isinstance(message, Members):
-            try:
-                member = Member.from_wire(message.member)
-            except ValueError as exc:
-                raise RemoteError(ErrorCode.PROTOCOL, str(exc)) from None
-            if member.node_id == peer:
-                self._heard[peer] = self.clock.monotonic()
-                # It reached us, so our link to it may reconnect now rather than at the end
-                # of its back-off (a restarted peer is usable at once).
-                self.transport.retry_now(peer)
-            self._learn([member])
-            return MembersReply([m.to_wire() for m in self.membership.members.values()])
+        if isinstance(message, (GossipSyn, GossipAck2)):
+            self.transport.retry_now(peer)  # it reached us: our link to it may reconnect now
+            return self.gossip.serve(peer, message)
         if self._closed:
             raise RemoteError(ErrorCode.SHUTTING_DOWN, "node is stopping")
         if isinstance(message, Read):
@@ -592,6 +639,8 @@ class ClusterNode:
             self._check_db(message.db)
             entries, stop = self.node.local_scan(message.db, message.start, message.count)
             return ScanReply([[key, encode(siblings)] for key, siblings in entries], stop)
+        if isinstance(message, Stream):
+            return serve_stream(self.node, message)
         if isinstance(message, Count):
             self._check_db(message.db)
             return CountReply(self.node.replica.keys[message.db])

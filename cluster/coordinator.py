@@ -35,6 +35,11 @@ Rules:
    ``delete_now`` return the outcome directly (they assert that nothing was left pending).
 6. Consistency levels that ask more than the key's replicas raise ``ConsistencyError`` at
    once (no request is sent).
+7. While the ring changes (a node joining or leaving, issue 5), a write also goes to the
+   key's *pending* replicas: those of ``future_placement`` that are not primaries now, each
+   raising the acks the write needs by one (Cassandra's rule), so an acknowledged write is
+   on a quorum of the old replicas and on the new ones; a pending replica that is down gets
+   a hint. Reads use the current primaries only.
 """
 
 from __future__ import annotations
@@ -107,6 +112,9 @@ class Coordinator:
         self.node_id = transport.node_id
         self.up_nodes = up_nodes
         self.should_hint = should_hint
+        # The placement once the nodes now joining or leaving are done (Rule 7); None when
+        # the ring is not changing.
+        self.future_placement: Placement | None = None
         info = placement.ring.nodes.get(self.node_id)
         self.local_dc = info.datacenter if info is not None else "dc1"
         self.timeout_s = self.options.request_timeout_ms / 1000
@@ -215,10 +223,46 @@ class Coordinator:
 
         self.start_get(db, key, level, read_done)
 
+    def _with_pending(self, key: bytes, route: Route, requirement: Requirement
+                      ) -> tuple[Route, Requirement]:
+        """Rule 7: add the key's pending replicas (joining or taking over from a leaving
+        node) to a write, each raising the acks required by one; a pending replica that is
+        down gets a hint instead."""
+        future = self.future_placement
+        if future is None:
+            return route, requirement
+        tok = keyspace.token(key)
+        current = set(self.placement.primaries(tok))
+        pending = [n for n in future.primaries(tok) if n not in current]
+        if not pending:
+            return route, requirement
+        present = {t.node_id for t in route.targets}
+        up = self.up_nodes() if self.up_nodes is not None else None
+        dc_of = future.ring.nodes
+        extra: list[Target] = []
+        hint_to = list(route.hint_to)
+        for node_id in pending:
+            if node_id in present:
+                continue
+            if up is not None and node_id != self.node_id and node_id not in up:
+                hint_to.append(node_id)
+                continue
+            extra.append(Target(node_id, dc_of[node_id].datacenter))
+        if not extra:
+            return Route(route.targets, route.down, tuple(hint_to)), requirement
+        per_dc = dict(requirement.per_dc)
+        for target in extra:
+            if target.dc in per_dc:
+                per_dc[target.dc] += 1
+        total = requirement.total + len(extra) if requirement.total else 0
+        return (Route(route.targets + tuple(extra), route.down, tuple(hint_to)),
+                Requirement(total, tuple(sorted(per_dc.items()))))
+
     def _start_put_fsm(self, db: int, key: bytes, value: bytes | None, expire_at_ms: int,
                        requirement: Requirement, route: Route, seen: Siblings,
                        on_reply: Callable[[PutOk | NoQuorum], None],
                        on_version: Callable[[Version], None] | None = None) -> None:
+        route, requirement = self._with_pending(key, route, requirement)
         request = PutRequest(db, key, value, expire_at_ms, seen, requirement, route.targets,
                              route.down)
         self.stats["puts"] += 1

@@ -1,50 +1,47 @@
-"""Who is in the cluster: member records, the static membership view and its file.
+"""Who is in the cluster: member records, the membership view the node works with, and the
+file that keeps the gossip states across restarts.
 
-Theory of operation. Membership is static in this version (issue 4): each node's config
-names the peer addresses of the others (``cluster-peers``). A node learns who answers at an
-address (node id, tokens, datacenter, rack, client address) by exchanging ``MEMBERS`` with
-it: the request carries the sender's own record, the reply every record the receiver knows.
-So a node configured with a single peer still learns the whole cluster, and every record a
-node learns is kept in ``cluster.members`` in its data directory, so a restart finds the ring
-even while peers are down. Gossip (issue 5) will replace the exchange schedule and add
-liveness; the records and the file stay.
+Theory of operation. Gossip (``cluster.gossip``) holds every node's endpoint state; the
+``Membership`` here is what the rest of the node reads from it: a ``Member`` record per
+placed node (addresses, datacenter, rack, tokens, generation), each node's status, the ring
+of the owners and, while nodes join or leave, the ring as it will be. The gossip states are
+kept in ``cluster.state`` in the data directory, so a restarted node knows the ring (and its
+own status and generation) before any peer answers.
 
 Invariants:
-1. A node's own record always comes from its own state (config, ``node.tokens``), never
-   from a peer: a peer's stale view of us cannot move our tokens.
-2. For another node, the record with the higher ``generation`` wins; equal generations keep
-   the record already held (the exchange is idempotent and order-insensitive).
-3. ``complete`` is True only when every configured peer address is the peer address of some
-   known member: until then the ring is partial and the node must not coordinate requests
-   (a write placed on a partial ring would land where later reads do not look).
-4. ``decode_file`` and ``Member.from_wire`` are trust boundaries: anything malformed raises
-   ``CorruptionError`` (the file) or ``ValueError`` (a peer's record), never a half-built view.
+1. ``complete`` is True only when every configured peer address (``cluster-peers`` and
+   ``seeds``) is the peer address of some known node: until then the ring may be partial
+   and the node must not coordinate requests (a write placed on a partial ring would land
+   where later reads do not look).
+2. ``ring()`` holds the owners only (NORMAL and LEAVING); joining nodes are in ``members``
+   and in ``future_ring()``, never in ``ring()``.
+3. ``decode_file`` is a trust boundary: anything malformed raises ``CorruptionError``,
+   never a half-built list.
 
-Format of ``cluster.members``: docs/formats/cluster-members.md.
+Format of ``cluster.state``: docs/formats/cluster-state.md.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import pairwise
-from typing import Any
 
 import msgpack
 
+from cluster.endpoint_state import EndpointState, Status, decode_state, encode_state
 from cluster.errors import CorruptionError
-from cluster.ring import NODE_TOKENS_MAX, NodeInfo, Ring
+from cluster.gossip import View
+from cluster.ring import NodeInfo, Ring
 from engine.fs import FileSystem, join, replace_file
 
-MEMBERS_NAME = "cluster.members"
-MAGIC = b"RKVMEMB\n"
+STATE_NAME = "cluster.state"
+MAGIC = b"RKVGSTA\n"
 FORMAT_VERSION = 1  # On disk: bump on any change of layout; decoders reject unknown versions.
 _HEADER = struct.Struct(">8sBI")  # magic, version, body length
 _TRAILER = struct.Struct(">I")  # CRC-32 of header and body
 FILE_BYTES_MAX = 64 * 1024 * 1024
-_TOKEN = struct.Struct(">Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,85 +65,80 @@ class Member:
     def peer_address(self) -> tuple[str, int]:
         return self.peer_host, self.peer_port
 
-    def to_wire(self) -> list[Any]:
-        """The record as ``messages.Members`` carries it."""
-        packed = b"".join(_TOKEN.pack(t) for t in self.tokens)
-        return [self.node_id, self.peer_host, self.peer_port, self.client_host,
-                self.client_port, self.datacenter, self.rack, packed, self.generation]
-
-    @classmethod
-    def from_wire(cls, fields: Sequence[Any]) -> Member:
-        """The record of ``to_wire``; ValueError if it is not one (invariant 4). The field
-        types were checked by the wire schema; this checks what the schema cannot."""
-        if not isinstance(fields, (list, tuple)) or len(fields) != 9:
-            raise ValueError("a member record has 9 fields")
-        node_id, peer_host, peer_port, client_host, client_port, dc, rack, packed, gen = fields
-        if not isinstance(packed, bytes) or not packed or len(packed) % 8:
-            raise ValueError(f"member {node_id!r}: tokens are not 8-byte words")
-        tokens = tuple(t for (t,) in _TOKEN.iter_unpack(packed))
-        if len(tokens) > NODE_TOKENS_MAX or any(a >= b for a, b in pairwise(tokens)):
-            raise ValueError(f"member {node_id!r}: tokens are not strictly ascending")
-        for name, text in (("node id", node_id), ("host", peer_host), ("host", client_host),
-                           ("datacenter", dc), ("rack", rack)):
-            if not isinstance(text, str) or not text:
-                raise ValueError(f"member record: empty or invalid {name}")
-        for port in (peer_port, client_port):
-            if type(port) is not int or not 0 < port <= 0xFFFF:
-                raise ValueError(f"member {node_id!r}: invalid port {port!r}")
-        if type(gen) is not int or gen < 0:
-            raise ValueError(f"member {node_id!r}: invalid generation {gen!r}")
-        return cls(node_id, peer_host, peer_port, client_host, client_port, dc, rack, tokens,
-                   gen)
-
 
 class Membership:
-    """The static membership view of one node (see the module docstring)."""
+    """The members as this node sees them, derived from the gossip states (issue 5).
 
-    def __init__(self, me: Member, peer_addresses: Iterable[tuple[str, int]],
-                 known: Iterable[Member] = ()) -> None:
+    ``members`` holds every placed node (owners, joining and leaving: not tombstones, not
+    shadowed), ``status`` their gossip status; ``ring()`` is built from the owners only
+    (NORMAL and LEAVING), ``future_ring()`` from the ring as it will be once the joining
+    nodes joined and the leaving ones left (None when no change is pending).
+    """
+
+    def __init__(self, me: Member, peer_addresses: Iterable[tuple[str, int]]) -> None:
         self.me = me
         self.peer_addresses = tuple(sorted(set(peer_addresses) - {me.peer_address}))
         self.members: dict[str, Member] = {me.node_id: me}
-        for member in known:
-            self.learn(member)
+        self.status: dict[str, Status] = {}
+        self.addresses: set[tuple[str, int]] = {me.peer_address}
+        self._owners: list[NodeInfo] = []
+        self._future: list[NodeInfo] | None = None
         self._ring: Ring | None = None
+        self._future_ring: Ring | None = None
 
-    def learn(self, member: Member) -> bool:
-        """Take ``member`` (invariants 1, 2); True if the view changed."""
-        if member.node_id == self.me.node_id:
-            return False
-        held = self.members.get(member.node_id)
-        if held is not None and (held == member or held.generation >= member.generation):
-            return False
-        # Another member at the same peer address is an older incarnation of that address
-        # (a node whose data directory was replaced): the address now answers as ``member``.
-        for other in [m for m in self.members.values()
-                      if m.peer_address == member.peer_address and m.node_id != member.node_id
-                      and m.node_id != self.me.node_id]:
-            del self.members[other.node_id]
-        self.members[member.node_id] = member
+    def update(self, states: Iterable[EndpointState], view: View) -> None:
+        """Rebuild from the gossiper's states and view."""
+        by_id = {s.node_id: s for s in states}
+        members: dict[str, Member] = {}
+        status: dict[str, Status] = {}
+        for info in (*view.owners, *view.joining):
+            state = by_id[info.node_id]
+            member = _member_of(state, info)
+            if member is None:
+                continue
+            members[info.node_id] = member
+            status[info.node_id] = state.status or Status.JOINING
+        me = members.get(self.me.node_id)
+        if me is not None:
+            self.me = me
+        members[self.me.node_id] = self.me
+        self.members = members
+        self.status = status
+        # A configured peer that left the ring (LEFT, REMOVED) is known too: the ring
+        # without it is whole, and waiting for its address would block this node forever.
+        self.addresses = set(view.addresses) | {
+            s.peer_address for s in by_id.values()
+            if s.is_tombstone and s.peer_address is not None}
+        self._owners = list(view.owners)
+        leaving = set(view.leaving)
+        self._future = None
+        if view.joining or leaving:
+            self._future = [i for i in (*view.owners, *view.joining) if i.node_id not in leaving]
         self._ring = None
-        return True
-
-    def learn_all(self, members: Iterable[Member]) -> bool:
-        changed = False
-        for member in members:
-            changed = self.learn(member) or changed
-        return changed
+        self._future_ring = None
 
     def missing_addresses(self) -> list[tuple[str, int]]:
-        """Configured peer addresses no known member answers at (invariant 3)."""
-        known = {m.peer_address for m in self.members.values()}
-        return [address for address in self.peer_addresses if address not in known]
+        """Configured peer addresses no known node answers at (invariant 3)."""
+        return [address for address in self.peer_addresses if address not in self.addresses]
 
     @property
     def complete(self) -> bool:
         return not self.missing_addresses()
 
+    def status_of(self, node_id: str) -> Status | None:
+        return self.status.get(node_id)
+
     def ring(self) -> Ring:
         if self._ring is None:
-            self._ring = Ring.build(m.info() for m in self.members.values())
+            self._ring = Ring.build(self._owners)
         return self._ring
+
+    def future_ring(self) -> Ring | None:
+        if self._future is None:
+            return None
+        if self._future_ring is None:
+            self._future_ring = Ring.build(self._future)
+        return self._future_ring
 
     def others(self) -> list[Member]:
         return [m for node_id, m in sorted(self.members.items()) if node_id != self.me.node_id]
@@ -158,48 +150,56 @@ class Membership:
         return None
 
 
+def _member_of(state: EndpointState, info: NodeInfo) -> Member | None:
+    peer, client = state.peer_address, state.client_address
+    if peer is None or client is None:
+        return None
+    return Member(state.node_id, peer[0], peer[1], client[0], client[1], info.datacenter,
+                  info.rack, info.tokens, state.generation)
+
+
 # -- The file ------------------------------------------------------------------------------
 
 
-def encode_file(members: Iterable[Member]) -> bytes:
-    body = msgpack.packb([m.to_wire() for m in sorted(members, key=lambda m: m.node_id)],
+def encode_file(states: Iterable[EndpointState]) -> bytes:
+    body = msgpack.packb([encode_state(s) for s in sorted(states, key=lambda s: s.node_id)],
                          use_bin_type=True)
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(body))
     return head + body + _TRAILER.pack(zlib.crc32(head + body))
 
 
-def decode_file(data: bytes) -> list[Member]:
-    """The records of a ``cluster.members`` file; CorruptionError if it is not one."""
+def decode_file(data: bytes) -> list[EndpointState]:
+    """The endpoint states of a ``cluster.state`` file; CorruptionError if it is not one."""
     if len(data) < _HEADER.size + _TRAILER.size:
-        raise CorruptionError(f"{MEMBERS_NAME}: {len(data)} bytes is too short")
+        raise CorruptionError(f"{STATE_NAME}: {len(data)} bytes is too short")
     magic, version, length = _HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise CorruptionError(f"{MEMBERS_NAME}: bad magic {magic!r}")
+        raise CorruptionError(f"{STATE_NAME}: bad magic {magic!r}")
     if version != FORMAT_VERSION:
-        raise CorruptionError(f"{MEMBERS_NAME}: unknown format version {version}")
+        raise CorruptionError(f"{STATE_NAME}: unknown format version {version}")
     if _HEADER.size + length + _TRAILER.size != len(data):
-        raise CorruptionError(f"{MEMBERS_NAME}: length {length} does not match the file size")
+        raise CorruptionError(f"{STATE_NAME}: length {length} does not match the file size")
     (crc,) = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
     if zlib.crc32(data[:-_TRAILER.size]) != crc:
-        raise CorruptionError(f"{MEMBERS_NAME}: checksum mismatch")
+        raise CorruptionError(f"{STATE_NAME}: checksum mismatch")
     try:
         records = msgpack.unpackb(data[_HEADER.size:-_TRAILER.size], raw=False)
         if not isinstance(records, list):
-            raise ValueError("not a list of member records")
-        return [Member.from_wire(record) for record in records]
+            raise ValueError("not a list of endpoint states")
+        return [decode_state(record) for record in records]
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise CorruptionError(f"{MEMBERS_NAME}: {exc}") from None
+        raise CorruptionError(f"{STATE_NAME}: {exc}") from None
 
 
-def read(fs: FileSystem, directory: str) -> list[Member]:
-    """The members stored in ``directory`` ([] if none); CorruptionError if damaged."""
-    path = join(directory, MEMBERS_NAME)
+def read(fs: FileSystem, directory: str) -> list[EndpointState]:
+    """The endpoint states stored in ``directory`` ([] if none); CorruptionError if damaged."""
+    path = join(directory, STATE_NAME)
     try:
         size = fs.size(path)
     except FileNotFoundError:
         return []
     if size > FILE_BYTES_MAX:
-        raise CorruptionError(f"{MEMBERS_NAME}: {size} bytes is too large")
+        raise CorruptionError(f"{STATE_NAME}: {size} bytes is too large")
     file = fs.open_read(path)
     try:
         return decode_file(file.read(size))
@@ -207,6 +207,6 @@ def read(fs: FileSystem, directory: str) -> list[Member]:
         file.close()
 
 
-def write(fs: FileSystem, directory: str, members: Iterable[Member]) -> None:
-    """Durably replace the stored members (temporary file, fsync, rename, fsync dir)."""
-    replace_file(fs, directory, MEMBERS_NAME, encode_file(members))
+def write(fs: FileSystem, directory: str, states: Iterable[EndpointState]) -> None:
+    """Durably replace the stored states (temporary file, fsync, rename, fsync dir)."""
+    replace_file(fs, directory, STATE_NAME, encode_file(states))

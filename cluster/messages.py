@@ -24,6 +24,8 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
 
+from cluster import anti_entropy_messages as ae
+
 PROTOCOL_VERSION = 1  # the only version this code speaks; bump on any change of a layout
 NONCE_BYTES = 32  # AUTH_CHALLENGE nonce
 PROOF_BYTES = 32  # AUTH_RESPONSE proof: an HMAC-SHA256
@@ -34,7 +36,6 @@ DB_MAX = 65_535  # a sanity bound; the node checks its own `databases`
 TOKEN_MAX = 2**64 - 1
 NAME_BYTES_MAX = 255  # host names, datacenter and rack names
 TOKENS_MAX = 4096  # tokens of one member (tokens.NODE_TOKENS_MAX)
-MEMBERS_MAX = 1024  # members one MEMBERS_REPLY may list
 SCAN_COUNT_MAX = 100_000  # entries one SCAN may ask for
 STREAM_LIMIT_MAX = 100_000  # entries one STREAM may ask for (and one STREAM_REPLY may hold)
 STREAM_BYTES_MAX = 64 * 1024 * 1024  # the page size one STREAM may ask for
@@ -55,8 +56,8 @@ class MsgType(enum.IntEnum):
     WRITE = 9
     WRITE_ACK = 10
     ERROR = 11
-    MEMBERS = 12
-    MEMBERS_REPLY = 13
+    # 12, 13: MEMBERS / MEMBERS_REPLY, the static membership exchange of issue 4, retired
+    # when gossip (30..33) replaced it.
     SCAN = 14
     SCAN_REPLY = 15
     FLUSH = 16
@@ -65,7 +66,15 @@ class MsgType(enum.IntEnum):
     COUNT_REPLY = 19
     STREAM = 20
     STREAM_REPLY = 21
-    # 20..29: streaming (20, 21) and anti-entropy (22..29)
+    # anti-entropy (cluster/anti_entropy_messages.py, docs/formats/anti-entropy.md)
+    AE_SUMMARY = 22
+    AE_SUMMARY_REPLY = 23
+    AE_HASHES = 24
+    AE_HASHES_REPLY = 25
+    AE_KEYS = 26
+    AE_KEYS_REPLY = 27
+    AE_FETCH = 28
+    AE_FETCH_REPLY = 29
     GOSSIP_SYN = 30
     GOSSIP_ACK = 31
     GOSSIP_ACK2 = 32
@@ -154,19 +163,6 @@ class Write:
 @dataclass(frozen=True, slots=True)
 class WriteAck:
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class Members:
-    """The sender's own member record (``cluster.members.Member.to_wire``); the receiver
-    learns it and answers with every member it knows (itself included)."""
-
-    member: Sequence[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class MembersReply:
-    members: Sequence[Any]  # member records, as in Members
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,8 +261,10 @@ class Error:
 
 Message = (
     Hello | AuthChallenge | AuthResponse | AuthOk | Ping | Pong | Read | ReadReply | Write
-    | WriteAck | Error | Members | MembersReply | Scan | ScanReply | Flush | FlushAck | Count
-    | CountReply | GossipSyn | GossipAck | GossipAck2 | GossipAck2Ok | Stream | StreamReply
+    | WriteAck | Error | Scan | ScanReply | Flush | FlushAck | Count
+    | CountReply | GossipSyn | GossipAck | GossipAck2 | GossipAck2Ok | ae.Summary
+    | ae.SummaryReply | ae.Hashes | ae.HashesReply | ae.Keys | ae.KeysReply | ae.Fetch
+    | ae.FetchReply | Stream | StreamReply
 )
 
 TYPE_OF: dict[type[Any], MsgType] = {
@@ -281,8 +279,6 @@ TYPE_OF: dict[type[Any], MsgType] = {
     Write: MsgType.WRITE,
     WriteAck: MsgType.WRITE_ACK,
     Error: MsgType.ERROR,
-    Members: MsgType.MEMBERS,
-    MembersReply: MsgType.MEMBERS_REPLY,
     Scan: MsgType.SCAN,
     ScanReply: MsgType.SCAN_REPLY,
     Flush: MsgType.FLUSH,
@@ -295,6 +291,7 @@ TYPE_OF: dict[type[Any], MsgType] = {
     GossipAck2Ok: MsgType.GOSSIP_ACK2_OK,
     Stream: MsgType.STREAM,
     StreamReply: MsgType.STREAM_REPLY,
+    **{cls: MsgType[name] for name, cls in ae.CLASS_OF_NAME.items()},
 }
 CLASS_OF: dict[MsgType, type[Any]] = {tag: cls for cls, tag in TYPE_OF.items()}
 
@@ -304,13 +301,16 @@ REPLY_OF: dict[MsgType, MsgType] = {
     MsgType.PING: MsgType.PONG,
     MsgType.READ: MsgType.READ_REPLY,
     MsgType.WRITE: MsgType.WRITE_ACK,
-    MsgType.MEMBERS: MsgType.MEMBERS_REPLY,
     MsgType.SCAN: MsgType.SCAN_REPLY,
     MsgType.FLUSH: MsgType.FLUSH_ACK,
     MsgType.COUNT: MsgType.COUNT_REPLY,
     MsgType.GOSSIP_SYN: MsgType.GOSSIP_ACK,
     MsgType.GOSSIP_ACK2: MsgType.GOSSIP_ACK2_OK,
     MsgType.STREAM: MsgType.STREAM_REPLY,
+    MsgType.AE_SUMMARY: MsgType.AE_SUMMARY_REPLY,
+    MsgType.AE_HASHES: MsgType.AE_HASHES_REPLY,
+    MsgType.AE_KEYS: MsgType.AE_KEYS_REPLY,
+    MsgType.AE_FETCH: MsgType.AE_FETCH_REPLY,
 }
 REQUESTS = frozenset(REPLY_OF)
 REPLIES = frozenset(REPLY_OF.values()) | {MsgType.ERROR}
@@ -360,21 +360,6 @@ def _list_of(check: Check, items_max: int | None) -> Check:
 
 
 _NODE_ID = _text(NODE_ID_BYTES_MAX, empty=False)
-_SHORT_TEXT = _text(NAME_BYTES_MAX, empty=False)
-_PORT = _uint(0xFFFF)
-# A member record (cluster/members.py): node_id, peer host, peer port, client host, client
-# port, datacenter, rack, tokens (8-byte big-endian each, ascending), generation.
-_MEMBER_FIELDS: tuple[Check, ...] = (
-    _NODE_ID, _SHORT_TEXT, _PORT, _SHORT_TEXT, _PORT, _SHORT_TEXT, _SHORT_TEXT,
-    lambda v: type(v) is bytes and 0 < len(v) <= 8 * TOKENS_MAX and len(v) % 8 == 0,
-    _uint(TOKEN_MAX))
-
-
-def _member(v: Any) -> bool:
-    return (type(v) in _SEQ and len(v) == len(_MEMBER_FIELDS)
-            and all(check(item) for check, item in zip(_MEMBER_FIELDS, v, strict=True)))
-
-
 def _scan_entry(v: Any) -> bool:
     return type(v) in _SEQ and len(v) == 2 and type(v[0]) is bytes and type(v[1]) is bytes
 
@@ -401,8 +386,6 @@ SCHEMA: dict[MsgType, tuple[tuple[str, Check], ...]] = {
     MsgType.WRITE: (("db", _uint(DB_MAX)), ("key", _is_bytes), ("siblings", _is_bytes),
                     ("hint_for", _optional(_NODE_ID))),
     MsgType.WRITE_ACK: (),
-    MsgType.MEMBERS: (("member", _member),),
-    MsgType.MEMBERS_REPLY: (("members", _list_of(_member, MEMBERS_MAX)),),
     MsgType.SCAN: (("db", _uint(DB_MAX)), ("start", _uint(TOKEN_MAX)),
                    ("count", _uint(SCAN_COUNT_MAX))),
     MsgType.SCAN_REPLY: (("entries", _list_of(_scan_entry, None)),
@@ -421,6 +404,7 @@ SCHEMA: dict[MsgType, tuple[tuple[str, Check], ...]] = {
     MsgType.GOSSIP_ACK: (("body", _is_seq),),
     MsgType.GOSSIP_ACK2: (("body", _is_seq),),
     MsgType.GOSSIP_ACK2_OK: (),
+    **{MsgType[name]: fields for name, fields in ae.AE_SCHEMA.items()},
     MsgType.ERROR: (("code", _uint(0xFFFF)), ("text", _text(ERROR_TEXT_BYTES_MAX, empty=True))),
 }
 

@@ -167,6 +167,8 @@ class Config:
     # Cluster
     replication_factor: str  # "3" or "dc1:3 dc2:2", normalized by preflist.format_replication
     cluster_peers: list[str]  # host:port of the other nodes; [] = standalone
+    seeds: list[str]  # host:port of nodes to join through
+    phi_convict_threshold: float
     cluster_port: int  # 0 = port + 10000
     cluster_announce_ip: str
     cluster_secret: str

@@ -329,9 +329,24 @@ def _parse_bind(args: list[str], current: list[str], ctx: LoadContext) -> list[s
     return list(args)
 
 
+def _parse_phi(args: list[str], current: float, ctx: LoadContext) -> float:
+    try:
+        value = float(args[0])
+    except ValueError:
+        raise BadValue("argument couldn't be parsed into a number") from None
+    if not 1.0 <= value <= 64.0:
+        raise BadValue("argument must be between 1 and 64 inclusive")
+    return value
+
+
+def _show_float(value: float) -> str:
+    return f"{value:g}"
+
+
 def _parse_peers(args: list[str], current: list[str], ctx: LoadContext) -> list[str]:
     if len(args) == 1 and args[0] == "":
         return []
+    args = [part for arg in args for part in arg.split(",") if part]
     for arg in args:
         host, sep, port = arg.rpartition(":")
         number = string2ll(port) if sep else None
@@ -526,6 +541,10 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
     Directive("cluster-peers", [], _parse_peers, _show_bind, _rewrite_bind,
               "The other nodes' peer addresses (host:port); none = a standalone server.",
               _IMMUTABLE, multi_arg=True),
+    Directive("seeds", [], _parse_peers, _show_bind, _rewrite_bind,
+              "Peer addresses (host:port, comma or space separated) of nodes to join through; "
+              "a node started with seeds joins their cluster by itself.",
+              _IMMUTABLE, multi_arg=True),
     integer("cluster-port", 0, 0, 65535,
             "Port peers connect to; 0 = the client port + 10000 (as Redis's cluster bus).",
             mutability=_IMMUTABLE),
@@ -552,6 +571,9 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
     integer("request-timeout", 2000, 1, 3_600_000,
             "Milliseconds a request waits for replicas before the silent ones count as "
             "failed.", mutability=_IMMUTABLE),
+    Directive("phi-convict-threshold", 8.0, _parse_phi, _show_float, _simple_rewrite(_show_float),
+              "Suspicion (phi-accrual) at which a silent peer is held down; Cassandra's "
+              "default 8 convicts after ~18 gossip intervals of silence.", _IMMUTABLE),
     boolean("sloppy-quorum", True,
             "Writes and reads of a down replica go to the next healthy node, which keeps a "
             "hint for it (Dynamo's sloppy quorum); no = strict quorums.",

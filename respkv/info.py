@@ -412,8 +412,10 @@ def _cluster(state: ServerState) -> Fields:
     return [
         ("cluster_enabled", 0),
         ("respkv_cluster_nodes", len(membership.members)),
+        ("respkv_cluster_owners", len(membership.ring().node_ids())),
         ("respkv_cluster_nodes_up", len(node.up_nodes())),
-        ("respkv_cluster_ready", int(membership.complete)),
+        ("respkv_cluster_ready", int(node.ready)),
+        ("respkv_node_status", node.status.name.lower()),
         ("respkv_cluster_peers_missing", len(membership.missing_addresses())),
         ("respkv_replication_factor", config.replication_factor),
         ("respkv_read_consistency", config.read_consistency),

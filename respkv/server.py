@@ -258,7 +258,7 @@ def _listen_socket(host: str, port: int, backlog: int) -> socket.socket:
 
 
 def _node_options(config: Config) -> NodeOptions:
-    clustered = bool(config.cluster_peers)
+    clustered = bool(config.cluster_peers or config.seeds)
     return NodeOptions(databases=config.databases, fsync=config.appendfsync,
                        memtable_size_bytes=config.memtable_size,
                        block_cache_bytes=config.block_cache_size,
@@ -272,7 +272,7 @@ async def open_node(config: Config, loop: asyncio.AbstractEventLoop) -> Node | C
     """A standalone node, or this node of a cluster when ``cluster-peers`` names others."""
     clock = LoopClock(loop)
     report: Callable[[str], None] = lambda message: log.warning("%s", message)  # noqa: E731
-    if not config.cluster_peers:
+    if not (config.cluster_peers or config.seeds):
         return Node.open(config.dir, _node_options(config), clock, reporter=report)
     options = cluster_options(config)
     node = await ClusterNode.open(config.dir, _node_options(config), options, clock, report)
@@ -289,13 +289,13 @@ async def open_node(config: Config, loop: asyncio.AbstractEventLoop) -> Node | C
 def cluster_options(config: Config) -> ClusterOptions:
     """The cluster settings of ``config``. REQUIRES: cluster-peers is set."""
     if not config.cluster_secret:
-        raise OSError("cluster-peers is set but cluster-secret is empty: peers authenticate "
-                      "each other with it, so every node needs the same secret")
+        raise OSError("cluster-peers or seeds is set but cluster-secret is empty: peers "
+                      "authenticate each other with it, so every node needs the same secret")
     hosts = [b.lstrip("-") for b in config.bind if b.lstrip("-") not in ("*", "::*")]
     first = hosts[0] if hosts else "127.0.0.1"
     host = config.cluster_announce_ip or first
     peers = []
-    for text in config.cluster_peers:
+    for text in dict.fromkeys([*config.cluster_peers, *config.seeds]):
         peer_host, _, port = text.rpartition(":")
         peers.append((peer_host, int(port)))
     return ClusterOptions(
@@ -311,6 +311,7 @@ def cluster_options(config: Config) -> ClusterOptions:
         hint_max_count=config.hint_max_count, hint_max_bytes=config.hint_max_bytes,
         hint_ttl_ms=config.gc_grace_seconds * 1000,
         handoff_rate=config.hinted_handoff_throttle,
+        phi_convict_threshold=config.phi_convict_threshold,
         listen_host=host if config.cluster_announce_ip == "" else first)
 
 
@@ -321,6 +322,8 @@ async def serve(config: Config) -> Server:
     node = await open_node(config, loop)
     node.start()
     server = Server(config, node, loop)
+    if isinstance(node, ClusterNode):  # a decommissioned node stops once the others know
+        node.lifecycle.on_left = server.request_shutdown
     config.on_change("appendfsync", lambda value: node.set_fsync(value))
     config.on_change("memtable-size", lambda value: node.tune_engine(memtable_size_bytes=value))
     config.on_change("block-cache-size", lambda value: node.tune_engine(block_cache_bytes=value))
@@ -338,7 +341,7 @@ async def _main_async(config: Config) -> int:
     try:
         server = await serve(config)
     except (OSError, ClusterError, StorageError) as exc:
-        # A busy port, a damaged node.meta or cluster.members, a missing cluster-secret:
+        # A busy port, a damaged node.meta or cluster.state, a missing cluster-secret:
         # one clear line naming the cause, and a failed exit, as redis-server does.
         log.warning("Can't start: %s", exc)
         return 1

@@ -17,7 +17,7 @@ from cluster import members as members_file
 from cluster.clock import LoopClock
 from cluster.cluster_node import ClusterDown, ClusterNode, ClusterOptions
 from cluster.consistency import Level, NoQuorumError
-from cluster.messages import Members
+from cluster.messages import GossipAck2, GossipSyn
 from cluster.node import NodeOptions
 from cluster.preflist import Replication
 from cluster.transport import RemoteError
@@ -46,8 +46,14 @@ async def open_cluster(tmp_path: Path, size: int = 3, **extra: object) -> list[C
             options(port, [p for p in ports if p != port], **extra), clock)
         node.start()
         nodes.append(node)
-    await wait_for(lambda: all(n.ready for n in nodes))
+    await wait_for(lambda: settled(nodes))
     return nodes
+
+
+def settled(nodes: list[ClusterNode]) -> bool:
+    """Every node is ready and every node's ring holds every node (gossip has converged)."""
+    ids = sorted(n.node_id for n in nodes)
+    return all(n.ready and n.membership.ring().node_ids() == ids for n in nodes)
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -221,7 +227,8 @@ def test_restart_remembers_members_and_tokens(tmp_path: Path) -> None:
         assert {m.node_id: m.tokens for m in stored} == before
         clock = LoopClock(asyncio.get_running_loop())
         me = a.membership.me
-        peers = [m.peer_port for m in stored if m.node_id != me.node_id]
+        peers = [m.peer_address[1] for m in stored  # type: ignore[index]
+                 if m.node_id != me.node_id]
         again = await ClusterNode.open(str(tmp_path / "n0"), NodeOptions(fsync="no"),
                                        options(me.peer_port, peers), clock)
         try:
@@ -236,17 +243,19 @@ def test_restart_remembers_members_and_tokens(tmp_path: Path) -> None:
     run(body)
 
 
-def test_peer_refuses_a_malformed_member_record(tmp_path: Path) -> None:
+def test_peer_refuses_malformed_gossip(tmp_path: Path) -> None:
     async def body() -> None:
         nodes = await open_cluster(tmp_path)
         try:
             a, b, _ = nodes
-            record = a.membership.me.to_wire()
-            # The wire schema passes it (whole 8-byte words); the record check does not.
-            record[7] = (2).to_bytes(8, "big") + (1).to_bytes(8, "big")
-            with pytest.raises(RemoteError, match="ascending"):
-                await a.transport.request(b.node_id, Members(record), 1.0)
-            assert b.membership.members[a.node_id] == a.membership.me  # unchanged
+            before = dict(b.gossiper.states)
+            for body_ in ([], [[["x", -1, 0]]], [[["n", 1, 1]] * 2], [[[1, 2, 3]]]):
+                with pytest.raises(RemoteError, match="bad gossip message"):
+                    await a.transport.request(b.node_id, GossipSyn(body_), 1.0)
+            with pytest.raises(RemoteError, match="bad gossip message"):
+                await a.transport.request(b.node_id, GossipAck2([[["x"]]]), 1.0)
+            assert b.gossip.stats["gossip_bad_messages"] == 5
+            assert set(b.gossiper.states) == set(before)  # nothing was applied
         finally:
             await close_all(nodes)
     run(body)
@@ -299,7 +308,7 @@ class Cluster:
 
     async def open_all(self) -> list[ClusterNode]:
         nodes = [await self.open(i) for i in range(len(self.ports))]
-        await wait_for(lambda: all(n.ready for n in nodes))
+        await wait_for(lambda: settled(nodes))
         return nodes
 
     async def stop(self, i: int) -> None:
@@ -323,7 +332,7 @@ def stored(node: ClusterNode, key: bytes) -> bytes | None:
 def test_hints_kept_by_the_coordinator_are_handed_off(tmp_path: Path) -> None:
     async def body() -> None:
         cluster = Cluster(tmp_path, 3)
-        a, b, c = await cluster.open_all()
+        a, _b, c = await cluster.open_all()
         try:
             await cluster.stop(2)
             await wait_for(lambda: c.node_id not in a.up_nodes())
@@ -425,7 +434,7 @@ def test_flush_drops_hints_and_takes_a_new_actor(tmp_path: Path) -> None:
 def test_no_hints_beyond_the_window_and_none_when_it_is_zero(tmp_path: Path) -> None:
     async def body() -> None:
         cluster = Cluster(tmp_path, 3, max_hint_window_ms=0)
-        a, b, c = await cluster.open_all()
+        a, _b, _c = await cluster.open_all()
         try:
             await cluster.stop(2)
             await a.put(0, b"k", b"v")  # W=2: OK, but no hint kept for c

@@ -38,8 +38,9 @@ def test_info_cluster_describes_the_cluster(cluster: LocalCluster) -> None:
     fields = info_cluster(cluster, 0)
     assert fields == {
         "cluster_enabled": "0",  # Redis Cluster's protocol is not spoken
-        "respkv_cluster_nodes": "3", "respkv_cluster_nodes_up": "3",
-        "respkv_cluster_ready": "1", "respkv_cluster_peers_missing": "0",
+        "respkv_cluster_nodes": "3", "respkv_cluster_owners": "3",
+        "respkv_cluster_nodes_up": "3", "respkv_cluster_ready": "1",
+        "respkv_node_status": "normal", "respkv_cluster_peers_missing": "0",
         "respkv_replication_factor": "3", "respkv_read_consistency": "quorum",
         "respkv_write_consistency": "quorum",
     }
@@ -88,7 +89,7 @@ def start_fails(tmp_path: Path, *args: str) -> str:
 
 def test_cluster_peers_without_secret_refuse_to_start(tmp_path: Path) -> None:
     out = start_fails(tmp_path, "--cluster-peers", "127.0.0.1:17999")
-    assert "Can't start: cluster-peers is set but cluster-secret is empty" in out
+    assert "Can't start: cluster-peers or seeds is set but cluster-secret is empty" in out
     assert "Traceback" not in out
 
 
@@ -99,11 +100,11 @@ def test_bad_cluster_directives_stop_start_up(tmp_path: Path) -> None:
     assert "the factor must be an integer 1..16" in out
 
 
-def test_damaged_members_file_stops_start_up(tmp_path: Path) -> None:
+def test_damaged_state_file_stops_start_up(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    (data / "cluster.members").write_bytes(b"RKVMEMB\n\x01garbage")
+    (data / "cluster.state").write_bytes(b"RKVGSTA\n\x01garbage")
     out = start_fails(tmp_path, "--cluster-peers", "127.0.0.1:17999",
                       "--cluster-secret", "s")
-    assert "Can't start: cluster.members: 16 bytes is too short" in out
+    assert "Can't start: cluster.state: 16 bytes is too short" in out
     assert "Traceback" not in out

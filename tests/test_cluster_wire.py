@@ -87,8 +87,10 @@ def test_tags_and_error_codes_never_renumbered() -> None:
     assert {t.name: t.value for t in m.MsgType} == {
         "HELLO": 1, "AUTH_CHALLENGE": 2, "AUTH_RESPONSE": 3, "AUTH_OK": 4, "PING": 5,
         "PONG": 6, "READ": 7, "READ_REPLY": 8, "WRITE": 9, "WRITE_ACK": 10, "ERROR": 11,
-        "MEMBERS": 12, "MEMBERS_REPLY": 13, "SCAN": 14, "SCAN_REPLY": 15, "FLUSH": 16,
+        "SCAN": 14, "SCAN_REPLY": 15, "FLUSH": 16,
         "FLUSH_ACK": 17, "COUNT": 18, "COUNT_REPLY": 19, "STREAM": 20, "STREAM_REPLY": 21,
+        "AE_SUMMARY": 22, "AE_SUMMARY_REPLY": 23, "AE_HASHES": 24, "AE_HASHES_REPLY": 25,
+        "AE_KEYS": 26, "AE_KEYS_REPLY": 27, "AE_FETCH": 28, "AE_FETCH_REPLY": 29,
         "GOSSIP_SYN": 30, "GOSSIP_ACK": 31, "GOSSIP_ACK2": 32, "GOSSIP_ACK2_OK": 33}
     assert {c.name: c.value for c in m.ErrorCode} == {
         "PROTOCOL": 1, "VERSION_MISMATCH": 2, "CLUSTER_MISMATCH": 3, "AUTH_FAILED": 4,

@@ -40,7 +40,8 @@ RESPKV_ONLY = {"replication-factor", "memtable-size", "block-cache-size",
                "compaction-throughput", "cluster-peers", "cluster-secret", "cluster-name",
                "datacenter", "rack", "num-tokens", "read-consistency", "write-consistency",
                "request-timeout", "gc-grace-seconds", "sloppy-quorum", "max-hint-window",
-               "hint-max-count", "hint-max-bytes", "hinted-handoff-throttle"}
+               "hint-max-count", "hint-max-bytes", "hinted-handoff-throttle", "seeds",
+               "phi-convict-threshold"}
 
 
 def fatal(line_number: int, line: str, reason: str) -> str:
@@ -464,7 +465,8 @@ def test_get_many_dedupes_by_name(in_tmp: Path) -> None:
     assert config.get_many(["port", "PORT", "p?rt"]) == [("port", "6379")]
     assert config.get_many(["PORT", "p*"]) == [("PORT", "6379"), ("protected-mode", "yes"),
                                                ("pidfile", ""), ("proto-max-bulk-len",
-                                                                 "536870912")]
+                                                                 "536870912"),
+                                               ("phi-convict-threshold", "8")]
     assert config.get_many(["replication-factor", "n-val"]) == [
         ("replication-factor", "1"), ("n-val", "1")]
     assert config.get_many([]) == []

@@ -17,12 +17,14 @@ reply shapes. Each works on a standalone node too, which answers as a cluster of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from cluster import consistency, vclock_context
 from cluster import keys as keyspace
 from cluster import tokens as tokens_file
 from cluster.consistency import Consistency, ConsistencyError
+from cluster.errors import ClusterError
 from cluster.members import Member
 from cluster.preflist import format_replication
 from cluster.transport import LinkState
@@ -337,6 +339,12 @@ _CLUSTER_HELP = (
     "    Per node: token count and share of the ring; with TOKENS, the vnodes in ring order.",
     "KEYNODES <key>",
     "    Return the key's ring token and its replicas in preference order.",
+    "MEET <ip> <port>",
+    "    Gossip with the node whose peer port is <ip>:<port>: its cluster and this one merge.",
+    "FORGET <node-id>",
+    "    Remove a dead node from the ring; the remaining replicas hold its data.",
+    "DECOMMISSION",
+    "    Stream this node's ranges to their new owners, leave the ring, then stop.",
     "HELP",
     "    Prints this help.",
 )
@@ -557,6 +565,65 @@ async def cluster_keynodes(client: Client, argv: list[bytes]) -> object:
             b"state": b"up" if view.up(node_id) else b"down",
         }))
     return Map({b"token": str(keyspace.token(key)).encode(), b"replicas": replicas})
+
+
+def _cluster_core(client: Client, what: str) -> ClusterNode:
+    node: Any = client.server.node
+    if node.local_only:
+        raise CommandError(f"ERR {what} needs a node started as part of a cluster "
+                           "(cluster-peers or seeds): this is a standalone server")
+    return cast("ClusterNode", node)
+
+
+def _cluster_call(call: Callable[[], None]) -> object:
+    try:
+        call()
+    except ClusterError as exc:
+        raise CommandError(f"ERR {exc}") from None
+    return OK
+
+
+@subcommand(
+    CLUSTER, "meet", -4, "admin stale no_async_loading",
+    summary="Force a node cluster to handshake with another node", since="3.0.0",
+    acl="@admin @slow @dangerous",
+    arguments=[arg("ip", "string"), arg("port", "integer"),
+               arg("cluster-bus-port", "integer", flags="optional", since="4.0.0")],
+)
+async def cluster_meet(client: Client, argv: list[bytes]) -> object:
+    if len(argv) > 5:
+        raise CommandError(errors.SYNTAX)
+    core = _cluster_core(client, "CLUSTER MEET")
+    host = argv[2].decode("utf-8", "replace")
+    # As Redis: the second port, when given, is the bus (peer) port; else the one given is.
+    port = parse_int(argv[4] if len(argv) == 5 else argv[3])
+    if not 0 < port <= 65535:
+        shown = argv[3].decode("utf-8", "replace")
+        raise CommandError(f"ERR Invalid base port specified: {shown}")
+    return _cluster_call(lambda: core.meet(host, port))
+
+
+@subcommand(
+    CLUSTER, "forget", 3, "admin stale no_async_loading",
+    summary="Remove a node from the nodes table", since="3.0.0",
+    acl="@admin @slow @dangerous", arguments=[arg("node-id", "string")],
+)
+async def cluster_forget(client: Client, argv: list[bytes]) -> object:
+    core = _cluster_core(client, "CLUSTER FORGET")
+    node_id = argv[2].decode("utf-8", "replace")
+    if node_id == core.node_id:
+        raise CommandError("ERR I tried hard but I can't forget myself...")
+    return _cluster_call(lambda: core.forget(node_id))
+
+
+@subcommand(
+    CLUSTER, "decommission", 2, "admin stale no_async_loading",
+    summary="Stream this node's ranges to their new owners, leave the ring, then stop",
+    since="respkv 0.1", acl="@admin @slow @dangerous",
+)
+async def cluster_decommission(client: Client, argv: list[bytes]) -> object:
+    core = _cluster_core(client, "CLUSTER DECOMMISSION")
+    return _cluster_call(core.decommission)
 
 
 @subcommand(
