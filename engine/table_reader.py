@@ -137,6 +137,13 @@ class TableReader:
         A damaged data block raises CorruptionError, or, with skip, is passed to skip(error)
         and left out (the scan goes on with the next block).
         """
+        for keys, values in self.scan_batches(start, end, skip):
+            yield from zip(keys, values, strict=True)
+
+    def scan_batches(self, start: bytes = b"", end: bytes | None = None,
+                     skip: Callable[[CorruptionError], None] | None = None
+                     ) -> Iterator[tuple[list[bytes], list[bytes | None]]]:
+        """scan() as (keys, values) lists, one per data block (whole blocks unsliced)."""
         index = bisect_left(self._index_keys, start)
         first = True
         while index < len(self._handles):
@@ -154,7 +161,10 @@ class TableReader:
             pos = bisect_left(keys, start) if first else 0
             first = False
             stop = len(keys) if end is None else bisect_left(keys, end, pos)
-            yield from zip(keys[pos:stop], values[pos:stop], strict=True)
+            if pos == 0 and stop == len(keys):
+                yield keys, values
+            elif pos < stop:
+                yield keys[pos:stop], values[pos:stop]
             if stop < len(keys):
                 return
             index += 1
@@ -162,13 +172,17 @@ class TableReader:
     def _parse(self, index: int) -> block.SearchBlock:
         """Read data block index, check its CRC (invariant 1), and wrap it for find()."""
         handle = self._handles[index]
+        return block.parse(self._read_checked(handle), self.path, handle.offset, handle.size)
+
+    def _read_checked(self, handle: BlockHandle) -> bytes:
+        """Data block + CRC trailer as read with one pread, CRC checked (invariant 1)."""
         size = handle.size + table_format.BLOCK_TRAILER_SIZE
         raw = self._file.pread(size, handle.offset)
         if len(raw) != size:
             raise CorruptionError(self.path, f"data block truncated: {len(raw)} of {size} bytes",
                                   handle.offset)
         table_format.check_sealed(raw, self.path, handle.offset, "data")
-        return block.parse(raw, self.path, handle.offset, handle.size)
+        return raw
 
     def _block(self, index: int, *, fill: bool) -> DecodedBlock:
         """Every entry of data block index, checked; scans never fill the cache (inv. 4)."""
@@ -178,22 +192,12 @@ class TableReader:
             if cached is not None:
                 return cached.decode()
         handle = self._handles[index]
-        data = _pread_sealed(self._file, self.path, handle, "data")
-        return block.decode(data, self.path, handle.offset)
+        raw = self._read_checked(handle)
+        return block.decode(raw, self.path, handle.offset, handle.size)
 
     def close(self) -> None:
         with self._lock:
             self._file.close()
-
-
-def _pread_sealed(file: ReadableFile, path: str, handle: BlockHandle, name: str
-                  ) -> memoryview:
-    size = handle.size + table_format.BLOCK_TRAILER_SIZE
-    raw = file.pread(size, handle.offset)
-    if len(raw) != size:
-        raise CorruptionError(path, f"{name} block truncated: {len(raw)} of {size} bytes",
-                              handle.offset)
-    return table_format.unseal(raw, path, handle.offset, name)
 
 
 def _read_sealed(file: ReadableFile, path: str, handle: BlockHandle, name: str) -> memoryview:
