@@ -46,10 +46,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from cluster import alive as alive_file
 from cluster import hints as hints_module
 from cluster import keys as keyspace
 from cluster import members as members_file
 from cluster import tokens as tokens_file
+from cluster.anti_entropy import AntiEntropyServer
+from cluster.anti_entropy_messages import AntiEntropyError, Fetch, Hashes, Keys, Summary
 from cluster.clock import Clock
 from cluster.consistency import Consistency, Level, NoQuorum, NoQuorumError, quorum
 from cluster.coordinator import Coordinator, CoordinatorOptions, Deleted
@@ -80,16 +83,19 @@ from cluster.messages import (
 from cluster.node import Entry, Node, NodeOptions
 from cluster.preflist import Placement, Replication
 from cluster.put_core import PutOk
+from cluster.repair import Repairer
 from cluster.replica_service import ReplicaService
 from cluster.sibling_codec import decode, encode
 from cluster.streaming import serve_stream
 from cluster.transport import LinkState, PeerTransport, RemoteError, TransportConfig
+from cluster.tree_set import TreeSet
 from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, merge, winner
 from engine.fs import OSFileSystem
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+AE_REQUESTS = (Summary, Hashes, Keys, Fetch)
 _END = keyspace.TOKEN_MAX + 1  # "the scan reached the end of the ring", as a sort key
 _DOWN_STATES = (LinkState.BACKOFF, LinkState.CLOSED)
 
@@ -126,6 +132,10 @@ class ClusterOptions:
     # Membership (issue 5)
     phi_convict_threshold: float = 8.0
     stream_rate_bytes_per_s: int = 32 * 1024 * 1024  # join and decommission streaming
+    # Anti-entropy (issue 6): a full pass of Merkle-tree repair every this many seconds
+    # (0: only on CLUSTER REPAIR), and the time per gossip round given to building trees.
+    anti_entropy_interval_s: float = 3600.0
+    tree_build_budget_s: float = 0.05
 
 
 class ClusterNode:
@@ -174,11 +184,19 @@ class ClusterNode:
         self.gossip = GossipService(gossiper, self.detector, self.transport, clock, interval,
                                     self._on_gossip)
         self.gossip.on_tick = self._on_tick
-        # Known members count as alive until their heartbeats say otherwise: a node that just
-        # started must not route around peers that are up (a dead one's link fails fast).
-        for member in membership.others():
-            self.detector.heartbeat(member.node_id)
         self.lifecycle = Lifecycle(self)
+        self.trees = TreeSet(node.replica.engine.scan, node.options.databases)
+        node.replica.on_store = self.trees.on_store
+        node.replica.on_flush = self.trees.on_flush
+        self.ae_server = AntiEntropyServer(self.trees, self.service)
+        self.repairer = Repairer(
+            self.ae_server, self.transport, node.node_id,
+            ranges=lambda: list(self.trees.ranges),
+            replicas=lambda rng: self.coordinator.placement.primaries(rng.right),
+            up=self.up_nodes, commit=self._commit_quietly,
+            timeout_s=options.request_timeout_ms / 1000)
+        self._next_repair_s = clock.monotonic() + options.anti_entropy_interval_s
+        self._alive_written_s = clock.monotonic()
         self._handoff = Handoff(
             self.hints, self.transport,
             per_tick=Handoff.per_tick_of(options.handoff_rate, options.exchange_interval_s),
@@ -192,6 +210,10 @@ class ClusterNode:
         self.peer_address: tuple[str, int] = (options.peer_host, options.peer_port)
         self.stats_counters = {"hints_not_kept_window": 0}
         self._view_changed()
+        # Known members count as alive until their heartbeats say otherwise: a node that just
+        # started must not route around peers that are up (a dead one's link fails fast).
+        for member in self.membership.others():
+            self.detector.heartbeat(member.node_id)
 
     @classmethod
     async def open(cls, directory: str, node_options: NodeOptions, options: ClusterOptions,
@@ -210,6 +232,13 @@ class ClusterNode:
                 raise ClusterError(
                     f"node {node.node_id} left the cluster ({mine.status.name.lower()}"  # type: ignore[union-attr]
                     "): empty its data directory to join again as a new node")
+            has_data = next(iter(node.replica.engine.scan(b"", bytes(
+                (keyspace.DATABASES_MAX,)))), None) is not None
+            refusal = alive_file.check(alive_file.read(fs, directory), clock.wall_ms(),
+                                       node_options.tombstone_grace_ms, has_data)
+            if refusal is not None:
+                raise ClusterError(refusal)
+            alive_file.write(fs, directory, clock.wall_ms())
             taken = {t for s in known if s.node_id != node.node_id for t in s.tokens}
             tokens, note = tokens_file.start(fs, directory, node_id=node.node_id,
                                              num_tokens=options.num_tokens,
@@ -441,6 +470,8 @@ class ClusterNode:
                     "hints_pending": sum(p.count for p in hint_stats.per_target.values())})
         out.update({k: v for k, v in self.lifecycle.info().items() if isinstance(v, int)})
         out.update(self.gossip.stats)
+        out.update(self.trees.info())
+        out.update({k: v for k, v in self.repairer.info().items() if isinstance(v, int)})
         return out
 
     def up_nodes(self) -> set[str]:
@@ -487,6 +518,7 @@ class ClusterNode:
         self._closed = True
         self.gossip.stop()
         self.lifecycle.stop()
+        self.repairer.stop()
         await self.transport.close()  # fails every delivery in flight: hints stay stored
         in_flight = [*self._handoff.in_flight(), *self.lifecycle.in_flight()]
         if in_flight:  # their done-callbacks (handoff.py) run before gather's own
@@ -503,15 +535,53 @@ class ClusterNode:
         for future in self._commit_waiters:
             if not future.done():
                 future.set_exception(ClusterError("node is stopping"))
+        self._write_alive()
         await self.node.close()
 
     # Membership (Rule 5) --------------------------------------------------------------------
 
     def _on_tick(self) -> None:
-        """After each gossip round: note who is down, hand hints off, advance the life cycle."""
+        """After each gossip round: note who is down, hand hints off, advance the life
+        cycle, build Merkle trees for a bounded time, start a repair pass when one is due."""
         self._track_down()
         self._handoff.tick()
         self.lifecycle.step()
+        now = self.clock.monotonic()
+        if now - self._alive_written_s >= alive_file.WRITE_EVERY_S:
+            self._alive_written_s = now
+            self._write_alive()
+        trees = self.trees
+        deadline = self.clock.monotonic() + self.cluster_options.tree_build_budget_s
+        while trees.pending_builds() and self.clock.monotonic() < deadline:
+            trees.build_step()
+        interval = self.cluster_options.anti_entropy_interval_s
+        if interval > 0 and self.ready and self.clock.monotonic() >= self._next_repair_s:
+            self._next_repair_s = self.clock.monotonic() + interval
+            self.repairer.request()
+
+    def repair(self, token: int | None = None) -> int:
+        """CLUSTER REPAIR: queue every range this node replicates (or the one holding
+        ``token``) for anti-entropy now; returns how many ranges were queued."""
+        self._check_ready()
+        if token is None:
+            return self.repairer.request()
+        rng = self.repairer.range_of(token)
+        if rng is None:
+            raise ClusterError(f"this node does not replicate token {token}")
+        return self.repairer.request([rng])
+
+    def _write_alive(self) -> None:
+        try:
+            alive_file.write(self._fs, self.node.directory, self.clock.wall_ms())
+        except OSError as exc:
+            log.warning("cannot save %s: %s", alive_file.ALIVE_NAME, exc)
+
+    def _commit_quietly(self) -> None:
+        if not self._closed:
+            try:
+                self.node.commit()
+            except OSError as exc:  # retried by the next commit; the repair merges stay
+                log.warning("commit after repair failed: %s", exc)
 
     def _on_gossip(self, applied: Applied) -> None:
         if applied.new or applied.restarted or applied.ring_changed:
@@ -538,7 +608,9 @@ class ClusterNode:
         state = self.gossiper.states.get(node_id)
         if state is None or state.is_tombstone:
             raise ClusterError(f"unknown node {node_id}")
-        if self.detector.is_available(node_id):
+        # Up as CLUSTER NODES and INFO show it (phi and the link): a killed node's link
+        # fails at once, while phi alone would keep it 'up' for up to half a minute.
+        if node_id in self.up_nodes():
             raise ClusterError(f"node {node_id} is up: decommission it instead, or stop it "
                                "before forgetting it")
         self.gossiper.forget(node_id)
@@ -569,7 +641,8 @@ class ClusterNode:
         for member in membership.others():
             self.transport.add_peer(member.node_id, member.peer_host, member.peer_port)
         replication = self.cluster_options.replication
-        self.coordinator.placement = Placement(membership.ring(), replication)
+        self.coordinator.placement = placement = Placement(membership.ring(), replication)
+        self.trees.set_ranges(placement.replica_ranges(self.node.node_id))
         future = membership.future_ring()
         self.coordinator.future_placement = (None if future is None
                                              else Placement(future, replication))
@@ -641,6 +714,11 @@ class ClusterNode:
             return ScanReply([[key, encode(siblings)] for key, siblings in entries], stop)
         if isinstance(message, Stream):
             return serve_stream(self.node, message)
+        if isinstance(message, AE_REQUESTS):
+            try:
+                return self.ae_server.serve(message)
+            except AntiEntropyError as exc:
+                raise RemoteError(ErrorCode.PROTOCOL, f"anti-entropy: {exc}") from None
         if isinstance(message, Count):
             self._check_db(message.db)
             return CountReply(self.node.replica.keys[message.db])

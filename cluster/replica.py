@@ -130,6 +130,10 @@ class Replica:
         }
         self._get = engine.get
         self._put = engine.put
+        # Observers of every stored change, in the order the engine applied them (the
+        # cluster's Merkle trees): (engine key, old set, new set or None when removed).
+        self.on_store: Callable[[bytes, Siblings, Siblings | None], None] | None = None
+        self.on_flush: Callable[[int], None] | None = None
 
     # Reading ---------------------------------------------------------------------------
 
@@ -170,10 +174,14 @@ class Replica:
         new_state = key_state(new, grace_ms)
         if new_state[0] or new_state[2] is None or new_state[2] > now_ms:
             self._put(ekey, encode(new))
+            if self.on_store is not None:
+                self.on_store(ekey, old, new)
         elif old:
             self.engine.delete(ekey)
             self.stats["tombstones_purged"] += 1
             new_state = ABSENT
+            if self.on_store is not None:
+                self.on_store(ekey, old, None)
         else:
             return  # nothing stored, and nothing worth storing
         if old_state is not new_state:
@@ -206,6 +214,11 @@ class Replica:
         self.stats["tombstones_purged"] += purged
         for ekey, old_state, new_state in accounting:
             self._account(db, ekey, old_state, new_state)
+        if self.on_store is not None:
+            stored = dict(ops)
+            for ekey, old, new in changes:
+                if ekey in stored:
+                    self.on_store(ekey, old, new if stored[ekey] is not None else None)
 
     def expire_key(self, db: int, ekey: bytes, old: Siblings, now_ms: int) -> None:
         """Reclaim what has expired or may be purged in a stored key (lazy and active expiry)."""
@@ -273,6 +286,8 @@ class Replica:
         self.keys[db] = 0
         self.expires[db] = 0
         self.due[db] = SortedList()
+        if self.on_flush is not None:
+            self.on_flush(db)
 
     def rebuild(self) -> None:
         """Recompute keys, expires and due from the engine by one scan (invariant 1)."""

@@ -180,6 +180,7 @@ class Config:
     write_consistency: str
     request_timeout: int  # ms
     gc_grace_seconds: int
+    anti_entropy_interval: int  # seconds, 0 = on demand only
     sloppy_quorum: bool
     max_hint_window: int  # seconds
     hint_max_count: int

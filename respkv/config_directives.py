@@ -591,6 +591,9 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
     integer("hinted-handoff-throttle", 1000, 1, INT_MAX,
             "Hints per second handed off to one node that came back, so handoff never "
             "floods it.", mutability=_IMMUTABLE),
+    integer("anti-entropy-interval", 3600, 0, 10 * 365 * 86_400,
+            "Seconds between background Merkle-tree repair passes over this node's ranges; "
+            "0 = only on CLUSTER REPAIR.", mutability=_IMMUTABLE),
     integer("gc-grace-seconds", 864_000, 0, 10 * 365 * 86_400,
             "Seconds a tombstone is kept in a cluster before it may be purged (Cassandra's "
             "gc_grace_seconds), so no replica resurrects a deleted key.",

@@ -312,6 +312,7 @@ def cluster_options(config: Config) -> ClusterOptions:
         hint_ttl_ms=config.gc_grace_seconds * 1000,
         handoff_rate=config.hinted_handoff_throttle,
         phi_convict_threshold=config.phi_convict_threshold,
+        anti_entropy_interval_s=float(config.anti_entropy_interval),
         listen_host=host if config.cluster_announce_ip == "" else first)
 
 

@@ -53,7 +53,8 @@ async def open_cluster(tmp_path: Path, size: int = 3, **extra: object) -> list[C
 def settled(nodes: list[ClusterNode]) -> bool:
     """Every node is ready and every node's ring holds every node (gossip has converged)."""
     ids = sorted(n.node_id for n in nodes)
-    return all(n.ready and n.membership.ring().node_ids() == ids for n in nodes)
+    return all(n.ready and n.membership.ring().node_ids() == ids
+               and sorted(n.up_nodes()) == ids for n in nodes)
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -455,6 +456,78 @@ def test_a_fresh_node_counts_its_peers_up(tmp_path: Path) -> None:
                 await node.put(0, b"k" + node.node_id.encode(), b"v")
                 assert node.coordinator.stats["sloppy_requests"] == 0
                 assert node.hints.targets() == []
+        finally:
+            await cluster.close()
+    run(body)
+
+
+# Anti-entropy (issue 6) ---------------------------------------------------------------------
+
+
+def test_repair_brings_back_writes_a_replica_missed_without_hints(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 3, max_hint_window_ms=0, anti_entropy_interval_s=0.0)
+        a, b, c = await cluster.open_all()
+        try:
+            await cluster.stop(2)
+            keys = [b"ae%d" % i for i in range(300)]
+            await a.write_many(0, [(k, b"v" + k, 0) for k in keys])  # W=2, no hints kept
+            await a.delete(0, keys[0])
+            assert a.hints.targets() == []
+            c = await cluster.open(2)
+            await wait_for(lambda: settled([a, b, c]))
+            assert sum(stored(c, k) is not None for k in keys) == 0  # c missed them all
+            queued = c.repair()
+            assert queued == len(c.trees.ranges)
+            await wait_for(lambda: c.repairer.running is None and not c.repairer.queue,
+                           timeout_s=60)
+            assert all(stored(c, k) == b"v" + k for k in keys[1:])
+            tombstone = c.node.replica.read(node_key(0, keys[0]))
+            assert tombstone and tombstone[0][4] is None  # the delete came too, as a tombstone
+            info = c.repairer.info()
+            assert info["ae_keys_pulled"] >= len(keys)
+            assert info["repair_ranges_done"] == queued
+            # A second pass over converged replicas repairs nothing.
+            before = c.repairer.stats.keys_repaired
+            c.repair()
+            await wait_for(lambda: c.repairer.running is None and not c.repairer.queue,
+                           timeout_s=60)
+            assert c.repairer.stats.keys_repaired == before
+        finally:
+            await cluster.close()
+    run(body)
+
+
+def test_a_node_down_longer_than_the_grace_is_refused_until_rebuilt(tmp_path: Path) -> None:
+    async def body() -> None:
+        from cluster import alive
+        from cluster.errors import ClusterError
+        cluster = Cluster(tmp_path, 3, anti_entropy_interval_s=0.0)
+        a, b, c = await cluster.open_all()
+        try:
+            await a.put(0, b"k", b"v", level=Level.ALL)
+            await cluster.stop(2)
+            # As if c had been down for longer than the grace (60 s in these tests).
+            alive.write(OSFileSystem(), str(tmp_path / "n2"), c.clock.wall_ms() - 61_000)
+            with pytest.raises(ClusterError, match="longer than gc-grace-seconds"):
+                await cluster.open(2)
+            # Rebuild: empty its engine directory; it keeps its id and tokens, takes a new
+            # vector-clock actor, and gets its data back by repair.
+            import shutil
+            shutil.rmtree(tmp_path / "n2" / "engine")
+            c2 = await cluster.open(2)
+            assert c2.node_id == c.node_id and c2.actor != c.actor
+            assert c2.membership.me.tokens == c.membership.me.tokens
+            await wait_for(lambda: settled([a, b, c2]))
+            assert stored(c2, b"k") is None
+            c2.repair()
+            await wait_for(lambda: c2.repairer.running is None and not c2.repairer.queue,
+                           timeout_s=60)
+            assert stored(c2, b"k") == b"v"
+            # kv679: a write it coordinates now is never dominated by its pre-wipe versions.
+            await c2.put(0, b"k", b"after", level=Level.ONE)
+            entry = await a.get(0, b"k", Level.ALL)
+            assert entry is not None and entry.value == b"after"
         finally:
             await cluster.close()
     run(body)

@@ -34,6 +34,7 @@ from respkv import errors
 from respkv.commands.args import INT64_MAX, parse_int
 from respkv.commands.introspection import arg, help_reply, token_arg
 from respkv.commands.table import command, container, subcommand
+from respkv.errors import cluster_error_message
 from respkv.replies import OK, CommandError, Map, Verbatim
 
 if TYPE_CHECKING:
@@ -345,6 +346,9 @@ _CLUSTER_HELP = (
     "    Remove a dead node from the ring; the remaining replicas hold its data.",
     "DECOMMISSION",
     "    Stream this node's ranges to their new owners, leave the ring, then stop.",
+    "REPAIR [ALL | TOKEN <token> | KEY <key>]",
+    "    Compare this node's ranges (or the one holding the token or key) with their other",
+    "    replicas by Merkle trees and exchange what differs; progress in INFO respkv.",
     "HELP",
     "    Prints this help.",
 )
@@ -624,6 +628,34 @@ async def cluster_forget(client: Client, argv: list[bytes]) -> object:
 async def cluster_decommission(client: Client, argv: list[bytes]) -> object:
     core = _cluster_core(client, "CLUSTER DECOMMISSION")
     return _cluster_call(core.decommission)
+
+
+@subcommand(
+    CLUSTER, "repair", -2, "admin stale no_async_loading",
+    summary="Repair this node's ranges against their other replicas (Merkle-tree "
+            "anti-entropy)", since="respkv 0.1", acl="@admin @slow",
+    arguments=[arg("all", "pure-token", token="ALL", flags="optional"),
+               arg("token", "integer", token="TOKEN", flags="optional"),
+               arg("key", "key", token="KEY", flags="optional")],
+)
+async def cluster_repair(client: Client, argv: list[bytes]) -> object:
+    core = _cluster_core(client, "CLUSTER REPAIR")
+    token: int | None = None
+    if len(argv) == 3 and argv[2].lower() == b"all":
+        pass
+    elif len(argv) == 4 and argv[2].lower() == b"token":
+        text = argv[3]
+        if not (text.isascii() and text.isdigit()) or int(text) > keyspace.TOKEN_MAX:
+            raise CommandError("ERR token must be an integer 0..18446744073709551615")
+        token = int(text)
+    elif len(argv) == 4 and argv[2].lower() == b"key":
+        token = keyspace.token(argv[3])
+    elif len(argv) != 2:
+        raise CommandError(errors.SYNTAX)
+    try:
+        return core.repair(token)
+    except ClusterError as exc:
+        raise CommandError(cluster_error_message(exc)) from None
 
 
 @subcommand(
