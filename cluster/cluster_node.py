@@ -134,6 +134,10 @@ class ClusterOptions:
     stream_rate_bytes_per_s: int = 32 * 1024 * 1024  # join and decommission streaming
     # Anti-entropy (issue 6): a full pass of Merkle-tree repair every this many seconds
     # (0: only on CLUSTER REPAIR), and the time per gossip round given to building trees.
+    # A plain write (no context) supersedes what a quorum read returns first (True), or, as
+    # Riak does, what the coordinator's own replica holds (False: cheaper by a round trip;
+    # concurrent versions other coordinators wrote become siblings, resolved by timestamp).
+    read_before_write: bool = True
     anti_entropy_interval_s: float = 3600.0
     tree_build_budget_s: float = 0.05
 
@@ -171,7 +175,8 @@ class ClusterNode:
             Placement(membership.ring(), options.replication), self.service, self.transport,
             clock, node.actor, self._loop.create_future,
             CoordinatorOptions(request_timeout_ms=options.request_timeout_ms,
-                               sloppy_quorum=options.sloppy_quorum),
+                               sloppy_quorum=options.sloppy_quorum,
+                               read_before_write=options.read_before_write),
             up_nodes=self.up_nodes, should_hint=self._should_hint)
         self._down_since: dict[str, int] = {}  # peer -> wall ms it was first seen down
         interval = options.exchange_interval_s

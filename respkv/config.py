@@ -181,6 +181,7 @@ class Config:
     request_timeout: int  # ms
     gc_grace_seconds: int
     anti_entropy_interval: int  # seconds, 0 = on demand only
+    write_read: str  # "quorum" or "local"
     sloppy_quorum: bool
     max_hint_window: int  # seconds
     hint_max_count: int

@@ -276,14 +276,15 @@ def boolean(name: str, default: bool, doc: str, *,
     return Directive(name, default, parse, _yes_no, _simple_rewrite(_yes_no), doc, mutability)
 
 
-def choice(name: str, default: str, choices: tuple[str, ...], doc: str) -> Directive[str]:
+def choice(name: str, default: str, choices: tuple[str, ...], doc: str, *,
+           mutability: Mutability = Mutability.MUTABLE) -> Directive[str]:
     def parse(args: list[str], current: str, ctx: LoadContext) -> str:
         word = args[0].lower() if args[0].isascii() else ""
         if word not in choices:
             raise BadValue("argument(s) must be one of the following: " + ", ".join(choices))
         return word
 
-    return Directive(name, default, parse, str, _simple_rewrite(str), doc)
+    return Directive(name, default, parse, str, _simple_rewrite(str), doc, mutability)
 
 
 def string(name: str, default: str, doc: str, *,
@@ -591,6 +592,11 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
     integer("hinted-handoff-throttle", 1000, 1, INT_MAX,
             "Hints per second handed off to one node that came back, so handoff never "
             "floods it.", mutability=_IMMUTABLE),
+    choice("write-read", "quorum", ("quorum", "local"),
+           "What a plain SET supersedes: the versions a quorum read returns first "
+           "(quorum), or those the coordinator's own replica holds (local: one round trip "
+           "less; concurrent writes through other nodes become siblings, newest wins).",
+           mutability=_IMMUTABLE),
     integer("anti-entropy-interval", 3600, 0, 10 * 365 * 86_400,
             "Seconds between background Merkle-tree repair passes over this node's ranges; "
             "0 = only on CLUSTER REPAIR.", mutability=_IMMUTABLE),

@@ -313,6 +313,7 @@ def cluster_options(config: Config) -> ClusterOptions:
         handoff_rate=config.hinted_handoff_throttle,
         phi_convict_threshold=config.phi_convict_threshold,
         anti_entropy_interval_s=float(config.anti_entropy_interval),
+        read_before_write=config.write_read == "quorum",
         listen_host=host if config.cluster_announce_ip == "" else first)
 
 

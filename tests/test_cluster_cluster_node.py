@@ -531,3 +531,31 @@ def test_a_node_down_longer_than_the_grace_is_refused_until_rebuilt(tmp_path: Pa
         finally:
             await cluster.close()
     run(body)
+
+
+def test_write_read_local_supersedes_the_coordinators_replica(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 3, read_before_write=False)
+        a, b, c = await cluster.open_all()
+        try:
+            await a.put(0, b"k", b"one", level=Level.ALL)
+            await b.put(0, b"k", b"two")  # b's replica holds "one": superseded, no sibling
+            siblings = await c.get_siblings(0, b"k", Level.ALL)
+            assert [v[4] for v in siblings] == [b"two"]
+            # A version b's replica never saw stays as a sibling; the newest wins a GET.
+            await cluster.stop(1)
+            await a.put(0, b"k", b"three", level=Level.TWO)
+            b = await cluster.open(1)
+            await wait_for(lambda: settled([a, b, c]))
+            b.hints.flush(None)
+            a.hints.flush(None)
+            c.hints.flush(None)
+            await b.put(0, b"k", b"four", level=Level.TWO)
+            # Any two replicas together hold "three" (a and c) and "four" (b and one more).
+            siblings = await b.get_siblings(0, b"k", Level.TWO)
+            assert sorted(v[4] for v in siblings) == [b"four", b"three"]
+            entry = await b.get(0, b"k", Level.TWO)
+            assert entry is not None and entry.value == b"four"
+        finally:
+            await cluster.close()
+    run(body)
