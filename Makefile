@@ -70,3 +70,8 @@ bench-repair: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data
+
+# A node joining a loaded 3-node cluster: streaming rate and client throughput during it
+# (bench/join_bench.py); writes docs/benchmarks.md's join section.
+bench-join: $(STAMP) system-deps
+	$(PY) -m bench.join_bench

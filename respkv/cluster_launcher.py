@@ -14,7 +14,11 @@ but the directory:
 
 Node i listens for clients on ``base_port + i`` and for peers on that port + 10000 (the
 server's ``cluster-port 0``), all on one host address, so ``redis-cli -p 7001`` reaches the
-first node of the default cluster.
+first node of the default cluster. ``add`` starts node ``base_port + nodes`` with ``seeds``
+naming the running nodes, so it joins by itself (issue 5: it streams its ranges, then
+serves); ``remove PORT`` decommissions a node (``CLUSTER DECOMMISSION``: it streams its
+ranges away, leaves the ring and stops) and records its port in the layout's ``removed``, so
+no later command starts it again and no later ``add`` reuses the port.
 
 Rules:
 1. ``up`` is idempotent: nodes whose process is alive are left alone, the others are started
@@ -24,7 +28,10 @@ Rules:
    (``/proc/<pid>/cmdline`` names the conf file): a stale pidfile whose pid was reused by an
    unrelated process never makes ``down`` signal that process.
 3. The layout of an existing directory is fixed: options that contradict it are refused with
-   a message, rather than starting a node that the others do not know.
+   a message, rather than starting a node that the others do not know. ``add`` and
+   ``remove`` are the only ways the node set changes.
+4. ``add`` and ``remove`` return only when the change is done: the new node serves data
+   commands (its join finished), or the removed node's process has exited.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ LAYOUT_NAME = "cluster.json"
 SECRET_NAME = "cluster-secret"
 PEER_PORT_OFFSET = 10000  # as respkv-server's `cluster-port 0` (Redis's cluster bus)
 READY_TIMEOUT_S = 30.0  # a node that has not reached its peers by then is reported
+JOIN_TIMEOUT_S = 600.0  # a join streams the node's share of the data before it serves
+LEAVE_TIMEOUT_S = 600.0  # a decommission streams the node's data away before it stops
 STOP_TIMEOUT_S = 15.0  # SIGTERM flushes the commit log; a node still alive after it gets SIGKILL
 PROBE_KEY = "__respkv_cluster_probe__"
 
@@ -65,10 +74,14 @@ class Layout:
     base_port: int
     replication_factor: str
     extra: list[str] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)  # ports of decommissioned nodes
 
     @property
     def ports(self) -> list[int]:
-        return [self.base_port + i for i in range(self.nodes)]
+        """The client ports of the member nodes (``nodes`` counts removed ones too, so the
+        next ``add`` never reuses a port)."""
+        return [self.base_port + i for i in range(self.nodes)
+                if self.base_port + i not in self.removed]
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,8 @@ class ClusterDir:
             raise LauncherError(f"cannot read {self.path / LAYOUT_NAME}: {exc}") from None
         try:
             return Layout(int(raw["nodes"]), str(raw["host"]), int(raw["base_port"]),
-                          str(raw["replication_factor"]), [str(a) for a in raw["extra"]])
+                          str(raw["replication_factor"]), [str(a) for a in raw["extra"]],
+                          [int(p) for p in raw.get("removed", [])])
         except (KeyError, TypeError, ValueError) as exc:
             raise LauncherError(f"{self.path / LAYOUT_NAME} is damaged: {exc!r}") from None
 
@@ -207,6 +221,24 @@ def probe(host: str, port: int, timeout_s: float = 2.0) -> str:
     return reply.decode(errors="replace").strip().lstrip("-")
 
 
+def call(host: str, port: int, *words: str, timeout_s: float = 10.0) -> str:
+    """Send one command; its simple-string or error reply as text (errors without '-')."""
+    request = f"*{len(words)}\r\n".encode() + b"".join(
+        f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(request)
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return "connection closed"
+                reply += chunk
+    except OSError as exc:
+        return f"not answering ({exc.strerror or exc})"
+    return reply.decode(errors="replace").strip().lstrip("+-")
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -220,8 +252,15 @@ def _port_free(host: str, port: int) -> bool:
 # Commands --------------------------------------------------------------------------------
 
 
-def node_conf(cdir: ClusterDir, layout: Layout, secret: str, port: int) -> str:
-    peers = " ".join(f"{layout.host}:{p + PEER_PORT_OFFSET}" for p in layout.ports if p != port)
+def node_conf(cdir: ClusterDir, layout: Layout, secret: str, port: int,
+              seeds: Sequence[int] | None = None) -> str:
+    """The node's configuration: ``cluster-peers`` naming every other member, or with
+    ``seeds`` (``add``), ``seeds`` naming those nodes: the node joins through them."""
+    if seeds is None:
+        names, others = "cluster-peers", [p for p in layout.ports if p != port]
+    else:
+        names, others = "seeds", list(seeds)
+    peers = " ".join(f"{layout.host}:{p + PEER_PORT_OFFSET}" for p in others)
     return (
         "# Written by respkv-cluster; `respkv-cluster up` rewrites it from cluster.json.\n"
         f"port {port}\n"
@@ -229,7 +268,7 @@ def node_conf(cdir: ClusterDir, layout: Layout, secret: str, port: int) -> str:
         f"dir {cdir.data(port)}\n"
         f"pidfile {cdir.pidfile(port)}\n"
         f"cluster-port {port + PEER_PORT_OFFSET}\n"
-        f"cluster-peers {peers}\n"
+        f"{names} {peers}\n"
         f"cluster-secret {secret}\n"
         f"replication-factor {layout.replication_factor}\n"
     )
@@ -299,8 +338,73 @@ def _same_layout(cdir: ClusterDir, layout: Layout, nodes: int | None, host: str 
                                 f"use another --dir for a different cluster")
     if extra and extra != layout.extra:
         return Layout(layout.nodes, layout.host, layout.base_port, layout.replication_factor,
-                      extra)
+                      extra, layout.removed)
     return layout
+
+
+def add(cdir: ClusterDir, timeout_s: float = JOIN_TIMEOUT_S) -> list[str]:
+    """Start one more node that joins the running cluster through its seeds; wait until it
+    has streamed its ranges and serves (Rule 4)."""
+    layout = cdir.require_layout()
+    running = [port for port in layout.ports if cdir.live_pid(port) is not None]
+    if not running:
+        raise LauncherError(f"no node of {cdir.path} is running: a new node joins through "
+                            "running ones (start them with `respkv-cluster up`)")
+    port = layout.base_port + layout.nodes
+    if port + PEER_PORT_OFFSET > 65535:
+        raise LauncherError(f"no port left after {port - 1} (+{PEER_PORT_OFFSET} for peers)")
+    for needed in (port, port + PEER_PORT_OFFSET):
+        if not _port_free(layout.host, needed):
+            raise LauncherError(f"port {layout.host}:{needed} is in use by another process "
+                                f"(the new node {port} needs it)")
+    if cdir.data(port).exists() and any(cdir.data(port).iterdir()):
+        raise LauncherError(f"{cdir.data(port)} is not empty: a joining node starts empty")
+    secret_text = cdir.secret(None)
+    grown = Layout(layout.nodes + 1, layout.host, layout.base_port,
+                   layout.replication_factor, layout.extra, layout.removed)
+    cdir.write_layout(grown)  # before the start: `down` and `status` see the new node at once
+    _write_private(cdir.conf(port), node_conf(cdir, grown, secret_text, port, seeds=running))
+    cdir.data(port).mkdir(exist_ok=True)
+    proc = _spawn(cdir, port, layout.extra)
+    state = _wait_ready(cdir, layout.host, port, proc, time.monotonic() + timeout_s)
+    report = [f"node {layout.host}:{port} started (pid {proc.pid}), joining through "
+              f"{', '.join(str(p) for p in running)}; log {cdir.logfile(port)}"]
+    if state != "yes":
+        raise LauncherError("\n".join([*report, f"node {layout.host}:{port} has not joined: "
+                                       f"{state}", *_log_tail(cdir.logfile(port))]))
+    report.append(f"node {layout.host}:{port} joined: the cluster has {len(grown.ports)} "
+                  "node(s)")
+    return report
+
+
+def remove(cdir: ClusterDir, port: int, timeout_s: float = LEAVE_TIMEOUT_S) -> list[str]:
+    """Decommission node ``port`` and wait until its process exits (Rule 4)."""
+    layout = cdir.require_layout()
+    if port not in layout.ports:
+        raise LauncherError(f"{port} is not a node of {cdir.path} (nodes: "
+                            f"{', '.join(str(p) for p in layout.ports)})")
+    pid = cdir.live_pid(port)
+    if pid is None:
+        raise LauncherError(f"node {layout.host}:{port} is not running: start it with "
+                            "`respkv-cluster up` first (a node leaves by streaming its data "
+                            "away)")
+    reply = call(layout.host, port, "CLUSTER", "DECOMMISSION")
+    if reply != "OK":
+        raise LauncherError(f"node {layout.host}:{port} refused to leave: {reply}")
+    conf = str(cdir.conf(port))
+    deadline = time.monotonic() + timeout_s
+    while _runs(pid, conf) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _runs(pid, conf):
+        raise LauncherError(f"node {layout.host}:{port} (pid {pid}) is still leaving after "
+                            f"{timeout_s:g} s; see {cdir.logfile(port)}")
+    cdir.pidfile(port).unlink(missing_ok=True)
+    shrunk = Layout(layout.nodes, layout.host, layout.base_port, layout.replication_factor,
+                    layout.extra, sorted({*layout.removed, port}))
+    cdir.write_layout(shrunk)
+    return [f"node {layout.host}:{port} (pid {pid}) left the cluster and stopped; its data "
+            f"directory {cdir.data(port)} is kept (it cannot rejoin: a new node starts empty)",
+            f"the cluster has {len(shrunk.ports)} node(s)"]
 
 
 def _spawn(cdir: ClusterDir, port: int, extra: Sequence[str]) -> subprocess.Popen[bytes]:
@@ -421,6 +525,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds to wait for each node before SIGKILL")
     show = commands.add_parser("status", help="pid, liveness, address, node id, readiness")
     show.add_argument("--dir", default=DEFAULT_DIR, help=dir_help)
+    grow = commands.add_parser("add", help="start one more node that joins through the running "
+                                           "ones (seeds); wait until it serves")
+    grow.add_argument("--dir", default=DEFAULT_DIR, help=dir_help)
+    grow.add_argument("--timeout", type=float, default=JOIN_TIMEOUT_S,
+                      help="seconds to wait for the join (streaming) to finish")
+    shrink = commands.add_parser("remove", help="decommission the node with this client port "
+                                                "(CLUSTER DECOMMISSION); wait until it stopped")
+    shrink.add_argument("port", type=int, help="the node's client port")
+    shrink.add_argument("--dir", default=DEFAULT_DIR, help=dir_help)
+    shrink.add_argument("--timeout", type=float, default=LEAVE_TIMEOUT_S,
+                        help="seconds to wait for the node to stream its data away and stop")
     return parser
 
 
@@ -441,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
             raise LauncherError(f"`{args.command}` takes no respkv-server arguments")
         elif args.command == "down":
             lines, code = down(cdir, args.timeout), 0
+        elif args.command == "add":
+            lines, code = add(cdir, args.timeout), 0
+        elif args.command == "remove":
+            lines, code = remove(cdir, args.port, args.timeout), 0
         else:
             rows = status(cdir)
             lines = format_status(rows)

@@ -228,3 +228,67 @@ def test_console_script_runs(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=30, cwd=ROOT,
                           env=env_with_root())
     assert done.returncode == 0 and "up" in done.stdout and "status" in done.stdout
+
+
+def test_add_joins_through_seeds_and_remove_decommissions(
+        capsys: pytest.CaptureFixture[str], cluster_dir: Path) -> None:
+    base = free_base_port(4)
+    code, _, err = run(capsys, "up", "--dir", str(cluster_dir), "--base-port", str(base),
+                       "--nodes", "3")
+    assert code == 0, err
+    with RawConnection(base) as conn:
+        for k in range(200):
+            assert conn.call("SET", f"k{k}", f"v{k}") == b"+OK\r\n"
+
+    new = base + 3
+    code, out, err = run(capsys, "add", "--dir", str(cluster_dir))
+    assert code == 0, err
+    assert f"node {HOST}:{new} started" in out and "the cluster has 4 node(s)" in out
+    conf = (cluster_dir / f"node-{new}.conf").read_text()
+    assert f"seeds {HOST}:{base + PEER_PORT_OFFSET}" in conf and "cluster-peers" not in conf
+    code, out, _ = run(capsys, "status", "--dir", str(cluster_dir))
+    assert code == 0
+    rows = out.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == [f"{HOST}:{base + i}" for i in range(4)]
+    assert all(row.split()[-1] == "yes" for row in rows)
+    with RawConnection(new) as conn:  # it joined: it serves every key, R=ALL
+        assert conn.call("CONSISTENCY", "R", "ALL") == b"+OK\r\n"
+        for k in range(200):
+            assert conn.call("GET", f"k{k}") == f"${len(f'v{k}')}\r\nv{k}\r\n".encode()
+
+    leaving_pid = pid_of(cluster_dir, base)
+    code, out, err = run(capsys, "remove", str(base), "--dir", str(cluster_dir))
+    assert code == 0, err
+    assert f"node {HOST}:{base} (pid {leaving_pid}) left the cluster and stopped" in out
+    assert not alive(leaving_pid)
+    code, out, _ = run(capsys, "status", "--dir", str(cluster_dir))
+    assert code == 0
+    assert [row.split()[0] for row in out.splitlines()[1:]] == [
+        f"{HOST}:{base + i}" for i in (1, 2, 3)]
+    with RawConnection(base + 1) as conn:
+        assert conn.call("CONSISTENCY", "R", "ALL") == b"+OK\r\n"
+        for k in range(200):
+            assert conn.call("GET", f"k{k}") == f"${len(f'v{k}')}\r\nv{k}\r\n".encode()
+    # Gone for good: `up` does not start it again, and an error names the members.
+    code, out, err = run(capsys, "up", "--dir", str(cluster_dir))
+    assert code == 0, err
+    assert out.count("already running") == 3 and f"{HOST}:{base} " not in out
+    code, _, err = run(capsys, "remove", str(base), "--dir", str(cluster_dir))
+    assert code == 1 and f"{base} is not a node of" in err
+
+    pids = [pid_of(cluster_dir, base + i) for i in (1, 2, 3)]
+    code, out, _ = run(capsys, "down", "--dir", str(cluster_dir))
+    assert code == 0 and out.count(") stopped") == 3  # the added node too
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_add_needs_a_running_node(capsys: pytest.CaptureFixture[str],
+                                  cluster_dir: Path) -> None:
+    base = free_base_port(2)
+    code, _, err = run(capsys, "up", "--dir", str(cluster_dir), "--base-port", str(base),
+                       "--nodes", "1")
+    assert code == 0, err
+    code, _, _ = run(capsys, "down", "--dir", str(cluster_dir))
+    assert code == 0
+    code, _, err = run(capsys, "add", "--dir", str(cluster_dir))
+    assert code == 1 and "no node of" in err and "is running" in err
