@@ -23,12 +23,18 @@ Invariants:
    is interrupted (a restart finds it LEAVING and pushes again).
 3. Streams merge by vector clock (``ReplicaService.merge``), so a range streamed twice, or a
    write that arrives during the stream, is never lost or duplicated.
+4. Data moves only after the JOINING or LEAVING status had time to reach every node
+   (``_ring_delay_s``, as Cassandra's ring delay): until coordinators know, they do not
+   send writes to the pending replicas, and a range streamed before such a write would miss
+   it. A join streams each range from the replica that gives it up (streaming.pull_tasks),
+   so no write ends up on fewer replicas than it was acknowledged on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -68,6 +74,7 @@ class Lifecycle:
         self.stopped = False
         self._tasks: set[asyncio.Future[None]] = set()
         self._saved_at = float("-inf")
+        self._since = owner.clock.monotonic()  # when the current status was published
 
     def describe(self) -> str:
         status = self.owner.gossiper.me.status
@@ -96,21 +103,31 @@ class Lifecycle:
             return
         owner = self.owner
         status = owner.gossiper.me.status
+        settling = owner.clock.monotonic() - self._since < self._ring_delay_s()
         if status is Status.JOINING and owner.membership.complete and self.stream is None:
             others = [m for m in owner.gossiper.view().owners if m.node_id != owner.node_id]
             if not others:
                 self._become(Status.NORMAL, "no other node owns any range: nothing to stream")
-            else:
+            elif not settling:  # invariant 4: every coordinator knows we are joining
                 self._start_join()
-        elif status is Status.LEAVING and self.stream is None:
+        elif status is Status.LEAVING and self.stream is None and not settling:
             self._start_leave()
         elif status is Status.LEFT:
             self.left_rounds += 1
             if self.left_rounds == LEFT_ROUNDS and self.on_left is not None:
                 self.on_left()
 
+    def _ring_delay_s(self) -> float:
+        """How long a new JOINING or LEAVING status is gossiped before data moves: the
+        measured spread bound of gossip (ceil(log3 n) + 3 rounds, tests/sim/gossip_sim.py)
+        for the cluster's size, so coordinators already write to the pending replicas."""
+        nodes = max(2, len(self.owner.membership.members))
+        rounds = math.ceil(math.log(nodes, 3)) + 3
+        return rounds * self.owner.cluster_options.exchange_interval_s
+
     def decommission(self) -> None:
         """Start leaving (CLUSTER DECOMMISSION). REQUIRES: this node is NORMAL."""
+        self._since = self.owner.clock.monotonic()
         self._become(Status.LEAVING, "decommission requested")
         self.step()
 

@@ -205,15 +205,22 @@ def pull_tasks(old: Placement, new: Placement, me: str, dbs: Sequence[int],
                up: Collection[str] | None = None) -> list[PullTask]:
     """What ``me`` must stream when the ring goes from ``old`` to ``new`` (a join): every
     range it replicates in ``new`` but not in ``old``, from the nodes that replicated it in
-    ``old`` (those in ``up`` first, when given). Ranges nobody held are left out."""
+    ``old``. Ranges nobody held are left out.
+
+    Source order (Cassandra's consistent range movement): first the replica that *gives the
+    range up* (in ``old``, not in ``new``), because ``me`` takes its place: copying exactly
+    what it holds keeps every write on as many replicas as before, whereas copying from a
+    replica that missed a write (W < N) would leave that write on one replica fewer after
+    each move. The others follow as fallbacks; those in ``up`` before those down."""
     tasks = []
     for part in _elementary_ranges(old, new):
         before = old.primaries(part.right)
-        if me in before or me not in new.primaries(part.right):
+        after = new.primaries(part.right)
+        if me in before or me not in after:
             continue
         sources = [n for n in before if n != me]
-        if up is not None:
-            sources.sort(key=lambda n: n not in up)  # stable: preference order otherwise
+        # stable sort: preference order otherwise
+        sources.sort(key=lambda n: (up is not None and n not in up, n in after))
         if sources:
             tasks.append(PullTask(part, tuple(sources), tuple(dbs)))
     return tasks

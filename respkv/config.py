@@ -169,6 +169,7 @@ class Config:
     cluster_peers: list[str]  # host:port of the other nodes; [] = standalone
     seeds: list[str]  # host:port of nodes to join through
     phi_convict_threshold: float
+    gossip_interval: int  # ms
     cluster_port: int  # 0 = port + 10000
     cluster_announce_ip: str
     cluster_secret: str

@@ -572,6 +572,10 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
     integer("request-timeout", 2000, 1, 3_600_000,
             "Milliseconds a request waits for replicas before the silent ones count as "
             "failed.", mutability=_IMMUTABLE),
+    integer("gossip-interval", 1000, 10, 60_000,
+            "Milliseconds between gossip rounds (heartbeats, membership, hint handoff, "
+            "streaming steps); failure detection and ring changes scale with it.",
+            mutability=_IMMUTABLE),
     Directive("phi-convict-threshold", 8.0, _parse_phi, _show_float, _simple_rewrite(_show_float),
               "Suspicion (phi-accrual) at which a silent peer is held down; Cassandra's "
               "default 8 convicts after ~18 gossip intervals of silence.", _IMMUTABLE),

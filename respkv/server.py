@@ -312,6 +312,7 @@ def cluster_options(config: Config) -> ClusterOptions:
         hint_ttl_ms=config.gc_grace_seconds * 1000,
         handoff_rate=config.hinted_handoff_throttle,
         phi_convict_threshold=config.phi_convict_threshold,
+        exchange_interval_s=config.gossip_interval / 1000,
         anti_entropy_interval_s=float(config.anti_entropy_interval),
         read_before_write=config.write_read == "quorum",
         listen_host=host if config.cluster_announce_ip == "" else first)

@@ -41,7 +41,8 @@ RESPKV_ONLY = {"replication-factor", "memtable-size", "block-cache-size",
                "datacenter", "rack", "num-tokens", "read-consistency", "write-consistency",
                "request-timeout", "gc-grace-seconds", "sloppy-quorum", "max-hint-window",
                "hint-max-count", "hint-max-bytes", "hinted-handoff-throttle", "seeds",
-               "phi-convict-threshold", "anti-entropy-interval", "write-read"}
+               "phi-convict-threshold", "anti-entropy-interval", "write-read",
+               "gossip-interval"}
 
 
 def fatal(line_number: int, line: str, reason: str) -> str:
