@@ -77,9 +77,12 @@ class GossipService:
         me = self.gossiper.node_id
         state = self.transport.link_state
         states = self.gossiper.states
+        reconnecting = self.transport.is_reconnecting
         # A node that left (LEFT, REMOVED) is never live, whatever its last heartbeats said.
+        # A link retrying after back-off is still down: counted up while it tries, a dead
+        # peer would flap up once per back-off and get requests (unhinted writes) meanwhile.
         return {me} | {peer for peer in self.detector.available()
-                       if state(peer) not in _DOWN_LINKS
+                       if state(peer) not in _DOWN_LINKS and not reconnecting(peer)
                        and (known := states.get(peer)) is not None and not known.is_tombstone}
 
     def is_up(self, node_id: str) -> bool:

@@ -800,6 +800,12 @@ class PeerTransport:
     def is_connected(self, node_id: str) -> bool:
         return self.link_state(node_id) is LinkState.READY
 
+    def is_reconnecting(self, node_id: str) -> bool:
+        """Connecting again after a failed connect or a lost link: not up until it succeeds
+        (a dead peer's link is CONNECTING for a moment after every back-off)."""
+        link = self._links.get(node_id)
+        return link is not None and link.state is LinkState.CONNECTING and link.attempt > 0
+
     def request(self, peer: str, message: Message, timeout_s: float) -> asyncio.Future[Message]:
         """See ``Transport.request``. REQUIRES: ``message`` is a request (PING, READ, WRITE)
         and ``timeout_s > 0``."""

@@ -34,12 +34,13 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import respkv
 from respkv.commands.table import all_specs
 
 if TYPE_CHECKING:
+    from cluster.cluster_node import ClusterNode
     from respkv.server_state import ServerState
 
 # Redis's STATS_METRIC_SAMPLES and the 100 ms cron period that feeds them.
@@ -409,18 +410,39 @@ def _cluster(state: ServerState) -> Fields:
     if membership is None:  # standalone: exactly what redis-server says
         return [("cluster_enabled", 0)]
     config = state.config
+    core = cast("ClusterNode", node)
     return [
         ("cluster_enabled", 0),
         ("respkv_cluster_nodes", len(membership.members)),
         ("respkv_cluster_owners", len(membership.ring().node_ids())),
-        ("respkv_cluster_nodes_up", len(node.up_nodes())),
-        ("respkv_cluster_ready", int(node.ready)),
-        ("respkv_node_status", node.status.name.lower()),
+        ("respkv_cluster_nodes_up", len(core.up_nodes())),
+        ("respkv_cluster_ready", int(core.ready)),
+        ("respkv_node_status", core.status.name.lower()),
         ("respkv_cluster_peers_missing", len(membership.missing_addresses())),
         ("respkv_replication_factor", config.replication_factor),
         ("respkv_read_consistency", config.read_consistency),
         ("respkv_write_consistency", config.write_consistency),
+        # The repairer's state is text, so # Respkv (integer counters) cannot carry it.
+        ("respkv_repair_state", core.repairer.info()["repair_state"]),
+        *_hints_per_target(core),
     ]
+
+
+def _hints_per_target(node: ClusterNode) -> Fields:
+    """One ``respkv_hints_for_<node-id>:count=<n>,bytes=<b>`` line per other member (zeros
+    included, so a parser sees a count fall to 0 rather than a line vanish), then any target
+    no longer a member that still has hints. Node ids are hex: the field name holds no ':'
+    and the value is the key=value list redis-py's parse_info turns into a dict."""
+    hints = node.hints
+    targets = [member.node_id for member in node.membership.others()]
+    members = set(targets)
+    targets += [t for t in hints.targets() if t not in members]
+    fields: Fields = []
+    for target in targets:
+        pending = hints.pending(target)
+        fields.append((f"respkv_hints_for_{target}",
+                       f"count={pending.count},bytes={pending.bytes}"))
+    return fields
 
 
 def _keyspace(state: ServerState) -> Fields:

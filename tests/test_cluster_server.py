@@ -36,7 +36,11 @@ def info_cluster(cluster: LocalCluster, i: int) -> dict[str, str]:
 
 def test_info_cluster_describes_the_cluster(cluster: LocalCluster) -> None:
     fields = info_cluster(cluster, 0)
+    others = [cluster.info(i, "respkv")["node_id"] for i in (1, 2)]
     assert fields == {
+        "respkv_repair_state": "idle",
+        # One line per other member: the hints this node holds for it.
+        **{f"respkv_hints_for_{node_id}": "count=0,bytes=0" for node_id in others},
         "cluster_enabled": "0",  # Redis Cluster's protocol is not spoken
         "respkv_cluster_nodes": "3", "respkv_cluster_owners": "3",
         "respkv_cluster_nodes_up": "3", "respkv_cluster_ready": "1",

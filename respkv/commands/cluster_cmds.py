@@ -335,7 +335,7 @@ _CLUSTER_HELP = (
     "    Return the node id of this node.",
     "NODES",
     "    Return one line per member: id, address@peer-port, flags, link state, datacenter,",
-    "    rack, tokens and ownership.",
+    "    rack, tokens, ownership and the hints this node holds for it.",
     "RING [TOKENS [FROM <token>] [COUNT <count>]]",
     "    Per node: token count and share of the ring; with TOKENS, the vnodes in ring order.",
     "KEYNODES <key>",
@@ -397,6 +397,14 @@ class _View:
         if self._up is None:
             self._up = self.core.up_nodes()
         return node_id in self._up
+
+    def hints_field(self, node_id: str) -> str:
+        """CLUSTER NODES' last field: `` hints=<n>``, the hints this node holds for
+        ``node_id`` (writes it missed while down; 0 for this node itself). Empty on a
+        standalone node, whose line stays what it was before hints existed."""
+        if self.core is None:
+            return ""
+        return f" hints={self.core.hints.pending(node_id).count}"
 
     def connected(self, node_id: str) -> bool:
         if self.core is None or node_id == self.node_id:
@@ -497,7 +505,7 @@ async def cluster_nodes(client: Client, argv: list[bytes]) -> object:
             f"{node_id} {member.client_host}:{member.client_port}@{member.peer_port} "
             f"{','.join(flags) or 'noflags'} - 0 0 {member.generation} {link} "
             f"dc={member.datacenter} rack={member.rack} tokens={len(member.tokens)} "
-            f"ownership={shares.get(node_id, 0.0):.2f}%\n")
+            f"ownership={shares.get(node_id, 0.0):.2f}%{view.hints_field(node_id)}\n")
     return Verbatim("".join(lines).encode("utf-8", "surrogateescape"))
 
 
