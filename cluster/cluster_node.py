@@ -96,6 +96,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 AE_REQUESTS = (Summary, Hashes, Keys, Fetch)
+LOAD_EVERY_S = 10.0  # how often this node's disk use is published in gossip (LOAD)
 _END = keyspace.TOKEN_MAX + 1  # "the scan reached the end of the ring", as a sort key
 _DOWN_STATES = (LinkState.BACKOFF, LinkState.CLOSED)
 
@@ -202,6 +203,7 @@ class ClusterNode:
             timeout_s=options.request_timeout_ms / 1000)
         self._next_repair_s = clock.monotonic() + options.anti_entropy_interval_s
         self._alive_written_s = clock.monotonic()
+        self._load_published_s = float("-inf")
         self._handoff = Handoff(
             self.hints, self.transport,
             per_tick=Handoff.per_tick_of(options.handoff_rate, options.exchange_interval_s),
@@ -555,6 +557,11 @@ class ClusterNode:
         if now - self._alive_written_s >= alive_file.WRITE_EVERY_S:
             self._alive_written_s = now
             self._write_alive()
+        if now - self._load_published_s >= LOAD_EVERY_S:  # gossip's LOAD field
+            self._load_published_s = now
+            disk = self.node.stats().get("engine_disk_bytes", 0)
+            if disk != self.gossiper.me.get(AppField.LOAD):
+                self.gossiper.set_fields({AppField.LOAD: disk})
         trees = self.trees
         deadline = self.clock.monotonic() + self.cluster_options.tree_build_budget_s
         while trees.pending_builds() and self.clock.monotonic() < deadline:
@@ -601,8 +608,21 @@ class ClusterNode:
         with a seed: its cluster and ours become one view."""
         address = (host, port)
         gossiper = self.gossiper
+        alone = self.membership.ring().node_ids() == [self.node_id]
+        if alone and address != self.peer_address:
+            # A node that owns the whole ring by itself and meets a cluster must join it
+            # (stream the ranges it gains) rather than merge its own ring into theirs: the
+            # keys it owns would otherwise have no data on it. One that holds data cannot.
+            if self._holds_data():
+                raise ClusterError("this node holds data of its own cluster: meeting another "
+                                   "cluster would hide it; meet from an empty node instead")
+            self.lifecycle.rejoin()
         gossiper.seeds = tuple(sorted({*gossiper.seeds, address} - {self.peer_address}))
         self.gossip.contact(address)
+
+    def _holds_data(self) -> bool:
+        engine = self.node.replica.engine
+        return next(iter(engine.scan(b"", bytes((keyspace.DATABASES_MAX,)))), None) is not None
 
     def forget(self, node_id: str) -> None:
         """CLUSTER FORGET: remove a dead node from the ring (its tokens go to the others; the

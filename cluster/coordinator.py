@@ -274,7 +274,7 @@ class Coordinator:
         fsm = PutFsm(request, local_id=self.node_id, actor=self.actor, service=self.service,
                      transport=self.transport, clock=self.clock, timeout_s=self.timeout_s,
                      on_reply=self._counted(on_reply), on_finish=self._finished,
-                     on_version=on_version)
+                     on_version=on_version, should_hint=self.should_hint)
         self.active.add(fsm)
         fsm.start()
 

@@ -125,6 +125,12 @@ class Lifecycle:
         rounds = math.ceil(math.log(nodes, 3)) + 3
         return rounds * self.owner.cluster_options.exchange_interval_s
 
+    def rejoin(self) -> None:
+        """Become JOINING again (CLUSTER MEET from an empty node that formed a cluster of
+        its own): the ranges it gains in the merged ring are streamed before it serves."""
+        self._since = self.owner.clock.monotonic()
+        self._become(Status.JOINING, "meeting another cluster")
+
     def decommission(self) -> None:
         """Start leaving (CLUSTER DECOMMISSION). REQUIRES: this node is NORMAL."""
         self._since = self.owner.clock.monotonic()

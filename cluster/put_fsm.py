@@ -23,6 +23,11 @@ Rules:
 4. The local replica stores the version (or the floor is raised) *before* any request is
    sent, so the floor is durable before the version can be acknowledged anywhere.
 5. The caller is answered exactly once; a reply after FINISH is ignored (counted).
+6. A target the version did not reach (an error reply, a lost link, a timeout) costs a hint:
+   this node keeps one for the owner the target was meant to be (the target itself, or the
+   node it stood in for), so a write in flight when a replica dies is handed off later
+   rather than left to read repair and anti-entropy. A late ack after the deadline leaves
+   a redundant hint, which handoff delivers harmlessly (a write is a merge).
 """
 
 from __future__ import annotations
@@ -94,8 +99,10 @@ class PutFsm:
                  service: ReplicaService, transport: Transport, clock: Clock, timeout_s: float,
                  on_reply: Callable[[PutOk | NoQuorum], None],
                  on_finish: Callable[[PutFsm], None] | None = None,
-                 on_version: Callable[[Version], None] | None = None) -> None:
-        """``on_version`` sees the new version once built (checkers record history with it)."""
+                 on_version: Callable[[Version], None] | None = None,
+                 should_hint: Callable[[str], bool] | None = None) -> None:
+        """``on_version`` sees the new version once built (checkers record history with it);
+        ``should_hint(owner)`` says whether a hint may be kept for it (Rule 6)."""
         assert request.targets, "a write needs at least one target"
         assert timeout_s > 0, timeout_s
         self.request = request
@@ -108,11 +115,13 @@ class PutFsm:
         self.on_reply = on_reply
         self.on_finish = on_finish
         self.on_version = on_version
+        self.should_hint = should_hint
         self.state = State.PREPARE
         self.core: PutCore[str] = PutCore({t.node_id: t.dc for t in request.targets},
                                           request.requirement)
         self.version: Version | None = None
         self.late_replies = 0
+        self.hints_kept = 0  # Rule 6
         self._timer: TimerHandle | None = None
 
     def _to(self, state: State) -> None:
@@ -181,17 +190,34 @@ class PutFsm:
         error = future.exception()
         if error is not None:
             self.core.add_result(node_id, Failed(f"{type(error).__name__}: {error}"))
+            self._keep_hint(node_id)
         elif isinstance(future.result(), WriteAck):
             self.core.add_result(node_id, ACKED)
         else:
             self.core.add_result(node_id, Failed(f"unexpected reply {future.result()!r}"))
+            self._keep_hint(node_id)
         self._settle(self.state)
+
+    def _keep_hint(self, node_id: str) -> None:
+        """Rule 6: a replica (or stand-in) the version did not reach gets a hint kept here
+        for the owner it was meant for, so the write is handed off when that owner is back."""
+        hints = self.service.hints
+        version = self.version
+        if hints is None or version is None:
+            return
+        request = self.request
+        owner = next((t.hint_for or t.node_id for t in request.targets
+                      if t.node_id == node_id), node_id)
+        if owner != self.local_id and (self.should_hint is None or self.should_hint(owner)):
+            hints.add(owner, request.db, request.key, (version,))
+            self.hints_kept += 1
 
     def _deadline(self) -> None:
         self._timer = None
         if self.state is State.FINISH:
             return
-        self.core.time_out()
+        for node_id in self.core.time_out():
+            self._keep_hint(node_id)
         self._settle(self.state)
 
     def _settle(self, waiting: State) -> None:

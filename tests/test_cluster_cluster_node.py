@@ -17,6 +17,7 @@ from cluster import members as members_file
 from cluster.clock import LoopClock
 from cluster.cluster_node import ClusterDown, ClusterNode, ClusterOptions
 from cluster.consistency import Level, NoQuorumError
+from cluster.errors import ClusterError
 from cluster.messages import GossipAck2, GossipSyn
 from cluster.node import NodeOptions
 from cluster.preflist import Replication
@@ -535,7 +536,7 @@ def test_a_node_down_longer_than_the_grace_is_refused_until_rebuilt(tmp_path: Pa
 
 def test_write_read_local_supersedes_the_coordinators_replica(tmp_path: Path) -> None:
     async def body() -> None:
-        cluster = Cluster(tmp_path, 3, read_before_write=False)
+        cluster = Cluster(tmp_path, 3, read_before_write=False, max_hint_window_ms=0)
         a, b, c = await cluster.open_all()
         try:
             await a.put(0, b"k", b"one", level=Level.ALL)
@@ -547,9 +548,6 @@ def test_write_read_local_supersedes_the_coordinators_replica(tmp_path: Path) ->
             await a.put(0, b"k", b"three", level=Level.TWO)
             b = await cluster.open(1)
             await wait_for(lambda: settled([a, b, c]))
-            b.hints.flush(None)
-            a.hints.flush(None)
-            c.hints.flush(None)
             await b.put(0, b"k", b"four", level=Level.TWO)
             # Any two replicas together hold "three" (a and c) and "four" (b and one more).
             siblings = await b.get_siblings(0, b"k", Level.TWO)
@@ -557,5 +555,38 @@ def test_write_read_local_supersedes_the_coordinators_replica(tmp_path: Path) ->
             entry = await b.get(0, b"k", Level.TWO)
             assert entry is not None and entry.value == b"four"
         finally:
+            await cluster.close()
+    run(body)
+
+
+def test_meet_makes_an_empty_node_join_the_cluster(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 3)
+        a, b, c = await cluster.open_all()
+        # Another node starts on its own (no peers: a cluster of one), then meets the others.
+        port = free_port()
+        x = await ClusterNode.open(
+            str(tmp_path / "x"), NodeOptions(fsync="no", tombstone_grace_ms=60_000),
+            options(port, []), LoopClock(asyncio.get_running_loop()))
+        x.start()
+        try:
+            await wait_for(lambda: x.ready and settled([a, b, c]))
+            keys = [b"m%d" % i for i in range(200)]
+            await a.write_many(0, [(k, b"v" + k, 0) for k in keys])
+            # A node alone that holds data may not meet a cluster (its keys would be hidden).
+            await x.put(0, b"own", b"data")
+            with pytest.raises(ClusterError, match="holds data"):
+                x.meet(HOST, cluster.ports[0])
+            await x.flushall()
+            x.meet(HOST, cluster.ports[0])
+            await wait_for(lambda: settled([a, b, c, x]), timeout_s=30)
+            assert len(x.membership.ring().node_ids()) == 4
+            # Every key is readable through x at ONE: x streamed what it owns before serving.
+            for key in keys:
+                entry = await x.get(0, key, Level.ONE)
+                assert entry is not None and entry.value == b"v" + key
+            assert 0 < sum(stored(x, k) is not None for k in keys) < len(keys)
+        finally:
+            await x.close()
             await cluster.close()
     run(body)

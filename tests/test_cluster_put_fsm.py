@@ -8,6 +8,7 @@ import pytest
 
 from cluster import vclock
 from cluster.consistency import NoQuorum, Requirement
+from cluster.hints import HintStore
 from cluster.keys import engine_key
 from cluster.messages import Write
 from cluster.put_core import PutOk
@@ -144,3 +145,25 @@ def _ekey() -> bytes:
     return engine_key(0, b"k")
 
 
+
+
+def test_targets_the_version_did_not_reach_get_a_hint_kept_here(cluster: SimCluster) -> None:
+    """Rule 6: a write in flight when a replica dies (or times out) is not left to repair."""
+    c = cluster
+    hints = HintStore.open(c.engines["n1"], c.clock.wall_ms)
+    c.services["n1"].hints = hints
+    c.network.options = NetworkOptions(delay_ticks_min=300, delay_ticks_max=300)
+    stand_in = Target("n3", "dc1", hint_for="n9")  # n3 stands in for a down n9
+    fsm, replies = fsm_of(c, "n1", b"v", w=3, targets=(TARGETS[0], TARGETS[1], stand_in))
+    fsm.start()
+    c.clock.run_while(lambda: not replies, 10_000)
+    assert replies == [NoQuorum(1, 3)]
+    assert fsm.hints_kept == 2
+    assert hints.targets() == ["n2", "n9"]  # the owners, not the stand-in
+    assert hints.get("n2", 0, b"k") == (fsm.version,)
+    # With should_hint saying no (the owner has been down too long), nothing is kept.
+    fsm2, replies2 = fsm_of(c, "n1", b"w", w=3)
+    fsm2.should_hint = lambda owner: False
+    fsm2.start()
+    c.clock.run_while(lambda: not replies2, 10_000)
+    assert fsm2.hints_kept == 0
