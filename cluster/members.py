@@ -85,6 +85,7 @@ class Membership:
         self._future: list[NodeInfo] | None = None
         self._ring: Ring | None = None
         self._future_ring: Ring | None = None
+        self._complete: bool | None = None
 
     def update(self, states: Iterable[EndpointState], view: View) -> None:
         """Rebuild from the gossiper's states and view."""
@@ -116,14 +117,18 @@ class Membership:
             self._future = [i for i in (*view.owners, *view.joining) if i.node_id not in leaving]
         self._ring = None
         self._future_ring = None
+        self._complete = None
 
     def missing_addresses(self) -> list[tuple[str, int]]:
-        """Configured peer addresses no known node answers at (invariant 3)."""
+        """Configured peer addresses no known node answers at (invariant 1)."""
         return [address for address in self.peer_addresses if address not in self.addresses]
 
     @property
     def complete(self) -> bool:
-        return not self.missing_addresses()
+        # Asked on every request: cached, since it changes only with ``update``.
+        if self._complete is None:
+            self._complete = not self.missing_addresses()
+        return self._complete
 
     def status_of(self, node_id: str) -> Status | None:
         return self.status.get(node_id)
