@@ -239,10 +239,9 @@ class ClusterNode:
                 raise ClusterError(
                     f"node {node.node_id} left the cluster ({mine.status.name.lower()}"  # type: ignore[union-attr]
                     "): empty its data directory to join again as a new node")
-            has_data = next(iter(node.replica.engine.scan(b"", bytes(
-                (keyspace.DATABASES_MAX,)))), None) is not None
             refusal = alive_file.check(alive_file.read(fs, directory), clock.wall_ms(),
-                                       node_options.tombstone_grace_ms, has_data)
+                                       node_options.tombstone_grace_ms,
+                                       node.replica.holds_data())
             if refusal is not None:
                 raise ClusterError(refusal)
             alive_file.write(fs, directory, clock.wall_ms())
@@ -613,16 +612,13 @@ class ClusterNode:
             # A node that owns the whole ring by itself and meets a cluster must join it
             # (stream the ranges it gains) rather than merge its own ring into theirs: the
             # keys it owns would otherwise have no data on it. One that holds data cannot.
-            if self._holds_data():
+            if self.node.replica.holds_data():
                 raise ClusterError("this node holds data of its own cluster: meeting another "
                                    "cluster would hide it; meet from an empty node instead")
             self.lifecycle.rejoin()
         gossiper.seeds = tuple(sorted({*gossiper.seeds, address} - {self.peer_address}))
         self.gossip.contact(address)
 
-    def _holds_data(self) -> bool:
-        engine = self.node.replica.engine
-        return next(iter(engine.scan(b"", bytes((keyspace.DATABASES_MAX,)))), None) is not None
 
     def forget(self, node_id: str) -> None:
         """CLUSTER FORGET: remove a dead node from the ring (its tokens go to the others; the
@@ -703,6 +699,10 @@ class ClusterNode:
     def is_reachable(self, node_id: str) -> bool:
         """Up, with a connected link: hints may be handed off to it."""
         return self.transport.is_connected(node_id) and node_id in self.up_nodes()
+
+    @property
+    def fs(self) -> OSFileSystem:
+        return self._fs
 
     def _persist(self) -> None:
         try:

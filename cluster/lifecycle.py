@@ -35,11 +35,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cluster import keys as keyspace
 from cluster.endpoint_state import AppField, Status
 from cluster.errors import ClusterError
 from cluster.messages import Count, CountReply, Message
@@ -55,6 +53,7 @@ from cluster.streaming import (
     push_tasks,
     save_progress,
 )
+from engine.fs import join
 
 if TYPE_CHECKING:
     from cluster.cluster_node import ClusterNode
@@ -162,7 +161,7 @@ class Lifecycle:
                 self.stream = None
                 return
             tasks = pull_tasks(old, new, owner.node_id, dbs, owner.up_nodes()) if dbs else []
-            saved = load_progress(owner._fs, owner.node.directory, PROGRESS_NAME_JOIN,
+            saved = load_progress(owner.fs, owner.node.directory, PROGRESS_NAME_JOIN,
                                   KIND_PULL)
             done = saved.done if saved is not None else frozenset()
             log.warning("node %s joining: streaming %d ranges of %d dbs (%d done before)",
@@ -209,7 +208,7 @@ class Lifecycle:
                 return
             dbs = self._local_dbs()
             tasks = push_tasks(old, new, owner.node_id, dbs) if dbs else []
-            saved = load_progress(owner._fs, owner.node.directory, PROGRESS_NAME_LEAVE,
+            saved = load_progress(owner.fs, owner.node.directory, PROGRESS_NAME_LEAVE,
                                   KIND_PUSH)
             done = saved.done if saved is not None else frozenset()
             log.warning("node %s leaving: streaming %d ranges of %d dbs away (%d done before)",
@@ -238,25 +237,25 @@ class Lifecycle:
         timeout_s = owner.cluster_options.request_timeout_ms / 1000
         owners = [m.node_id for m in owner.gossiper.view().owners
                   if m.node_id != owner.node_id]
+        databases = range(owner.node.options.databases)
+        replies = await asyncio.gather(
+            *(owner.transport.request(node_id, Count(db), timeout_s)
+              for db in databases for node_id in owners), return_exceptions=True)
         dbs: list[int] = []
-        for db in range(owner.node.options.databases):
-            futures = [owner.transport.request(node_id, Count(db), timeout_s)
-                       for node_id in owners]
-            replies = await asyncio.gather(*futures, return_exceptions=True)
-            if not any(isinstance(r, CountReply) for r in replies):
+        for db in databases:
+            answers = replies[db * len(owners):(db + 1) * len(owners)]
+            if not any(isinstance(r, CountReply) for r in answers):
                 raise ClusterError(f"no owner answered how much db {db} holds")
-            # A db with tombstones only counts 0 keys; stream it when any count is > 0 or
-            # the answer is uncertain: tombstones of a db that has live keys move with them.
-            if any(isinstance(r, CountReply) and r.keys for r in replies):
+            # A db with tombstones only counts 0 keys and is not streamed (anti-entropy
+            # carries those); tombstones of a db that has live keys move with them.
+            if any(isinstance(r, CountReply) and r.keys for r in answers):
                 dbs.append(db)
         return tuple(dbs)
 
     def _local_dbs(self) -> tuple[int, ...]:
         """The dbs this node stores anything in (tombstones included)."""
         replica = self.owner.node.replica
-        return tuple(db for db in range(replica.databases)
-                     if next(iter(replica.engine.scan(keyspace.db_start(db),
-                                                      keyspace.db_end(db))), None) is not None)
+        return tuple(db for db in range(replica.databases) if replica.holds_data(db))
 
     def _save(self, name: str) -> None:
         """Save the stream's progress, at most once per ``PROGRESS_SAVE_S``: each save is two
@@ -267,12 +266,12 @@ class Lifecycle:
         if (isinstance(stream, (RangeStreamer, RangePusher))
                 and now - self._saved_at >= PROGRESS_SAVE_S):
             self._saved_at = now
-            save_progress(self.owner._fs, self.owner.node.directory, name,
+            save_progress(self.owner.fs, self.owner.node.directory, name,
                           stream.progress_state())
 
     def _forget_progress(self, name: str) -> None:
         try:
-            os.unlink(os.path.join(self.owner.node.directory, name))
+            self.owner.fs.remove(join(self.owner.node.directory, name))
         except FileNotFoundError:
             pass
 

@@ -165,6 +165,12 @@ class Replica:
     def _skipped_block(self, exc: Exception) -> None:
         self.report(f"counters leave out the keys of a damaged table block: {exc}")
 
+    def holds_data(self, db: int | None = None) -> bool:
+        """Whether anything (tombstones included) is stored in ``db``, or in any db."""
+        start, end = ((b"", keyspace.db_start(self.databases)) if db is None
+                      else (keyspace.db_start(db), keyspace.db_end(db)))
+        return next(iter(self.engine.scan(start, end)), None) is not None
+
     # Writing ---------------------------------------------------------------------------
 
     def apply(self, db: int, ekey: bytes, old: Siblings, new: Siblings, now_ms: int) -> None:

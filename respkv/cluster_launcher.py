@@ -204,21 +204,8 @@ def _runs(pid: int, conf: str) -> bool:
 
 def probe(host: str, port: int, timeout_s: float = 2.0) -> str:
     """"yes" when the node serves data commands, else its error reply or why it cannot."""
-    request = f"*2\r\n$6\r\nEXISTS\r\n${len(PROBE_KEY)}\r\n{PROBE_KEY}\r\n".encode()
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(request)
-            reply = b""
-            while not reply.endswith(b"\r\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    return "connection closed"
-                reply += chunk
-    except OSError as exc:
-        return f"not answering ({exc.strerror or exc})"
-    if reply.startswith(b":"):
-        return "yes"
-    return reply.decode(errors="replace").strip().lstrip("-")
+    reply = call(host, port, "EXISTS", PROBE_KEY, timeout_s=timeout_s)
+    return "yes" if reply.startswith(":") else reply
 
 
 def call(host: str, port: int, *words: str, timeout_s: float = 10.0) -> str:
