@@ -94,6 +94,7 @@ class RespConnection(asyncio.Protocol):
         # Output back-pressure: the rest of a batch waits in _backlog until the client reads.
         self._stalled = False
         self._waiting_commit = False
+        self._waiting_turn = False
         self._read_paused = False
         self._write_paused = False
         self._closed = False
@@ -296,10 +297,7 @@ class RespConnection(asyncio.Protocol):
                         self._pause_reading()
                         break
         if out and not self._closed:
-            if self._pending_log or self._waiting_commit:
-                self._flush()
-            else:
-                self._write_out()
+            self._flush()
 
     def _suspend(
         self,
@@ -377,17 +375,26 @@ class RespConnection(asyncio.Protocol):
     # Output --------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        if not self._out or self._closed:
+        """Write the replies out at the end of this loop turn (Server.write_soon), after the
+        commit barrier when the node holds writes not yet committed."""
+        if not self._out or self._closed or self._waiting_commit or self._waiting_turn:
             return
         if self._pending_log:
             # Hold the replies until the commit barrier has made the writes durable enough.
-            if not self._waiting_commit:
-                self._waiting_commit = True
-                self.server.commit_soon(self)
+            self._waiting_commit = True
+            self.server.commit_soon(self)
             return
-        if self._waiting_commit:
-            return
-        self._write_out()
+        self._waiting_turn = True
+        self.server.write_soon(self)
+
+    def write_deferred(self) -> None:
+        """Called by the server at the end of the loop turn (see _flush)."""
+        self._waiting_turn = False
+        if self._out and not self._waiting_commit:
+            if self._pending_log:  # written by another command since: commit first
+                self._flush()
+            else:
+                self._write_out()
 
     def committed(self, error: str | None) -> None:
         """Called by the server's commit barrier once the commit log write finished."""

@@ -45,7 +45,8 @@ class Server:
         self._listeners: list[asyncio.base_events.Server] = []
         self.connections: set[RespConnection] = set()
         self._commit_waiters: list[RespConnection] = []
-        self._commit_scheduled = False
+        self._write_waiters: list[RespConnection] = []
+        self._turn_end_scheduled = False
         self._timers: list[asyncio.TimerHandle] = []
         self._sync_running = False
         self.stopped = loop.create_future()
@@ -126,20 +127,40 @@ class Server:
         if not self.stopped.done():
             self.stopped.set_result(None)
 
-    # Group commit --------------------------------------------------------------------------
+    # End of the loop turn: group commit and reply writes -------------------------------
 
     def commit_soon(self, connection: RespConnection) -> None:
+        """connection.committed() is called at the end of this loop turn, once the commit log
+        holds every write made in the turn."""
         self._commit_waiters.append(connection)
-        if not self._commit_scheduled:
-            self._commit_scheduled = True
-            self.loop.call_soon(self._commit)
+        if not self._turn_end_scheduled:
+            self._turn_end_scheduled = True
+            self.loop.call_soon(self._end_turn)
 
-    def _commit(self) -> None:
-        self._commit_scheduled = False
-        error = self._try_commit()
-        waiters, self._commit_waiters = self._commit_waiters, []
-        for connection in waiters:
-            connection.committed(error)
+    def write_soon(self, connection: RespConnection) -> None:
+        """connection.write_deferred() is called at the end of this loop turn.
+
+        Replies of a turn go out together after every ready socket was read, as Redis's
+        beforeSleep does: written one by one between reads, each send woke the sleeping
+        client again (measured: a quarter of the server's CPU under 50 unpipelined clients
+        went to those wake-ups; batched, a twentieth)."""
+        self._write_waiters.append(connection)
+        if not self._turn_end_scheduled:
+            self._turn_end_scheduled = True
+            self.loop.call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self._turn_end_scheduled = False
+        # Commit first: a deferred write of a connection that also wrote must wait for it.
+        if self._commit_waiters:
+            error = self._try_commit()
+            waiters, self._commit_waiters = self._commit_waiters, []
+            for connection in waiters:
+                connection.committed(error)
+        if self._write_waiters:
+            waiters, self._write_waiters = self._write_waiters, []
+            for connection in waiters:
+                connection.write_deferred()
 
     def _try_commit(self) -> str | None:
         try:
