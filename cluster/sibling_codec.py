@@ -119,8 +119,11 @@ def decode_single_trusted(data: bytes) -> Single | None:
     expiry, timestamp and counter they serve, compare or bump) and hands anything else to
     ``decode_single``, the trust boundary, which validates every field.
     """
-    raw = _unpack(data)
-    if len(raw) == SINGLE_FIELDS:
+    try:  # _unpack, inlined: this runs on every GET and SET
+        raw = _unpackb(data, use_list=False)
+    except Exception:
+        return decode_single(data)  # raises the CorruptionError that names the problem
+    if type(raw) is tuple and len(raw) == SINGLE_FIELDS:
         head, timestamp_ms, expire_at_ms, _writer, value, n, _actor, counter, _stamp = raw
         if (
             head == FORMAT_VERSION

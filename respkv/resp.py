@@ -75,12 +75,6 @@ _HUGE_COUNT_DIGITS: Final = 9
 _HUGE_COUNT: Final = re.compile(rb"\*[0-9]{%d}" % _HUGE_COUNT_DIGITS)
 
 
-def _has_huge_count(data: bytes) -> bool:
-    if data.find(b"*", 1) < 0:  # one command: only its own header can be huge
-        return data[1 : 1 + _HUGE_COUNT_DIGITS].isdigit()
-    return _HUGE_COUNT.search(data) is not None
-
-
 def _is_plain_multibulk(data: bytes, items: list[Any]) -> bool:
     """True when items, as hiredis returned them for all of data, are exactly the non-empty
     multibulk commands data spells ('*' arrays of '$' bulk strings).
@@ -92,25 +86,28 @@ def _is_plain_multibulk(data: bytes, items: list[Any]) -> bool:
     makes len() fail; so the serialized length of the commands, summed in C where possible,
     and the first byte of each command decide. This costs the same for every value, unlike
     searching the data for the tell-tale bytes (base64 values are full of '+' and '=')."""
-    frame = _BULK_FRAME.__getitem__
-    header = _ARRAY_HEADER
     pos = 0
-    end = len(data)
     try:
         for item in items:
-            if type(item) is not list or not item or pos >= end or data[pos] != _STAR:
+            # data[pos] raises IndexError past the end; header[argc] past the table too.
+            if data[pos] != _STAR or type(item) is not list or not item:
                 return False
-            argc = len(item)
             try:
-                pos += header[argc] + sum(map(frame, map(len, item)))
+                pos += _header(len(item)) + sum(map(_frame, map(len, item)))
             except IndexError:  # an argument (or count) past the precomputed table
+                argc = len(item)
                 pos += 3 + len(str(argc)) + sum(n + 5 + len(str(n)) for n in map(len, item))
             for arg in item:
                 if type(arg) is not bytes:
                     return False
-    except TypeError:  # an integer, error, double, boolean or null among the arguments
+    except (TypeError, IndexError):
+        # TypeError: an integer, error, double, boolean or null among the arguments.
         return False
-    return pos == end
+    return pos == len(data)
+
+
+_frame: Final = _BULK_FRAME.__getitem__
+_header: Final = _ARRAY_HEADER.__getitem__
 
 
 def _walk(data: bytes, items: list[Any], bulk_bytes_max: int) -> tuple[int, int]:
@@ -235,7 +232,12 @@ class RequestParser:
         while rest is not None:
             # No first-byte test: hiredis rejects an inline command itself, and a '~' or '|'
             # it would accept as a command is caught by _is_plain_multibulk below.
-            if len(rest) <= self._fast_bytes_max and not _has_huge_count(rest):
+            if len(rest) <= self._fast_bytes_max and (
+                # No huge count (see _HUGE_COUNT). With no second '*' only the chunk's own
+                # header can be one: the common read of one command, tested cheaply.
+                not rest[1 : 1 + _HUGE_COUNT_DIGITS].isdigit() if rest.find(b"*", 1) < 0
+                else _HUGE_COUNT.search(rest) is None
+            ):
                 reader = self._reader
                 reader.feed(rest)
                 items: list[Any] = []
