@@ -178,7 +178,9 @@ class ClusterNode:
             CoordinatorOptions(request_timeout_ms=options.request_timeout_ms,
                                sloppy_quorum=options.sloppy_quorum,
                                read_before_write=options.read_before_write),
-            up_nodes=self.up_nodes, should_hint=self._should_hint)
+            up_nodes=self._up_nodes_this_turn, should_hint=self._should_hint)
+        # The coordinator's view of up_nodes(), kept for the rest of one loop turn.
+        self._up_memo: set[str] | None = None
         self._down_since: dict[str, int] = {}  # peer -> wall ms it was first seen down
         interval = options.exchange_interval_s
         # Cassandra's proportions at a 1 s interval; floors keep a fast test interval from
@@ -484,6 +486,20 @@ class ClusterNode:
         """Members the coordinator may send to: this node, and peers the failure detector
         holds available whose link is not in back-off (Rule 5)."""
         return self.gossip.live()
+
+    def _up_nodes_this_turn(self) -> set[str]:
+        """``up_nodes()`` for the coordinator, computed once per loop turn: every request of
+        a turn sees the same view (as if they had come together), and a turn of many
+        requests pays for the phi and link checks once. A new turn sees any change.
+        REQUIRES: the caller does not mutate the set."""
+        memo = self._up_memo
+        if memo is None:
+            memo = self._up_memo = self.up_nodes()
+            self._loop.call_soon(self._forget_up_memo)
+        return memo
+
+    def _forget_up_memo(self) -> None:
+        self._up_memo = None
 
     # Pass-through of the storage's plumbing
     def add_listener(self, callback: Callable[[int, bytes | None], None]) -> None:

@@ -40,13 +40,17 @@ Rules:
    raising the acks the write needs by one (Cassandra's rule), so an acknowledged write is
    on a quorum of the old replicas and on the new ones; a pending replica that is down gets
    a hint. Reads use the current primaries only.
+8. A key's route depends only on its vnode while every primary is up: the targets and
+   their requirement per level are kept per vnode index, and dropped whenever
+   ``placement`` is replaced (every ring change replaces it), so a request builds no
+   target list of its own on that path.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cluster import keys as keyspace
@@ -80,6 +84,8 @@ class Route:
     targets: tuple[Target, ...]
     down: frozenset[str]
     hint_to: tuple[str, ...]
+    # A vnode's cached route (Rule 8) memoizes its requirement per level here; None: not one.
+    requirements: dict[Consistency, Requirement] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +125,9 @@ class Coordinator:
         self.local_dc = info.datacenter if info is not None else "dc1"
         self.timeout_s = self.options.request_timeout_ms / 1000
         self.active: set[GetFsm | PutFsm] = set()  # FSMs not finished (late replies, repair)
+        # Rule 8: what each vnode's keys route to while nothing is down, per placement.
+        self._placed: dict[int, Route] = {}
+        self._placed_for: Placement | None = None
         self.stats = {"gets": 0, "puts": 0, "noquorum": 0, "read_repairs": 0,
                       "sloppy_requests": 0, "hints_kept": 0}
 
@@ -126,9 +135,25 @@ class Coordinator:
 
     def targets(self, key: bytes) -> tuple[Target, ...]:
         """The key's primaries with their datacenters, in preference order."""
-        nodes = self.placement.ring.nodes
-        return tuple(Target(node_id, nodes[node_id].datacenter)
-                     for node_id in self.placement.primaries(keyspace.token(key)))
+        return self._placed_of(key).targets
+
+    def _placed_of(self, key: bytes) -> Route:
+        """The cached routing of ``key``'s vnode under the current placement (Rule 8)."""
+        placement = self.placement
+        if placement is not self._placed_for:
+            self._placed.clear()
+            self._placed_for = placement
+        ring = placement.ring
+        if not ring.tokens:
+            return Route((), frozenset(), ())
+        index = ring.index(keyspace.token(key))
+        placed = self._placed.get(index)
+        if placed is None:
+            nodes = ring.nodes
+            targets = tuple(Target(node_id, nodes[node_id].datacenter)
+                            for node_id in placement.primaries_at(index))
+            placed = self._placed[index] = Route(targets, frozenset(), (), {})
+        return placed
 
     def requirement(self, targets: tuple[Target, ...], level: Consistency) -> Requirement:
         """Rule 6: ``level`` for the replicas of one key."""
@@ -137,6 +162,16 @@ class Coordinator:
             per_dc[target.dc] = per_dc.get(target.dc, 0) + 1
         return required(level, per_dc, self.local_dc)
 
+    def _requirement_of(self, route: Route, level: Consistency) -> Requirement:
+        """``requirement`` of a route, memoized on a vnode's cached route (Rule 8)."""
+        memo = route.requirements
+        if memo is None:
+            return self.requirement(route.targets, level)
+        requirement = memo.get(level)
+        if requirement is None:  # a ConsistencyError is raised here each time, not cached
+            requirement = memo[level] = self.requirement(route.targets, level)
+        return requirement
+
     @property
     def local_only(self) -> bool:
         """True when every key's only replica is this node (Rule 5 holds for every key)."""
@@ -144,13 +179,14 @@ class Coordinator:
 
     def route(self, key: bytes) -> Route:
         """Where a request for ``key`` goes (Rule 4)."""
-        primaries = self.targets(key)
+        placed = self._placed_of(key)
         if self.up_nodes is None:
-            return Route(primaries, frozenset(), ())
+            return placed
+        primaries = placed.targets
         up = self.up_nodes()
         down = [t for t in primaries if t.node_id != self.node_id and t.node_id not in up]
         if not down:
-            return Route(primaries, frozenset(), ())
+            return placed
         if not self.options.sloppy_quorum:
             return Route(primaries, frozenset(t.node_id for t in down),
                          tuple(t.node_id for t in down))
@@ -171,7 +207,7 @@ class Coordinator:
                   on_reply: Callable[[Found | NoQuorum], None]) -> GetFsm:
         """Start a read; ``on_reply`` runs once (maybe before this returns)."""
         route = self.route(key)
-        request = GetRequest(db, key, self.requirement(route.targets, level), route.targets,
+        request = GetRequest(db, key, self._requirement_of(route, level), route.targets,
                              route.down)
         self.stats["gets"] += 1
         fsm = GetFsm(request, local_id=self.node_id, service=self.service,
@@ -201,7 +237,7 @@ class Coordinator:
         """Start a write (``value`` None: a tombstone); ``on_reply`` runs once (maybe before
         this returns); ``on_version`` sees the version written, if one is."""
         route = self.route(key)
-        requirement = self.requirement(route.targets, level)  # Rule 6: raise before any read
+        requirement = self._requirement_of(route, level)  # Rule 6: raise before any read
         if context is not None:
             self._start_put_fsm(db, key, value, expire_at_ms, requirement, route, context,
                                 on_reply, on_version)
@@ -317,7 +353,7 @@ class Coordinator:
                 on_reply(Deleted(existed) if isinstance(result, PutOk) else result)
 
             route = self.route(key)
-            self._start_put_fsm(db, key, None, 0, self.requirement(route.targets, level),
+            self._start_put_fsm(db, key, None, 0, self._requirement_of(route, level),
                                 route, siblings, written)
 
         self.start_get(db, key, level, read_done)
