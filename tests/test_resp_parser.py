@@ -491,3 +491,24 @@ def test_random_streams_match_redis(
     # TOKENS cannot spell a Redis command other than PING and ECHO, so this is harmless.
     ours = run(RequestParser(use_hiredis=False, authenticated=authenticated), [data])
     check_against_redis(redis_servers[authenticated], data, ours, authenticated)
+
+
+@settings(max_examples=300, deadline=None)
+@given(argvs=argvs_strategy, mutation=st.sampled_from(
+    [b"", b"\r\n", b"*0\r\n", b"*1\r\n", b"$01\r\n", b"+OK\r\n", b"PING\r\n", b"\r"]))
+def test_canonical_split_is_exact_or_declines(argvs: list[list[bytes]], mutation: bytes) -> None:
+    """The CRLF-split shortcut returns exactly the commands canonical bytes spell, and None
+    for anything else; with a stray token after them the general path takes over."""
+    from respkv.resp import _split_canonical
+
+    data = encode(*argvs)
+    split = _split_canonical(data)
+    if all(b"\r\n" not in arg for argv in argvs for arg in argv) and argvs:
+        assert split == argvs
+    else:
+        assert split in (None, argvs)
+    mutated = _split_canonical(data + mutation)
+    if mutation:
+        assert mutated is None
+    parser = RequestParser()
+    assert run(parser, [data + mutation])[0][: len(argvs)] == argvs
