@@ -49,7 +49,7 @@ class Server:
         self._turn_end_scheduled = False
         self._timers: list[asyncio.TimerHandle] = []
         self._sync_running = False
-        self.stopped = loop.create_future()
+        self.stopped: asyncio.Future[int] = loop.create_future()  # the exit code
         self._stopping = False
 
     # Start and stop ------------------------------------------------------------------------
@@ -115,17 +115,24 @@ class Server:
         for client in list(self.state.clients.values()):
             if callable(client.kill):
                 client.kill()
+        exit_code = 0
         try:
             await self.state.node.close()
-        except StorageError as exc:
+        except (StorageError, OSError) as exc:
+            # E.g. the data directory was removed under us: writes acknowledged so far are
+            # in the commit log already; say what failed and exit with an error, but exit.
             log.error("error closing the data store: %s", exc)
+            exit_code = 1
+        except Exception:
+            log.exception("error closing the data store")
+            exit_code = 1
         pidfile = self.state.config.pidfile
         if pidfile:
             with contextlib.suppress(OSError):
                 os.unlink(pidfile)
         log.warning("respkv is now ready to exit, bye bye...")
         if not self.stopped.done():
-            self.stopped.set_result(None)
+            self.stopped.set_result(exit_code)
 
     # End of the loop turn: group commit and reply writes -------------------------------
 
@@ -375,8 +382,8 @@ async def _main_async(config: Config) -> int:
     if config.pidfile:
         with open(config.pidfile, "w") as handle:
             handle.write(f"{os.getpid()}\n")
-    await server.stopped
-    return 0
+    code: int = await server.stopped
+    return code
 
 
 def _on_signal(server: Server, signum: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -374,3 +375,16 @@ def test_flipped_byte_in_the_last_record_is_detected(tmp_path: Path) -> None:
     finally:
         server.stop()
 
+
+
+def test_sigterm_exits_even_when_the_data_directory_is_gone(tmp_path: Path) -> None:
+    """A close that fails (here: node.meta cannot be written, its directory was removed) is
+    reported and the process still exits, with a failure status, instead of hanging."""
+    server = start(tmp_path)
+    with server.connect() as conn:
+        assert conn.call("SET", "k", "v") == b"+OK\r\n"
+    shutil.rmtree(tmp_path / "data")
+    code = server.stop(timeout=15.0)
+    assert code == 1
+    assert "error closing the data store" in server.log_text()
+    assert "ready to exit" in server.log_text()
