@@ -44,6 +44,13 @@ Rules:
    their requirement per level are kept per vnode index, and dropped whenever
    ``placement`` is replaced (every ring change replaces it), so a request builds no
    target list of its own on that path.
+9. A read (a GET, and the read before a write or a delete) asks the local replica and just
+   enough others to meet its level, and its spares only when one of those fails or is
+   slower than ``read_speculate_ms`` (get_fsm Rule 5): a QUORUM read of N=3 costs one peer
+   request instead of two. One read in ``read_repair_every`` asks every replica, so read
+   repair still reaches replicas the other reads skip (as Cassandra's read repair
+   chance); hinted handoff and anti-entropy cover the rest. Levels and their guarantees
+   are unchanged: a read still waits for R answers, and R + W > N still overlaps.
 """
 
 from __future__ import annotations
@@ -96,10 +103,19 @@ class CoordinatorOptions:
     read_before_write: bool = True
     # Rule 4: stand-ins for down primaries (sloppy quorum), or strict quorums.
     sloppy_quorum: bool = False
+    # Rule 9: one read in this many asks every replica (read repair reaches them all); the
+    # others ask just enough replicas. 1: every read asks every replica.
+    read_repair_every: int = 10
+    # Rule 9: a read asks its spare replicas when no answer came in this long (0: a tenth
+    # of request_timeout_ms).
+    read_speculate_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.request_timeout_ms < 1:
             raise ValueError(f"request_timeout_ms must be >= 1: {self.request_timeout_ms}")
+        if self.read_repair_every < 1 or self.read_speculate_ms < 0:
+            raise ValueError(f"read_repair_every must be >= 1 and read_speculate_ms >= 0: "
+                             f"{self.read_repair_every}, {self.read_speculate_ms}")
 
 
 class Coordinator:
@@ -124,6 +140,10 @@ class Coordinator:
         info = placement.ring.nodes.get(self.node_id)
         self.local_dc = info.datacenter if info is not None else "dc1"
         self.timeout_s = self.options.request_timeout_ms / 1000
+        speculate_ms = self.options.read_speculate_ms
+        self.speculate_s = (min(speculate_ms, self.options.request_timeout_ms) / 1000
+                            if speculate_ms else self.timeout_s / 10)
+        self._reads = 0  # Rule 9: counts reads, for the one in read_repair_every asking all
         self.active: set[GetFsm | PutFsm] = set()  # FSMs not finished (late replies, repair)
         # Rule 8: what each vnode's keys route to while nothing is down, per placement.
         self._placed: dict[int, Route] = {}
@@ -207,12 +227,14 @@ class Coordinator:
                   on_reply: Callable[[Found | NoQuorum], None]) -> GetFsm:
         """Start a read; ``on_reply`` runs once (maybe before this returns)."""
         route = self.route(key)
+        self._reads = reads = self._reads + 1
         request = GetRequest(db, key, self._requirement_of(route, level), route.targets,
-                             route.down)
+                             route.down, reads % self.options.read_repair_every == 0)
         self.stats["gets"] += 1
         fsm = GetFsm(request, local_id=self.node_id, service=self.service,
                      transport=self.transport, clock=self.clock, timeout_s=self.timeout_s,
-                     on_reply=self._counted(on_reply), on_finish=self._finished)
+                     on_reply=self._counted(on_reply), on_finish=self._finished,
+                     speculate_s=self.speculate_s)
         self.active.add(fsm)
         fsm.start()
         return fsm

@@ -25,7 +25,10 @@ Invariants:
    anti-entropy cover it). Nothing is repaired when every answer was not-found.
 4. A repair is a merge at the replica, never an overwrite: ``merged`` descends or equals
    every answer, so a replica that changed since it answered loses nothing by merging it.
-5. The core does not apply ``version.limit`` (the sibling limit): that bound is not part of
+5. A target the FSM never asked is closed out with ``skip()`` once the response is fixed:
+   it counts for ``done()`` only, so a read asked of R replicas of N decides its repair
+   from the answers it had.
+6. The core does not apply ``version.limit`` (the sibling limit): that bound is not part of
    the semilattice and would make the result depend on order. Replicas apply it on store.
 """
 
@@ -74,6 +77,7 @@ class GetCore(Generic[R]):
         self._tally: Tally[R] = Tally(targets, requirement)
         self.answers: dict[R, Siblings] = {}
         self.failures: dict[R, str] = {}
+        self.skipped: list[R] = []  # targets never asked (skip())
         self.merged: Siblings = ()
         self._response: Found | NoQuorum | None = None
         self._settle()
@@ -102,6 +106,17 @@ class GetCore(Generic[R]):
         for replica in silent:
             self.add_result(replica, Failed("timeout"))
         return silent
+
+    def skip(self, replica: R) -> None:
+        """Close out a target that was never asked (the FSM asked only some replicas and the
+        outcome is known): ``done()`` stops waiting for it; it is neither an answer nor a
+        failure, and gets no repair.
+
+        REQUIRES: enough() (a skipped target could not have changed the response).
+        """
+        assert self._response is not None, "skip() before enough()"
+        if self._tally.add(replica, False):
+            self.skipped.append(replica)
 
     def enough(self) -> bool:
         return self._response is not None

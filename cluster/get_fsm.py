@@ -2,7 +2,9 @@
 ``riak_kv_get_fsm``).
 
 Theory of operation. ``start()`` runs EXECUTE: the local replica (when it is a target) is
-read by an in-process call, every remote target gets a ``Read``. In WAITING_R each answer is
+read by an in-process call, and remote targets get a ``Read``: every one of them when the
+request says ``read_all``, else just enough to meet the requirement with the local answer
+(the others are *spares*, Rule 5). In WAITING_R each answer is
 decoded (``sibling_codec.decode``, a trust boundary: bytes that do not decode count as a
 failure of that replica) and fed to the ``GetCore``; at the first ``enough()`` the caller is
 answered (``on_reply``) and the FSM goes on ABSORBING late answers. Once every target
@@ -19,6 +21,14 @@ Rules:
 3. Repair is a merge at the replica (``ReplicaService.merge`` / ``Write``), never an
    overwrite, so a replica written since it answered loses nothing.
 4. Answers after FINISH are ignored (counted in ``late_replies``).
+5. Without ``read_all`` a read asks the local replica and, in preference order, the fewest
+   remote targets that can meet the requirement; the rest are spares. A spare is asked
+   when an asked replica fails (one per failure, preferring the failed one's datacenter),
+   and every spare is asked when no answer came within ``speculate_s`` (a slow replica
+   must not hold a read for the whole timeout). Spares never asked are skipped
+   (``GetCore.skip``) once the response is fixed and the asked replicas have answered:
+   they are neither read nor repaired (Cassandra's read path; a ``read_all`` read, which
+   the coordinator sends now and then, is what lets read repair reach every replica).
 """
 
 from __future__ import annotations
@@ -68,6 +78,7 @@ class GetRequest:
     requirement: Requirement
     targets: tuple[Target, ...]
     down: frozenset[str] = frozenset()  # targets known down: failed at once, not contacted
+    read_all: bool = True  # ask every target at once (else Rule 5: the fewest, then spares)
 
 
 class GetFsm:
@@ -76,7 +87,10 @@ class GetFsm:
     def __init__(self, request: GetRequest, *, local_id: str, service: ReplicaService,
                  transport: Transport, clock: Clock, timeout_s: float,
                  on_reply: Callable[[Found | NoQuorum], None],
-                 on_finish: Callable[[GetFsm], None] | None = None) -> None:
+                 on_finish: Callable[[GetFsm], None] | None = None,
+                 speculate_s: float | None = None) -> None:
+        """``speculate_s``: when spares are asked if no answer came (Rule 5); default a
+        tenth of ``timeout_s``."""
         assert request.targets, "a read needs at least one target"
         assert timeout_s > 0, timeout_s
         self.request = request
@@ -95,6 +109,12 @@ class GetFsm:
         self.late_replies = 0
         self._repairs_pending = 0
         self._timer: TimerHandle | None = None
+        self.speculate_s = min(timeout_s, timeout_s / 10 if speculate_s is None
+                               else speculate_s)
+        self.spares: list[Target] = []  # Rule 5: targets not asked yet, in preference order
+        self.asked: list[str] = []  # remote targets sent a Read
+        self._waiting = 0  # asked remote targets without a result yet
+        self._speculating = False  # the timer is the speculation timer, not the deadline
 
     def _to(self, state: State) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -115,20 +135,63 @@ class GetFsm:
                     self.core.add_result(self.local_id, Failed(f"local: {exc}"))
         for node_id in sorted(request.down):
             self.core.add_result(node_id, Failed("down"))
-        for target in request.targets:
-            if target.node_id == self.local_id or target.node_id in request.down:
-                continue
-            future = self.transport.request(target.node_id, Read(request.db, request.key),
-                                            self.timeout_s)
-            future.add_done_callback(partial(self._on_read_reply, target.node_id))
+        remote = [t for t in request.targets
+                  if t.node_id != self.local_id and t.node_id not in request.down]
+        if request.read_all:
+            ask = remote
+        else:
+            ask, self.spares = self._fewest(remote)
+        for target in ask:
+            self._ask(target)
         if not self.core.done():
-            self._timer = self.clock.call_later(self.timeout_s, self._deadline)
+            if self.spares:
+                self._speculating = True
+                self._timer = self.clock.call_later(self.speculate_s, self._deadline)
+            else:
+                self._timer = self.clock.call_later(self.timeout_s, self._deadline)
         self._settle()
+
+    def _fewest(self, remote: list[Target]) -> tuple[list[Target], list[Target]]:
+        """Rule 5: (remote targets to ask, spares), counting the local answer already in."""
+        requirement = self.request.requirement
+        need_total = requirement.total - len(self.core.answers)
+        need_dc = dict(requirement.per_dc)
+        for target in self.request.targets:
+            if target.node_id == self.local_id and self.local_id in self.core.answers:
+                if target.dc in need_dc:
+                    need_dc[target.dc] -= 1
+        ask: list[Target] = []
+        spares: list[Target] = []
+        for target in remote:
+            if need_total > 0 or need_dc.get(target.dc, 0) > 0:
+                ask.append(target)
+                need_total -= 1
+                if target.dc in need_dc:
+                    need_dc[target.dc] -= 1
+            else:
+                spares.append(target)
+        return ask, spares
+
+    def _ask(self, target: Target) -> None:
+        self.asked.append(target.node_id)
+        self._waiting += 1
+        request = self.request
+        future = self.transport.request(target.node_id, Read(request.db, request.key),
+                                        self.timeout_s)
+        future.add_done_callback(partial(self._on_read_reply, target.node_id))
+
+    def _ask_spare(self, failed: str) -> None:
+        """Rule 5: an asked replica failed; ask a spare in its datacenter, else the next."""
+        dc = next((t.dc for t in self.request.targets if t.node_id == failed), None)
+        spares = self.spares
+        index = next((i for i, t in enumerate(spares) if t.dc == dc), 0)
+        self._ask(spares.pop(index))
 
     def _on_read_reply(self, node_id: str, future: asyncio.Future[Message]) -> None:
         if self.state in (State.WAITING_READ_REPAIR, State.FINISH):
             self.late_replies += 1
             return
+        self._waiting -= 1
         error = future.exception()
         if error is not None:
             self.core.add_result(node_id, Failed(f"{type(error).__name__}: {error}"))
@@ -143,11 +206,22 @@ class GetFsm:
                     self.core.add_result(node_id, decode(reply.siblings))
                 except CorruptionError as exc:
                     self.core.add_result(node_id, Failed(f"bad reply: {exc}"))
+        if self.spares and node_id in self.core.failures and not self.core.enough():
+            self._ask_spare(node_id)
         self._settle()
 
     def _deadline(self) -> None:
         self._timer = None
-        if self.state is State.WAITING_READ_REPAIR:
+        if self._speculating:
+            self._speculating = False
+            # Nothing (or not enough) came in time: ask every spare now (Rule 5).
+            if not self.core.enough():
+                while self.spares:
+                    self._ask(self.spares.pop(0))
+            rest_s = max(0.0, self.timeout_s - self.speculate_s)
+            self._timer = self.clock.call_later(rest_s, self._deadline)
+            self._settle()
+        elif self.state is State.WAITING_READ_REPAIR:
             self._finish()  # repairs not acked in time: anti-entropy covers them
         elif self.state is not State.FINISH:
             self.core.time_out()
@@ -158,6 +232,10 @@ class GetFsm:
         if self.state in (State.EXECUTE, State.WAITING_R) and core.enough():
             self._to(State.ABSORBING)
             self.on_reply(core.response())  # Rule 2: before any repair
+        if self.spares and self._waiting == 0 and core.enough():
+            for spare in self.spares:  # Rule 5: the outcome is known without them
+                core.skip(spare.node_id)
+            self.spares.clear()
         if core.done():
             self._repair()
         elif self.state is State.EXECUTE:
@@ -167,6 +245,7 @@ class GetFsm:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._speculating = False
         action = self.core.final_action()
         if not isinstance(action, ReadRepair):
             self._finish()

@@ -191,7 +191,9 @@ def test_context_write_keeps_versions_the_context_did_not_name(
 
 
 def test_read_repair_converges_a_stale_replica(make: Callable[..., SimCluster]) -> None:
-    c = make(NODES3)
+    # Every read asks every replica (Rule 9 with read_repair_every 1): a ONE read repairs.
+    c = make(NODES3, coordinator_options=CoordinatorOptions(request_timeout_ms=TIMEOUT_MS,
+                                                            read_repair_every=1))
     c.network.partition({"n1"}, {"n3"})
     assert isinstance(c.run(c.put("n1", b"k", b"v")), PutOk)
     c.settle()
@@ -202,6 +204,35 @@ def test_read_repair_converges_a_stale_replica(make: Callable[..., SimCluster]) 
     assert c.state()["n3"][(0, b"k")] == c.state()["n1"][(0, b"k")]
     assert c.coordinators["n2"].stats["read_repairs"] >= 1
     assert not c.coordinators["n2"].active
+
+
+def test_reads_ask_a_quorum_and_one_in_read_repair_every_asks_all_and_repairs(
+        make: Callable[..., SimCluster]) -> None:
+    c = make(NODES3, coordinator_options=CoordinatorOptions(request_timeout_ms=TIMEOUT_MS,
+                                                            read_repair_every=4))
+    key = b"k"
+    first, _, last = c.replicas_of((0, key))
+    c.network.partition({first}, {last})
+    assert isinstance(c.run(c.put(first, key, b"v")), PutOk)
+    c.settle()
+    assert (0, key) not in c.state()[last]
+    c.network.heal()
+    reads: list[str] = []
+    c.network.on_message(lambda e: reads.append(e.packet.dst) if e.event == "send"
+                         and isinstance(e.packet.message, Read) else None)
+    coordinator = c.coordinators[first]
+    # The write's read (before the write, Rule 3) was the first; QUORUM on N=3 from a
+    # replica asks itself and one peer (`last` comes after it in preference order).
+    for _ in range(2):
+        assert value_of(c.run(coordinator.get(0, key, QUORUM))) == b"v"
+        c.settle()
+    assert len(reads) == 2 and last not in reads
+    assert (0, key) not in c.state()[last]
+    assert value_of(c.run(coordinator.get(0, key, QUORUM))) == b"v"  # the 4th asks all
+    c.settle()
+    assert len(reads) == 4
+    assert c.state()[last][(0, key)] == c.state()[first][(0, key)]
+    assert coordinator.stats["read_repairs"] == 1 and not coordinator.active
 
 
 def test_delete_writes_a_tombstone_and_reports_whether_a_value_existed(

@@ -10,7 +10,7 @@ from cluster.consistency import NoQuorum, Requirement
 from cluster.get_core import Found
 from cluster.get_fsm import TRANSITIONS, GetFsm, GetRequest, State
 from cluster.keys import engine_key
-from cluster.messages import Write
+from cluster.messages import Read, Write
 from cluster.put_fsm import FsmError, Target
 from cluster.version import Version
 from tests.sim.sim_network import NetworkOptions, TraceEvent
@@ -29,10 +29,11 @@ def cluster(tmp_path: Path) -> SimCluster:
     c.close()
 
 
-def fsm_of(c: SimCluster, node: str, r: int = 2,
-           targets: tuple[Target, ...] = TARGETS) -> tuple[GetFsm, list[Found | NoQuorum]]:
+def fsm_of(c: SimCluster, node: str, r: int = 2, targets: tuple[Target, ...] = TARGETS,
+           read_all: bool = True) -> tuple[GetFsm, list[Found | NoQuorum]]:
     replies: list[Found | NoQuorum] = []
-    fsm = GetFsm(GetRequest(0, b"k", Requirement(r), targets), local_id=node,
+    fsm = GetFsm(GetRequest(0, b"k", Requirement(r), targets, read_all=read_all),
+                 local_id=node,
                  service=c.services[node], transport=c.coordinators[node].transport,
                  clock=c.clock, timeout_s=TIMEOUT_MS / 1000, on_reply=replies.append)
     return fsm, replies
@@ -120,3 +121,74 @@ def test_repair_that_is_never_acked_finishes_at_its_deadline(cluster: SimCluster
     c.clock.run_while(lambda: fsm.state is not State.FINISH, 10_000)
     assert c.clock.now - start == TIMEOUT_MS
     assert fsm.repairs_acked == 0 and sorted(fsm.repaired) == ["n2", "n3"]
+
+
+def reads_sent(c: SimCluster) -> list[tuple[int, str]]:
+    sent: list[tuple[int, str]] = []
+    c.network.on_message(lambda e: sent.append((e.tick, e.packet.dst)) if e.event == "send"
+                         and isinstance(e.packet.message, Read) else None)
+    return sent
+
+
+def test_a_read_asks_the_fewest_replicas_and_skips_the_spare(cluster: SimCluster) -> None:
+    c = cluster
+    c.services["n3"].merge(0, b"k", (V2,))  # only the spare holds it: nobody asks it
+    sent = reads_sent(c)
+    fsm, replies = fsm_of(c, "n1", read_all=False)
+    fsm.start()
+    c.settle()
+    assert [dst for _, dst in sent] == ["n2"]
+    assert replies == [Found(())] and fsm.core.skipped == ["n3"]
+    assert fsm.repaired == [] and fsm.state is State.FINISH
+
+
+def test_a_one_read_of_a_local_replica_asks_nobody(cluster: SimCluster) -> None:
+    c = cluster
+    c.services["n2"].merge(0, b"k", (V1,))
+    sent = reads_sent(c)
+    fsm, replies = fsm_of(c, "n2", r=1, read_all=False)
+    fsm.start()
+    assert replies == [Found((V1,))] and fsm.state is State.FINISH  # inside start()
+    assert sent == [] and sorted(fsm.core.skipped) == ["n1", "n3"]
+
+
+def test_a_failed_replica_makes_the_read_ask_a_spare(cluster: SimCluster) -> None:
+    c = cluster
+    c.engines["n2"].put(engine_key(0, b"k"), b"\x92\x09\x09")  # damaged on n2
+    c.services["n3"].merge(0, b"k", (V1,))
+    sent = reads_sent(c)
+    fsm, replies = fsm_of(c, "n1", read_all=False)
+    fsm.start()
+    c.settle()
+    assert [dst for _, dst in sent] == ["n2", "n3"]
+    assert replies == [Found((V1,))] and list(fsm.core.failures) == ["n2"]
+    assert "n1" in fsm.repaired  # the answers that did come are repaired as ever
+
+
+def test_a_silent_replica_makes_the_read_ask_its_spare_before_the_deadline(
+        cluster: SimCluster) -> None:
+    c = cluster
+    c.services["n3"].merge(0, b"k", (V1,))
+    c.network.partition({"n1"}, {"n2"})
+    sent = reads_sent(c)
+    fsm, replies = fsm_of(c, "n1", read_all=False)
+    start = c.clock.now
+    fsm.start()
+    c.clock.run_while(lambda: not replies, 10_000)
+    assert replies == [Found((V1,))]
+    speculate_ticks = TIMEOUT_MS // 10
+    assert sent == [(start, "n2"), (start + speculate_ticks, "n3")]
+    assert c.clock.now - start == speculate_ticks + 2 * 5  # then one round trip to n3
+    c.settle()
+    assert fsm.state is State.FINISH and fsm.core.failures == {"n2": "timeout"}
+
+
+def test_a_read_that_cannot_meet_its_level_asks_no_spare(cluster: SimCluster) -> None:
+    c = cluster
+    for node in ("n2", "n3"):
+        c.engines[node].put(engine_key(0, b"k"), b"\x92\x09\x09")
+    fsm, replies = fsm_of(c, "n1", r=3, read_all=False)
+    fsm.start()
+    c.settle()
+    assert fsm.asked == ["n2", "n3"]  # R = N: no spare to begin with
+    assert replies == [NoQuorum(1, 3)]
