@@ -156,10 +156,10 @@ class GetFsm:
         requirement = self.request.requirement
         need_total = requirement.total - len(self.core.answers)
         need_dc = dict(requirement.per_dc)
+        local_answered = self.local_id in self.core.answers
         for target in self.request.targets:
-            if target.node_id == self.local_id and self.local_id in self.core.answers:
-                if target.dc in need_dc:
-                    need_dc[target.dc] -= 1
+            if local_answered and target.node_id == self.local_id and target.dc in need_dc:
+                need_dc[target.dc] -= 1
         ask: list[Target] = []
         spares: list[Target] = []
         for target in remote:
