@@ -180,6 +180,7 @@ class Node:
         self.pending_log: bytearray = engine.pending_log
         self._wall_ms = clock.wall_ms
         self._apply = replica.apply
+        self._store_new = replica.store_new
         self._engine_put = engine.put
         self._prune_small = options.vclock_prune.entries_small
 
@@ -277,8 +278,13 @@ class Node:
         if context is None:
             raw = self._eget(ekey)
             if raw is None:
-                self._apply(db, ekey, (), (({actor: (1, now_ms)}, now_ms, expire_at_ms, actor,
-                                             value),), now_ms)
+                def new() -> Siblings:
+                    return (({actor: (1, now_ms)}, now_ms, expire_at_ms, actor, value),)
+                if expire_at_ms:
+                    self._apply(db, ekey, (), new(), now_ms)
+                else:
+                    self._store_new(db, ekey, _encode_single(now_ms, 0, actor, value, 1, now_ms),
+                                    new)
                 self._seq += 1
                 for listener in self._listeners:
                     listener(db, key)

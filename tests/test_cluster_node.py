@@ -93,6 +93,26 @@ def test_put_then_get() -> None:
         assert h.events == [(0, b"k"), (0, b"k")]
 
 
+def test_a_new_key_is_stored_and_counted_as_the_general_path_would() -> None:
+    """put_now's new-key shortcut (Replica.store_new) writes the bytes encode() gives for the
+    same version, counts the key, and hands the store hook the same set."""
+    with harness() as h:
+        node = h.node
+        hooked: list[tuple[bytes, Siblings, Siblings | None]] = []
+        node.replica.on_store = lambda ekey, old, new: hooked.append((ekey, old, new))
+        node.put_now(0, b"fresh", b"v")
+        node.put_now(0, b"expiring", b"v", T0 + 60_000)  # the general path
+        version = ({node.actor: (1, T0)}, T0, 0, node.actor, b"v")
+        engine = node._engine
+        assert engine is not None
+        assert engine.get(_engine_key(0, b"fresh")) == sibling_codec.encode((version,))
+        assert node.replica.keys[0] == 2 and node.replica.expires[0] == 1
+        assert hooked[0] == (_engine_key(0, b"fresh"), (), (version,))
+        assert [event[:2] for event in h.events] == [(0, b"fresh"), (0, b"expiring")]
+        h.reopen()
+        assert h.node.replica.keys[0] == 2  # the counters a rebuild computes agree
+
+
 def test_overwrites_keep_one_version_and_bump_this_actor() -> None:
     with harness() as h:
         for i in range(5):
