@@ -114,7 +114,8 @@ _header: Final = _ARRAY_HEADER.__getitem__
 # no cheaper for long pipelined reads, which go straight to hiredis.
 _SPLIT_BYTES_MAX: Final = 512
 _ARGC_OF: Final = {b"*%d" % n: n for n in range(1, 1025)}.get
-_BULK_HEADER: Final = [b"$%d" % n for n in range(_SPLIT_BYTES_MAX)].__getitem__
+_BULK_HEADERS: Final = [b"$%d" % n for n in range(_SPLIT_BYTES_MAX)]
+_BULK_HEADER: Final = _BULK_HEADERS.__getitem__
 
 
 def _split_canonical(data: bytes) -> list[list[bytes]] | None:
@@ -127,6 +128,26 @@ def _split_canonical(data: bytes) -> list[list[bytes]] | None:
     lines = data.split(b"\r\n")
     end = len(lines) - 1
     if lines[end]:  # not ending in CRLF: a partial command or inline text
+        return None
+    # 3, 5 or 7 lines can only be one command of 1, 2 or 3 arguments (a command takes 1 + 2n
+    # lines): GET, SET, INCR ... of an unpipelined client, checked straight-line, which costs
+    # half of the general loop below.
+    header = _BULK_HEADERS
+    if end == 5:
+        a, b = lines[2], lines[4]
+        if lines[0] == b"*2" and lines[1] == header[len(a)] and lines[3] == header[len(b)]:
+            return [[a, b]]
+        return None
+    if end == 7:
+        a, b, c = lines[2], lines[4], lines[6]
+        if (lines[0] == b"*3" and lines[1] == header[len(a)] and lines[3] == header[len(b)]
+                and lines[5] == header[len(c)]):
+            return [[a, b, c]]
+        return None
+    if end == 3:
+        a = lines[2]
+        if lines[0] == b"*1" and lines[1] == header[len(a)]:
+            return [[a]]
         return None
     commands: list[list[bytes]] = []
     i = 0
