@@ -11,9 +11,10 @@ and hands each request to the ``Handler`` callback; its return value is the repl
 ``request()`` is a plain method that returns a future: it never awaits, so a caller that is
 not running inside a Task (the frontend drives node coroutines with ``send(None)``) can use
 it, and a coordinator fans out N requests with N calls. Each request has its own deadline,
-kept in its link's deadline heap and watched by one timer per link (from the injected
-``Clock``: ``loop.call_later`` in production), never ``asyncio.timeout``/``wait_for``: a
-timer per request would cost a timer start and cancel for every message.
+kept in its link's deadline FIFO (one per timeout value) and watched by one timer per link
+(from the injected ``Clock``: ``loop.call_later`` in production), never
+``asyncio.timeout``/``wait_for``: a timer per request would cost a timer start and cancel
+for every message.
 
 Rules:
 1. Every future ``request()`` returns completes exactly once: with the reply message; with
@@ -45,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import heapq
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -165,13 +165,14 @@ class TransportStats:
 
 
 class _Pending:
-    __slots__ = ("future", "message", "request_id", "timeout_s")
+    __slots__ = ("due", "future", "message", "request_id", "timeout_s")
 
     def __init__(self, future: asyncio.Future[Message], message: Message) -> None:
         self.future = future
         self.message = message
         self.request_id = 0
         self.timeout_s = 0.0
+        self.due = 0.0
 
 
 class _Connection(asyncio.Protocol):
@@ -394,10 +395,11 @@ class _Link:
         self.inflight: dict[int, _Pending] = {}
         self.queue: collections.deque[_Pending] = collections.deque()
         self.next_id = 1
-        # Deadlines: (due, seq, pending) for every request submitted, answered or not (an
-        # answered one is skipped when its due time comes); one timer for the earliest.
-        self.deadlines: list[tuple[float, int, _Pending]] = []
-        self.deadline_seq = 0
+        # Deadlines: every request submitted, answered or not (an answered one is skipped
+        # when the sweep reaches it), in one FIFO per timeout: requests with the same
+        # timeout fall due in the order they were submitted, so no heap is needed (the
+        # monotonic clock never goes back). One timer for the earliest due of all.
+        self.deadlines: dict[float, collections.deque[_Pending]] = {}
         self.deadline_timer: TimerHandle | None = None
         self.deadline_timer_due = 0.0
 
@@ -414,9 +416,11 @@ class _Link:
                 f"{len(self.queue)} requests already queued for peer {self.peer_id}"))
             return
         pending.timeout_s = timeout_s
-        due = self.clock.monotonic() + timeout_s
-        self.deadline_seq += 1
-        heapq.heappush(self.deadlines, (due, self.deadline_seq, pending))
+        pending.due = due = self.clock.monotonic() + timeout_s
+        fifo = self.deadlines.get(timeout_s)
+        if fifo is None:
+            fifo = self.deadlines[timeout_s] = collections.deque()
+        fifo.append(pending)
         if self.deadline_timer is None or due < self.deadline_timer_due:
             self._arm_deadline_timer(due)
         self.queue.append(pending)
@@ -463,18 +467,23 @@ class _Link:
     def _on_deadline(self) -> None:
         """Expire every request whose deadline has come; re-arm for the next one."""
         self.deadline_timer = None
-        deadlines = self.deadlines
         # A loop timer may fire a hair before its due time (millisecond rounding).
         now = self.clock.monotonic() + _DEADLINE_SLACK_S
+        inflight = self.inflight
         expired = False
-        while deadlines and deadlines[0][0] <= now:
-            pending = heapq.heappop(deadlines)[2]
-            expired = self._expire(pending) or expired
-        while deadlines and deadlines[0][2].future.done() and (
-                self.inflight.get(deadlines[0][2].request_id) is not deadlines[0][2]):
-            heapq.heappop(deadlines)  # answered early: nothing left to watch
-        if deadlines:
-            self._arm_deadline_timer(deadlines[0][0])
+        earliest: float | None = None
+        for timeout_s, fifo in list(self.deadlines.items()):
+            while fifo and fifo[0].due <= now:
+                expired = self._expire(fifo.popleft()) or expired
+            while fifo and fifo[0].future.done() and (
+                    inflight.get(fifo[0].request_id) is not fifo[0]):
+                fifo.popleft()  # answered early: nothing left to watch
+            if not fifo:
+                del self.deadlines[timeout_s]
+            elif earliest is None or fifo[0].due < earliest:
+                earliest = fifo[0].due
+        if earliest is not None:
+            self._arm_deadline_timer(earliest)
         if expired:
             self._pump()
 
