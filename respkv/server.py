@@ -163,11 +163,19 @@ class Server:
             error = self._try_commit()
             waiters, self._commit_waiters = self._commit_waiters, []
             for connection in waiters:
-                connection.committed(error)
+                try:
+                    connection.committed(error)
+                except Exception:  # one broken connection must not leave the others unanswered
+                    log.exception("writing replies failed")
+                    connection.close()
         if self._write_waiters:
             waiters, self._write_waiters = self._write_waiters, []
             for connection in waiters:
-                connection.write_deferred()
+                try:
+                    connection.write_deferred()
+                except Exception:
+                    log.exception("writing replies failed")
+                    connection.close()
 
     def _try_commit(self) -> str | None:
         try:

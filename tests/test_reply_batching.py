@@ -135,3 +135,29 @@ def test_many_connections_each_get_their_own_replies(tmp_path: Path, pipelined: 
         str(n): b"+OK\r\n" * pipelined + b"$%d\r\n%d\r\n" % (len(str(pipelined - 1)), pipelined - 1)
         for n in range(20)
     }
+
+
+def test_a_connection_whose_write_fails_does_not_stop_the_others(tmp_path: Path) -> None:
+    class BrokenTransport(RecordingTransport):
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("the handler is closed")
+
+    async def scenario() -> tuple[list[tuple[str, bytes]], bool]:
+        server = await _server(tmp_path)
+        log: list[tuple[str, bytes]] = []
+        broken = RespConnection(server)
+        broken_transport = BrokenTransport(log, "broken")
+        broken.connection_made(broken_transport)  # type: ignore[arg-type]
+        healthy = _connect(server, log, "healthy")
+        broken.data_received(_command(b"SET", b"a", b"1"))
+        healthy.data_received(_command(b"SET", b"b", b"2"))
+        broken.data_received(_command(b"PING"))
+        healthy.data_received(_command(b"PING"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await server.state.node.close()
+        return log, broken_transport.closed
+
+    log, broken_closed = asyncio.run(scenario())
+    assert log == [("healthy", b"+OK\r\n+PONG\r\n")]
+    assert broken_closed
