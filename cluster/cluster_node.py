@@ -213,7 +213,8 @@ class ClusterNode:
             commit=self._commit_handoff, report=lambda message: log.warning("%s", message),
             delivered=lambda target, done, sent: log.info(
                 "handed off %d of %d hints to node %s", done, sent, target))
-        self._commit_waiters: list[asyncio.Future[None]] = []
+        # Rule 2: replies waiting for the next commit, one shared future per distinct reply.
+        self._commit_waiters: dict[Message, asyncio.Future[Message]] = {}
         self._commit_scheduled = False
         self._closed = False
         self.peer_address: tuple[str, int] = (options.peer_host, options.peer_port)
@@ -554,7 +555,7 @@ class ClusterNode:
             await asyncio.sleep(0)
         for fsm in list(self.coordinator.active):  # a local-only FSM waiting for nothing
             log.info("stopping with an unfinished request: %r", fsm)
-        for future in self._commit_waiters:
+        for future in self._commit_waiters.values():
             if not future.done():
                 future.set_exception(ClusterError("node is stopping"))
         self._write_alive()
@@ -775,47 +776,36 @@ class ClusterNode:
             raise RemoteError(ErrorCode.UNSUPPORTED, f"db {db} is out of range")
 
     def _after_commit(self, reply: Message) -> Message | asyncio.Future[Message]:
+        """``reply`` once the pending log is committed (Rule 2). The requests of one commit
+        round that answer the same reply (every WRITE answers WriteAck) share one future:
+        the transport reads it once per request, and a round of many writes makes one."""
         if not self.node.pending_log:
             return reply
-        answer: asyncio.Future[Message] = self._loop.create_future()
-        barrier = self._commit_barrier()
-
-        def done(_: asyncio.Future[None]) -> None:
-            if answer.done():
-                return
-            error = barrier.exception()
-            if error is not None:
-                answer.set_exception(RemoteError(ErrorCode.INTERNAL, f"commit failed: {error}"))
-            else:
-                answer.set_result(reply)
-
-        barrier.add_done_callback(done)
-        return answer
-
-    def _commit_barrier(self) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = self._loop.create_future()
-        self._commit_waiters.append(future)
+        answers = self._commit_waiters
+        answer = answers.get(reply)
+        if answer is None:
+            answer = answers[reply] = self._loop.create_future()
         if not self._commit_scheduled:
             self._commit_scheduled = True
             self._loop.call_soon(self._commit)
-        return future
+        return answer
 
     def _commit(self) -> None:
         self._commit_scheduled = False
-        waiters, self._commit_waiters = self._commit_waiters, []
+        waiters, self._commit_waiters = self._commit_waiters, {}
         error: Exception | None = None
         try:
             if not self._closed:
                 self.node.commit()
         except Exception as exc:  # OSError (disk full ...): the writes are not acknowledged
             error = exc
-        for future in waiters:
+        for reply, future in waiters.items():
             if future.done():
                 continue
             if error is not None:
-                future.set_exception(error)
+                future.set_exception(RemoteError(ErrorCode.INTERNAL, f"commit failed: {error}"))
             else:
-                future.set_result(None)
+                future.set_result(reply)
 
     # Fan-out helpers ------------------------------------------------------------------------
 
