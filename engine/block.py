@@ -6,11 +6,13 @@ Layout (docs/formats/sstable.md, "Data block"):
 A value_length of TOMBSTONE_LENGTH marks a tombstone (no value bytes follow).
 
 Invariants:
-1. decode(BlockBuilder(...).finish()) returns exactly the entries added, in order, and so
-   does decode(encode_entries(keys, values)), which is BlockBuilder(1)'s output made in bulk.
+1. decode(encode_entries(keys, values)) returns exactly those entries, in order, and so does
+   decode() of any block in the general layout (prefix-compressed keys, a restart point
+   every n entries), which tables written before 2026-11 hold and tests still build.
+   The writer puts a restart point at every entry (encode_run(), restart_trailer()).
 2. Keys in a block strictly increase; the entry at each restart offset has shared == 0, so a
    reader can start decoding at any restart point.
-3. A block holds at least one entry however large: the builder never refuses an entry, and
+3. A block holds at least one entry however large: encode_run() never refuses an entry, and
    the table builder cuts a block only after an add, so a 512 MiB value makes one block.
 4. decode(), parse() and SearchBlock.find() are a trust boundary: they check every length and
    offset before slicing and raise CorruptionError naming the file, never IndexError or
@@ -30,9 +32,6 @@ from itertools import accumulate, chain, repeat
 
 from engine.errors import CorruptionError
 
-# BlockBuilder's default, and the index block's interval: the index is decoded whole at open.
-# Data blocks are written by encode_entries(), a restart at every entry (table_builder.py).
-RESTART_INTERVAL_DEFAULT = 16
 TOMBSTONE_LENGTH = 0xFFFF_FFFF  # On disk: the value_length that means "deleted".
 ENTRY_HEADER = struct.Struct("<III")  # shared, unshared, value_length
 _U32 = struct.Struct("<I")
@@ -57,85 +56,55 @@ class Absent(enum.Enum):
 ABSENT = Absent.ABSENT
 
 
-class BlockBuilder:
-    """Builds one block in memory. REQUIRES: keys added in strictly increasing order."""
+def encode_run(keys: Sequence[bytes], values: Sequence[bytes | None]
+               ) -> tuple[bytes, list[int], int]:
+    """Entries keys[i] -> values[i] (None: tombstone), each a restart point (shared = 0), back
+    to back: (their bytes, the offset where each starts plus the end, the tombstone count).
 
-    __slots__ = ("_buf", "_count", "_last_key", "_restart_interval", "_restarts")
+    A block is any slice of these bytes between two offsets followed by restart_trailer() of
+    those offsets rebased to the slice (encode_entries() is the whole run as one block), so a
+    table builder encodes a batch of entries once and cuts its blocks from it. The work is a
+    few C-level passes over the lists, not Python code per entry: a flush writes every entry
+    through here while the loop thread competes for the GIL (db.py invariant 9).
 
-    def __init__(self, restart_interval: int = RESTART_INTERVAL_DEFAULT) -> None:
-        assert restart_interval >= 1, restart_interval
-        self._restart_interval = restart_interval
-        self._buf = bytearray()
-        self._restarts: list[int] = []
-        self._count = 0
-        self._last_key = b""
+    REQUIRES: keys strictly increase; every len(value) < TOMBSTONE_LENGTH.
+    """
+    n = len(keys)
+    assert n == len(values), (n, len(values))
+    assert all(map(operator.lt, keys, keys[1:])), "keys must strictly increase"
+    klens = list(map(len, keys))
+    tombstones = 0
+    try:
+        vlens = sizes = list(map(len, values))  # type: ignore[arg-type]
+        vbytes: Sequence[bytes] = values  # type: ignore[assignment]
+    except TypeError:  # a None among them: the rare path pays for its own checks
+        tombstones = values.count(None)
+        vlens = [TOMBSTONE_LENGTH if v is None else len(v) for v in values]
+        sizes = [0 if v is None else len(v) for v in values]
+        vbytes = [b"" if v is None else v for v in values]
+    assert not n or max(sizes) < TOMBSTONE_LENGTH
+    headers = map(_pack_header, repeat(0, n), klens, vlens)
+    starts = list(accumulate(map(operator.add, map(operator.add, klens, sizes),
+                                 repeat(_HSIZE, n)), initial=0))
+    body = b"".join(chain.from_iterable(zip(headers, keys, vbytes, strict=True)))
+    return body, starts, tombstones
 
-    def __len__(self) -> int:
-        return self._count
 
-    @property
-    def size_estimate(self) -> int:
-        """Bytes finish() would return now (within 4 bytes per future restart)."""
-        return len(self._buf) + 4 * len(self._restarts) + 4
-
-    def add(self, key: bytes, value: bytes | None) -> None:
-        """REQUIRES: key > every key added before; len(value) < TOMBSTONE_LENGTH."""
-        assert self._count == 0 or key > self._last_key, "keys must strictly increase"
-        shared = 0
-        if self._count % self._restart_interval == 0:
-            self._restarts.append(len(self._buf))
-        else:
-            last = self._last_key
-            limit = min(len(last), len(key))
-            while shared < limit and last[shared] == key[shared]:
-                shared += 1
-        buf = self._buf
-        if value is None:
-            buf += _pack_header(shared, len(key) - shared, TOMBSTONE_LENGTH)
-            buf += key[shared:]
-        else:
-            assert len(value) < TOMBSTONE_LENGTH, len(value)
-            buf += _pack_header(shared, len(key) - shared, len(value))
-            buf += key[shared:]
-            buf += value
-        self._last_key = key
-        self._count += 1
-
-    def finish(self) -> bytearray:
-        """The block's bytes. REQUIRES: at least one entry. The builder is spent afterwards."""
-        assert self._count > 0, "a block holds at least one entry"
-        buf = self._buf
-        for offset in self._restarts:
-            buf += _U32.pack(offset)
-        buf += _U32.pack(len(self._restarts))
-        return buf
+def restart_trailer(offsets: Sequence[int]) -> bytes:
+    """The restart array and count that end a block whose restart points are at offsets."""
+    return _restarts_struct(len(offsets)).pack(*offsets) + _U32.pack(len(offsets))
 
 
 def encode_entries(keys: Sequence[bytes], values: Sequence[bytes | None]) -> bytes:
     """One block holding keys[i] -> values[i] (None: tombstone), every entry a restart point:
-    the bytes BlockBuilder(1) makes, built by a few C-level passes over the lists instead of
-    a Python loop per entry (a flush writes every entry through here; see table_builder).
+    the bytes BlockBuilder(1) makes, by C-level passes (encode_run()).
 
     REQUIRES: at least one entry; keys strictly increase; every len(value) < TOMBSTONE_LENGTH.
     """
-    n = len(keys)
-    assert n > 0 and n == len(values), (n, len(values))
-    assert all(map(operator.lt, keys, keys[1:])), "keys must strictly increase"
-    klens = list(map(len, keys))
-    if None in values:
-        vlens = [TOMBSTONE_LENGTH if v is None else len(v) for v in values]
-        sizes = [0 if v is None else len(v) for v in values]
-        vbytes: Sequence[bytes] = [b"" if v is None else v for v in values]
-    else:
-        vlens = sizes = list(map(len, values))  # type: ignore[arg-type]
-        vbytes = values  # type: ignore[assignment]
-        assert max(vlens) < TOMBSTONE_LENGTH
-    headers = map(_pack_header, repeat(0, n), klens, vlens)
-    ends = accumulate(map(operator.add, map(operator.add, klens, sizes), repeat(ENTRY_HEADER.size)))
-    restarts = [0, *ends]
-    restarts.pop()
-    return b"".join((*chain.from_iterable(zip(headers, keys, vbytes, strict=True)),
-                     _restarts_struct(n).pack(*restarts), _U32.pack(n)))
+    assert keys, "a block holds at least one entry"
+    body, starts, _ = encode_run(keys, values)
+    starts.pop()
+    return body + restart_trailer(starts)
 
 
 def _restarts_struct(count: int) -> struct.Struct:

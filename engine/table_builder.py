@@ -8,17 +8,20 @@ Invariants:
 3. A data block is cut once it reaches block_size_bytes, after an add, so each block holds at
    least one entry however large (a 512 MiB value is one block).
 4. Every block is written sealed (CRC trailer, table_format invariant 1), and the index maps
-   the last key of each data block to its handle, in key order.
+   the last key of each data block to its handle, in key order. Data and index blocks both
+   have a restart point at every entry (block.encode_run): no Python code per entry or per
+   block to build them, and the reader decodes the index by bulk slicing at open.
 5. On any failure the temp file is removed (best effort) and StorageError names the path;
    path itself is never created.
 """
 
 from __future__ import annotations
 
+import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, repeat
+from itertools import repeat
 from operator import add
 from typing import TypeVar
 
@@ -30,9 +33,9 @@ from engine.table_format import BlockHandle, Footer, Properties
 _T = TypeVar("_T")
 
 WRITE_BUFFER_BYTES = 1 << 20  # sealed blocks are gathered into ~1 MiB writes
-# A data block entry beyond its key and value: the 12-byte header and its 4-byte restart slot
-# (every entry of a data block is a restart point: block.encode_entries).
-_ENTRY_FIXED_BYTES = block.ENTRY_HEADER.size + 4
+# Every entry of a data block is a restart point (block.encode_run), so it costs its 4-byte
+# restart slot on top of its encoded bytes.
+_RESTART_SLOT_BYTES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +63,14 @@ class TableBuilder:
         self._block_size = block_size_bytes
         self._before_write = before_write
         self._bloom = bloom.BloomFilterBuilder(bloom_bits_per_key)
-        # The open data block: its entries, and their bytes once encoded (header, key, value
-        # and restart slot each).
-        self._block_keys: list[bytes] = []
-        self._block_values: list[bytes | None] = []
+        # The open data block: its encoded entries, where each starts, its size once finished
+        # but for the restart count (restart slots included), and its last key.
+        self._block_body = bytearray()
+        self._block_starts: list[int] = []
         self._block_bytes = 0
-        self._index = block.BlockBuilder(block.RESTART_INTERVAL_DEFAULT)
+        # The index entries: last key of each data block, and its encoded handle.
+        self._index_keys: list[bytes] = []
+        self._index_handles: list[bytes | None] = []
         self._pending = bytearray()  # sealed blocks not yet written
         self._offset = 0  # file offset where _pending starts
         self._entries = 0
@@ -83,10 +88,12 @@ class TableBuilder:
     def add_many(self, keys: Sequence[bytes], values: Sequence[bytes | None]) -> None:
         """Append keys[i] -> values[i] (None: tombstone), as add() of each in turn.
 
-        REQUIRES: keys strictly increase, and keys[0] > every key added before. The work per
-        entry is a few C-level passes over the lists (sizes, bloom hashes, block encoding),
-        not Python code per entry: a flush writes every memtable entry through here while
-        the loop thread competes for the GIL (db.py invariant 9).
+        REQUIRES: keys strictly increase, and keys[0] > every key added before. The batch is
+        encoded once (block.encode_run) and the blocks are cut from it by offsets: the work
+        per entry is a few C-level passes over the lists, not Python code per entry, and the
+        work per block is a slice, its restart array and a CRC. A flush writes every
+        memtable entry through here while the loop thread competes for the GIL (db.py
+        invariant 9).
         """
         assert self._file is not None, "add() after finish() or abandon()"
         count = len(keys)
@@ -100,34 +107,26 @@ class TableBuilder:
         self._last_key = keys[-1]
         self._entries += count
         self._bloom.add_all(keys)
-        if None in values:
-            sizes = [0 if v is None else len(v) for v in values]
-        else:
-            sizes = list(map(len, values))  # type: ignore[arg-type]
-        # Bytes of each entry in its block: header, key, value, restart slot.
-        per_entry = _ENTRY_FIXED_BYTES
-        ends = list(accumulate(map(add, map(add, map(len, keys), sizes), repeat(per_entry)),
-                               initial=self._block_bytes))
-        # ends[i] = bytes of the open block once entries before i are in it (ends[0]: before
-        # this call). A block is cut after the first entry that brings it to the target
-        # (invariant 3), so entry j closes a block when ends[j + 1] - base >= target.
+        body, starts, tombstones = block.encode_run(keys, values)
+        self._tombstones += tombstones
+        # filled[i]: bytes the batch's first i entries take in a block, restart slots included.
+        filled = list(map(add, starts, range(0, _RESTART_SLOT_BYTES * count + 1,
+                                             _RESTART_SLOT_BYTES)))
+        # A block is cut after the first entry that brings it to the target (invariant 3):
+        # entry j - 1 closes the block that starts at entry lo (after what is already open)
+        # when filled[j] - filled[lo] >= need.
         target = self._block_size - 4  # the restart count
+        need = target - self._block_bytes
         lo = 0
-        base = 0
-        block_keys, block_values = self._block_keys, self._block_values
-        while True:
-            j = bisect_left(ends, base + target, lo + 1)  # first index with ends[j] >= ...
-            if j > count:
-                break
-            block_keys += keys[lo:j]
-            block_values += values[lo:j]
-            self._cut_block()
-            block_keys, block_values = self._block_keys, self._block_values
-            base = ends[j]
+        while (j := bisect_left(filled, filled[lo] + need, lo + 1)) <= count:
+            self._cut_block(body, starts, lo, j, keys[j - 1])
             lo = j
-        block_keys += keys[lo:]
-        block_values += values[lo:]
-        self._block_bytes = ends[count] - base
+            need = target
+        if lo < count:
+            shift = len(self._block_body) - starts[lo]
+            self._block_starts += map(add, starts[lo:count], repeat(shift))
+            self._block_body += memoryview(body)[starts[lo]:]
+            self._block_bytes += filled[count] - filled[lo]
 
     @property
     def entry_count(self) -> int:
@@ -145,10 +144,10 @@ class TableBuilder:
         """
         assert self._file is not None, "finish() twice or after abandon()"
         assert self._entries > 0, "a table holds at least one entry"
-        if self._block_keys:
-            self._cut_block()
+        if self._block_starts:
+            self._cut_block(b"", [0], 0, 0, self._last_key)
         bloom_handle = self._append(self._bloom.finish().encode())
-        index_handle = self._append(self._index.finish())
+        index_handle = self._append(block.encode_entries(self._index_keys, self._index_handles))
         props = Properties(self._entries, self._tombstones, self._blocks, self._min_key,
                            self._last_key)
         props_handle = self._append(table_format.encode_properties(props))
@@ -182,16 +181,34 @@ class TableBuilder:
         except OSError:
             pass
 
-    def _cut_block(self) -> None:
-        keys, values = self._block_keys, self._block_values
-        handle = self._append(block.encode_entries(keys, values))
-        self._index.add(keys[-1], handle.encode())
+    def _cut_block(self, body: bytes, starts: list[int], lo: int, hi: int,
+                   last_key: bytes) -> None:
+        """Seal the open block extended by entries lo..hi-1 of a batch (body, starts as
+        block.encode_run returned them) and index it under last_key, its last key."""
+        open_body = self._block_body
+        shift = len(open_body) - starts[lo]
+        offsets = self._block_starts
+        offsets += map(add, starts[lo:hi], repeat(shift))
+        entries = memoryview(body)[starts[lo]:starts[hi]]
+        trailer = block.restart_trailer(offsets)
+        size = len(open_body) + len(entries) + len(trailer)
+        if size > table_format.BLOCK_BYTES_MAX:
+            self.abandon()
+            raise StorageError(f"{self.path}: block of {size} bytes exceeds the format")
+        crc = zlib.crc32(trailer, zlib.crc32(entries, zlib.crc32(open_body)))
+        self._index_keys.append(last_key)
+        self._index_handles.append(table_format.HANDLE.pack(self._offset + len(self._pending),
+                                                            size))
+        pending = self._pending
+        pending += open_body
+        pending += entries
+        pending += trailer
+        pending += table_format.encode_crc(crc)
         self._blocks += 1
-        self._tombstones += values.count(None)
-        self._block_keys = []
-        self._block_values = []
+        self._block_body = bytearray()
+        self._block_starts = []
         self._block_bytes = 0
-        if len(self._pending) >= WRITE_BUFFER_BYTES:
+        if len(pending) >= WRITE_BUFFER_BYTES:
             self._guard(self._flush_pending)
 
     def _append(self, data: bytes | bytearray) -> BlockHandle:

@@ -61,12 +61,6 @@ class BlockHandle:
         return HANDLE.pack(self.offset, self.size)
 
 
-def decode_handle(data: bytes, path: str) -> BlockHandle:
-    if len(data) != HANDLE.size:
-        raise CorruptionError(path, f"block handle of {len(data)} bytes")
-    return BlockHandle(*HANDLE.unpack(data))
-
-
 @dataclass(frozen=True, slots=True)
 class Footer:
     bloom: BlockHandle
@@ -85,7 +79,13 @@ class Properties:
 
 def seal(block: bytes | bytearray) -> bytes:
     """block followed by its CRC trailer, as written to the file."""
-    return bytes(block) + _U32.pack(zlib.crc32(block))
+    return bytes(block) + encode_crc(zlib.crc32(block))
+
+
+def encode_crc(crc: int) -> bytes:
+    """The trailer of a block whose contents have zlib.crc32 crc (computed piecewise by a
+    writer that never joins the contents into one buffer)."""
+    return _U32.pack(crc)
 
 
 def unseal(raw: bytes, path: str, offset: int, name: str) -> memoryview:

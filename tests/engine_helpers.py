@@ -1,4 +1,5 @@
-"""Test helpers for the engine: a fault-injecting file system and log-file surgery.
+"""Test helpers for the engine: a fault-injecting file system, log-file surgery, and a block
+encoder of the general layout.
 
 The engine tests use no pytest fixtures or parametrize (tables are plain loops, directories come
 from temp_dir()): with looptime 0.9 installed and pytest-asyncio absent, every fixture setup in
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import tempfile
 import threading
 import time
@@ -17,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import filenames, log_format
+from engine import block, filenames, log_format
 from engine.db import Engine
 from engine.fs import (
     BytesLike,
@@ -232,3 +234,43 @@ def rewrite_record(path: str, offset: int, *, rtype: int | None = None,
     data[offset : offset + 9 + old_length] = record
     with open(path, "wb") as f:
         f.write(data)
+
+
+class BlockBuilder:
+    """Encodes one block in the general data-block layout: a restart point every
+    restart_interval entries and prefix-compressed keys between them (docs/formats/
+    sstable.md). The engine writes interval 1 only (block.encode_run); tables written before
+    2026-11 hold interval 16, so the readers' tests build such blocks with this.
+
+    REQUIRES: keys added in strictly increasing order; finish() after at least one add().
+    """
+
+    def __init__(self, restart_interval: int = 16) -> None:
+        assert restart_interval >= 1
+        self._interval = restart_interval
+        self._body = bytearray()
+        self._restarts: list[int] = []
+        self._last = b""
+        self._count = 0
+
+    def add(self, key: bytes, value: bytes | None) -> None:
+        assert self._count == 0 or key > self._last, "keys must strictly increase"
+        shared = 0
+        if self._count % self._interval == 0:
+            self._restarts.append(len(self._body))
+        else:
+            while (shared < min(len(key), len(self._last))
+                   and key[shared] == self._last[shared]):
+                shared += 1
+        length = block.TOMBSTONE_LENGTH if value is None else len(value)
+        self._body += block.ENTRY_HEADER.pack(shared, len(key) - shared, length)
+        self._body += key[shared:]
+        self._body += value or b""
+        self._last = key
+        self._count += 1
+
+    def finish(self) -> bytes:
+        assert self._count, "a block holds at least one entry"
+        restarts = self._restarts
+        return bytes(self._body) + struct.pack(f"<{len(restarts)}I", *restarts) + struct.pack(
+            "<I", len(restarts))

@@ -17,7 +17,7 @@ from engine.fs import OSFileSystem
 from engine.table_builder import TableBuilder
 from engine.table_format import TOMBSTONE
 from engine.table_reader import TableReader
-from tests.engine_helpers import patch_file, read_bytes, temp_dir
+from tests.engine_helpers import BlockBuilder, patch_file, read_bytes, temp_dir
 
 FS = OSFileSystem()
 Entries = list[tuple[bytes, bytes | None]]
@@ -29,9 +29,9 @@ def entries_of(n: int) -> Entries:
             for i in range(n)]
 
 
-def build(entries: Entries, restart_interval: int = block.RESTART_INTERVAL_DEFAULT
+def build(entries: Entries, restart_interval: int = 16
           ) -> bytes:
-    builder = block.BlockBuilder(restart_interval)
+    builder = BlockBuilder(restart_interval)
     for key, value in entries:
         builder.add(key, value)
     return bytes(builder.finish())

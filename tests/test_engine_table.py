@@ -18,7 +18,7 @@ from engine.fs import OSFileSystem
 from engine.table_builder import TableBuilder
 from engine.table_format import TOMBSTONE
 from engine.table_reader import TableReader
-from tests.engine_helpers import FaultyFS, patch_file, read_bytes, temp_dir
+from tests.engine_helpers import BlockBuilder, FaultyFS, patch_file, read_bytes, temp_dir
 
 FS = OSFileSystem()
 Entries = list[tuple[bytes, bytes | None]]
@@ -42,7 +42,7 @@ sorted_entries = st.dictionaries(st.binary(max_size=12), st.none() | st.binary(m
 
 @given(sorted_entries, st.integers(1, 4))
 def test_block_round_trip(entries: Entries, restart_interval: int) -> None:
-    builder = block.BlockBuilder(restart_interval)
+    builder = BlockBuilder(restart_interval)
     for key, value in entries:
         builder.add(key, value)
     keys, values = block.decode(bytes(builder.finish()), "b", 0)
@@ -52,7 +52,7 @@ def test_block_round_trip(entries: Entries, restart_interval: int) -> None:
 @given(sorted_entries)
 def test_encode_entries_is_block_builder_with_a_restart_at_every_entry(entries: Entries
                                                                        ) -> None:
-    builder = block.BlockBuilder(1)
+    builder = BlockBuilder(1)
     for key, value in entries:
         builder.add(key, value)
     keys = [k for k, _ in entries]
@@ -83,7 +83,7 @@ def test_bulk_decode_damage_is_corruption_or_the_general_path_never_a_crash() ->
 
 
 def test_block_structural_damage_is_corruption_not_crash() -> None:
-    builder = block.BlockBuilder(2)
+    builder = BlockBuilder(2)
     for key, value in sample_entries(20):
         builder.add(key, value)
     data = bytes(builder.finish())
@@ -134,6 +134,66 @@ def test_add_many_writes_the_same_table_as_add(entries: Entries, block_size: int
             builder.add_many([k for k, _ in chunk], [v for _, v in chunk])
         assert builder.finish().file_size == one
         assert read_bytes(os.path.join(d, "many.sst")) == read_bytes(os.path.join(d, "one.sst"))
+
+
+def golden_entries() -> Entries:
+    return sorted(dict((b"key:%05d" % (i * 37 % 1000),
+                        None if i % 11 == 0 else b"v%d" % i * (i % 7))
+                       for i in range(600)).items())
+
+
+def write_golden(d: str) -> bytes:
+    entries = golden_entries()
+    builder = TableBuilder(FS, d, "g.sst", block_size_bytes=256)
+    for start in range(0, len(entries), 50):
+        chunk = entries[start : start + 50]
+        builder.add_many([k for k, _ in chunk], [v for _, v in chunk])
+    return read_bytes(builder.finish().path)
+
+
+def test_table_bytes_are_pinned() -> None:
+    # Data blocks and bloom filter: the bytes the builder of 9474bb7 (one encode per block,
+    # a per-probe bloom loop) wrote for these entries, so cutting blocks out of a batch
+    # encoded once changed none of them. The index has had a restart at every entry since.
+    with temp_dir() as d:
+        data = write_golden(d)
+    footer = table_format.decode_footer(data[-table_format.FOOTER_SIZE :], "g", len(data))
+    assert (footer.bloom.offset, zlib.crc32(data[: footer.bloom.offset])) == (21867,
+                                                                             0x35D33123)
+    assert (len(data), zlib.crc32(data)) == (25711, 0x8406F80A)
+
+
+def test_table_with_an_index_of_restart_interval_16_still_reads() -> None:
+    # What tables written before 2026-11 hold: the same table with its index re-encoded in
+    # the general layout (prefix-compressed, a restart every 16 entries).
+    with temp_dir() as d:
+        data = write_golden(d)
+        footer = table_format.decode_footer(data[-table_format.FOOTER_SIZE :], "g", len(data))
+        index = footer.index
+        keys, handles = block.decode(data[index.offset : index.offset + index.size], "g", 0)
+        old_index = BlockBuilder(16)
+        for key, handle in zip(keys, handles, strict=True):
+            old_index.add(key, handle)
+        old_index_bytes = old_index.finish()
+        props = data[footer.properties.offset : footer.properties.offset
+                     + footer.properties.size]
+        head = data[: index.offset] + table_format.seal(old_index_bytes)
+        new_index = table_format.BlockHandle(index.offset, len(old_index_bytes))
+        new_props = table_format.BlockHandle(len(head), len(props))
+        old = (head + table_format.seal(props)
+               + table_format.encode_footer(table_format.Footer(footer.bloom, new_index,
+                                                                new_props)))
+        assert len(old_index_bytes) < index.size  # the prefix compression did something
+        path = os.path.join(d, "old.sst")
+        with open(path, "wb") as f:
+            f.write(old)
+        reader = TableReader.open(FS, path, BlockCache(1 << 20))
+        try:
+            assert list(reader.scan()) == golden_entries()
+            for key, value in golden_entries():
+                assert reader.get(key) == (TOMBSTONE if value is None else value)
+        finally:
+            reader.close()
 
 
 def test_blocks_are_cut_after_the_entry_that_reaches_the_target() -> None:
