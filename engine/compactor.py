@@ -21,8 +21,9 @@ Invariants:
    compaction_throughput_bytes_per_s (plus one burst). Flushes are never throttled: they
    free memtable memory, and slowing them would only turn into write stalls.
 5. write_table() takes its entries in batches (TableBuilder.add_many: C-level passes per
-   batch, not Python code per entry) and calls pause() between batches: the flush thread
-   uses it to give the GIL back to the loop thread (db.py invariant 9).
+   batch, not Python code per entry) and calls pause(entries written so far) between
+   batches: the flush thread uses it to pace itself and give the GIL back to the loop
+   thread (db.py invariant 9).
 """
 
 from __future__ import annotations
@@ -54,11 +55,11 @@ class Stopped(StorageError):
 def write_table(fs: FileSystem, directory: str, number: int, recency: int,
                 batches: Iterable[Batch], options: EngineOptions, cache: BlockCache | None,
                 should_stop: Callable[[], bool], throttle: Callable[[int], None] | None = None,
-                pause: Callable[[], None] | None = None
+                pause: Callable[[int], None] | None = None
                 ) -> tuple[TableMeta, TableReader, TableInfo] | None:
     """Write the entries of batches (keys strictly ascending across them) as table `number`;
     None if there are none. throttle(nbytes) is called before each file write (invariant
-    4); pause(), if given, after each batch (invariant 5).
+    4); pause(entries written so far), if given, after each batch (invariant 5).
 
     Raises StorageError (nothing left behind) on I/O failure, CorruptionError if the table
     does not read back, Stopped if should_stop() turned true.
@@ -77,7 +78,7 @@ def write_table(fs: FileSystem, directory: str, number: int, recency: int,
             if should_stop():
                 raise Stopped(f"{builder.path}: abandoned, engine closing")
             if pause is not None:
-                pause()
+                pause(count)
         if count == 0:
             builder.abandon()
             return None

@@ -38,9 +38,12 @@ Invariants:
    covers it; the everysec timer's sync() fsyncs parked segments before the active one.
 9. GIL share: a background flush writes its table in batches (compactor.BATCH_ENTRIES, a
    few C-level passes each, TableBuilder.add_many) and, between batches, sleeps
-   _FLUSH_PAUSE_S unless frozen_memtables_max memtables are frozen (a writer is about to
-   wait for it: then it runs flat out). The loop thread thus keeps most of the GIL while a
-   flush runs, and a flush still finishes before writers stall on it.
+   _FLUSH_PAUSE_S while it is ahead of its schedule: the share of its entries written is at
+   least the active memtable's fill over _FLUSH_DONE_AT_FILL. Behind schedule, or with
+   frozen_memtables_max memtables frozen (a writer is about to wait for it), it runs flat
+   out. Its work is thus spread over the time the next memtable takes to fill (the loop
+   thread loses the least GIL time in any one stretch), and it is done about when that
+   memtable freezes, well before writers would stall on it (at the freeze after that).
 
 Cost, measured with timeit-style loops (best of 5, 100k random 13-byte keys, 100-byte
 values, CPython 3.11 on a busy 2-vCPU VM, so +-20%): see Engine.__doc__ and the numbers in
@@ -53,6 +56,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import NoReturn
 
 from engine import filenames, log_format
@@ -91,6 +95,14 @@ _STALL_WAIT_S = 0.05  # back-pressure: re-check this often while waiting for a f
 # same thread take it straight back, while a real sleep hands it to the loop thread, which
 # then keeps it until it blocks or its switch interval (5 ms) ends.
 _FLUSH_PAUSE_S = 0.0002
+# A background flush paces itself to be done when the active memtable is this full
+# (invariant 9): its GIL time is then spread evenly over the puts that fill the next
+# memtable, which is the smallest share it can take of any stretch of them. Measured at
+# 0.75, 1.0 and 1.3 (docs/benchmarks.md, "Storage engine"): lower squeezes the flush into
+# fewer puts (slower windows), higher leaves it unfinished at the next freeze, where it runs
+# flat out. The former policy (sleep after every batch while no writer waits) fell behind a
+# fast writer and then ran flat out next to the second memtable's puts.
+_FLUSH_DONE_AT_FILL = 1.0
 
 
 class Engine:
@@ -480,7 +492,8 @@ class Engine:
             written = write_table(self._fs, self._dir, number, number,
                                   frozen.batches(BATCH_ENTRIES), self._options, self._cache,
                                   self._should_stop,
-                                  pause=self._flush_pause if background else None)
+                                  pause=partial(self._flush_pause, total=len(frozen))
+                                  if background else None)
             live = None if written is None else LiveTable(
                 written[0], written[2].path, written[1])
             edit = VersionEdit(log_number=frozen.log_number, next_table_number=number + 1,
@@ -593,11 +606,15 @@ class Engine:
     def _should_stop(self) -> bool:
         return self._stopping
 
-    def _flush_pause(self) -> None:
-        """Between two batches of a background flush: unless the writers are about to wait for
-        this flush (frozen_memtables_max memtables frozen), sleep briefly so the loop thread
-        gets the GIL (invariant 9)."""
-        if len(self._view.frozen) < self._options.frozen_memtables_max:
+    def _flush_pause(self, written: int, total: int) -> None:
+        """Between two batches of a background flush that has written `written` of `total`
+        entries: sleep briefly, so the loop thread gets the GIL, if the flush is ahead of its
+        schedule and no writer is about to wait for it (invariant 9)."""
+        if len(self._view.frozen) >= self._options.frozen_memtables_max:
+            return
+        due = self._memtable.approximate_bytes / (self._memtable_size_bytes
+                                                  * _FLUSH_DONE_AT_FILL)
+        if written >= total * due:
             self._stop_event.wait(_FLUSH_PAUSE_S)
 
     def _flush_loop(self) -> None:

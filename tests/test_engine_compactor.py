@@ -1,5 +1,5 @@
 """compactor.write_table and batched: batches in, one table out, pause() between batches;
-and the flush thread's pause policy (db.Engine._flush_pause)."""
+and the flush thread's pacing (db.Engine._flush_pause)."""
 
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ def test_write_table_pauses_after_each_batch_and_reads_back() -> None:
     pauses: list[int] = []
     with temp_dir() as d:
         written = write_table(FS, d, 1, 1, batched(data, 300), EngineOptions(), None,
-                              lambda: False, pause=lambda: pauses.append(1))
+                              lambda: False, pause=pauses.append)
         assert written is not None
         meta, reader, _ = written
         try:
-            assert len(pauses) == 7  # ceil(2000 / 300)
+            assert pauses == [300, 600, 900, 1200, 1500, 1800, 2000]  # entries written
             assert meta.entry_count == 2000
             assert list(reader.scan()) == data
         finally:
@@ -60,20 +60,34 @@ def test_write_table_stops_between_batches_and_leaves_nothing() -> None:
         assert FS.listdir(d) == []
 
 
-@pytest.mark.parametrize("frozen", [0, 1, 2])
-def test_flush_pause_sleeps_only_while_no_writer_waits(frozen: int,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("frozen", "fill", "written", "sleeps"), [
+    (1, 0.0, 0, True),  # just frozen: nothing is due yet
+    (1, 0.4, 400, True),  # 40% written at 40% fill: on schedule
+    (1, 0.4, 399, False),  # behind: no sleep until it catches up
+    (1, 0.8, 799, False),
+    (1, 0.8, 800, True),
+    (1, 1.2, 999, False),  # past the fill it should be done by: flat out
+    (0, 0.0, 0, True),
+    (2, 0.0, 999, False),  # a writer is about to wait for this flush
+])
+def test_flush_pause_sleeps_only_ahead_of_schedule_and_while_no_writer_waits(
+        frozen: int, fill: float, written: int, sleeps: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert db._FLUSH_DONE_AT_FILL == 1.0
     with temp_dir() as d:
+        size = 1 << 20
         engine = Engine.open(d, EngineOptions(fsync="no", background=False,
-                                              frozen_memtables_max=2))
+                                              frozen_memtables_max=2,
+                                              memtable_size_bytes=size))
         try:
             waits: list[float] = []
             monkeypatch.setattr(engine, "_stop_event", _RecordingEvent(waits))
             view = engine._view
             monkeypatch.setattr(engine, "_view", type(view)(tuple(
                 engine._memtable for _ in range(frozen)), view.tables))
-            engine._flush_pause()
-            assert waits == ([db._FLUSH_PAUSE_S] if frozen < 2 else [])
+            monkeypatch.setattr(engine._memtable, "approximate_bytes", int(size * fill))
+            engine._flush_pause(written, total=1000)
+            assert waits == ([db._FLUSH_PAUSE_S] if sleeps else [])
         finally:
             monkeypatch.undo()
             engine.close()
