@@ -99,6 +99,12 @@ def test_builder_matches_reference_on_large_filters_and_single_adds() -> None:
     assert one_by_one.finish().encode() == build(keys[:500], 10).encode()
 
 
+def test_finish_in_slices_of_keys_sets_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = [b"s%d" % i for i in range(1000)]
+    monkeypatch.setattr(bloom, "_FINISH_SLICE_KEYS", 7)  # 143 slices, the last one short
+    assert build(keys, 10).encode()[bloom._HEADER.size : -4] == reference_bits(keys, 10)
+
+
 def test_filters_written_before_vectorizing_are_unchanged() -> None:
     # CRCs of the bits the per-key Python builder (engine at 9474bb7) wrote for these keys:
     # tables already on disk must keep answering exactly as before.
