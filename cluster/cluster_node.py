@@ -644,6 +644,9 @@ class ClusterNode:
             if self.node.replica.holds_data():
                 raise ClusterError("this node holds data of its own cluster: meeting another "
                                    "cluster would hide it; meet from an empty node instead")
+            # Until the met node's view arrives this node would see no other owner, take
+            # "nothing to stream" for an answer and serve the ranges it gains empty.
+            self.membership.expect(address)
             self.lifecycle.rejoin()
         gossiper.seeds = tuple(sorted({*gossiper.seeds, address} - {self.peer_address}))
         self.gossip.contact(address)

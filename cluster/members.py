@@ -119,6 +119,13 @@ class Membership:
         self._future_ring = None
         self._complete = None
 
+    def expect(self, address: tuple[str, int]) -> None:
+        """Count ``address`` as a configured peer from now on (invariant 1): CLUSTER MEET
+        from a lone node, whose view is not whole until it has heard of the node it met."""
+        if address != self.me.peer_address and address not in self.peer_addresses:
+            self.peer_addresses = tuple(sorted({*self.peer_addresses, address}))
+            self._complete = None
+
     def missing_addresses(self) -> list[tuple[str, int]]:
         """Configured peer addresses no known node answers at (invariant 1)."""
         return [address for address in self.peer_addresses if address not in self.addresses]

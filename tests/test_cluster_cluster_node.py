@@ -17,6 +17,7 @@ from cluster import members as members_file
 from cluster.clock import LoopClock
 from cluster.cluster_node import ClusterDown, ClusterNode, ClusterOptions
 from cluster.consistency import Level, NoQuorumError
+from cluster.endpoint_state import Status
 from cluster.errors import ClusterError
 from cluster.messages import GossipAck2, GossipSyn
 from cluster.node import NodeOptions
@@ -579,6 +580,10 @@ def test_meet_makes_an_empty_node_join_the_cluster(tmp_path: Path) -> None:
                 x.meet(HOST, cluster.ports[0])
             await x.flushall()
             x.meet(HOST, cluster.ports[0])
+            # Before the met node's view arrives x sees no other owner: it must wait for it,
+            # not decide at once that it has nothing to stream (it became NORMAL and empty).
+            x.lifecycle.step()
+            assert x.gossiper.me.status is Status.JOINING and not x.membership.complete
             await wait_for(lambda: settled([a, b, c, x]), timeout_s=30)
             assert len(x.membership.ring().node_ids()) == 4
             # Every key is readable through x at ONE: x streamed what it owns before serving.

@@ -68,6 +68,19 @@ def test_own_address_in_peers_is_ignored() -> None:
     assert membership.peer_addresses == (("127.0.0.1", 17002),)
 
 
+def test_an_expected_address_keeps_the_view_incomplete_until_known() -> None:
+    membership = Membership(me_member(), [])
+    assert membership.complete  # a node alone
+    membership.expect(("127.0.0.1", 17001))  # its own address: nothing to wait for
+    assert membership.complete
+    membership.expect(("127.0.0.1", 17002))
+    assert not membership.complete
+    assert membership.missing_addresses() == [("127.0.0.1", 17002)]
+    states = [state("me", 17001), state("b", 17002)]
+    membership.update(states, view(states))
+    assert membership.complete
+
+
 def test_file_round_trip(tmp_path: Path) -> None:
     fs = OSFileSystem()
     assert members.read(fs, str(tmp_path)) == []
