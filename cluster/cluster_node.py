@@ -141,6 +141,10 @@ class ClusterOptions:
     # Riak does, what the coordinator's own replica holds (False: cheaper by a round trip;
     # concurrent versions other coordinators wrote become siblings, resolved by timestamp).
     read_before_write: bool = True
+    # Reads (coordinator Rule 9): one in read_repair_every asks every replica; the others
+    # ask just enough and the spares only after read_speculate_ms (0: a tenth of the timeout).
+    read_repair_every: int = 10
+    read_speculate_ms: int = 0
     anti_entropy_interval_s: float = 3600.0
     tree_build_budget_s: float = 0.05
 
@@ -179,7 +183,9 @@ class ClusterNode:
             clock, node.actor, self._loop.create_future,
             CoordinatorOptions(request_timeout_ms=options.request_timeout_ms,
                                sloppy_quorum=options.sloppy_quorum,
-                               read_before_write=options.read_before_write),
+                               read_before_write=options.read_before_write,
+                               read_repair_every=options.read_repair_every,
+                               read_speculate_ms=options.read_speculate_ms),
             up_nodes=self._up_nodes_this_turn, should_hint=self._should_hint)
         # The coordinator's view of up_nodes(), kept for the rest of one loop turn.
         self._up_memo: set[str] | None = None

@@ -183,6 +183,8 @@ class Config:
     gc_grace_seconds: int
     anti_entropy_interval: int  # seconds, 0 = on demand only
     write_read: str  # "quorum" or "local"
+    read_repair_every: int  # one read in this many asks every replica
+    read_speculate_ms: int  # 0 = a tenth of request_timeout
     sloppy_quorum: bool
     max_hint_window: int  # seconds
     hint_max_count: int

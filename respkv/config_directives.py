@@ -601,6 +601,13 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
            "(quorum), or those the coordinator's own replica holds (local: one round trip "
            "less; concurrent writes through other nodes become siblings, newest wins).",
            mutability=_IMMUTABLE),
+    integer("read-repair-every", 10, 1, 1_000_000,
+            "One read in this many asks every replica of the key, so read repair reaches them "
+            "all; the others ask the local replica and just enough more for their level. "
+            "1 = every read asks every replica.", mutability=_IMMUTABLE),
+    integer("read-speculate-ms", 0, 0, 3_600_000,
+            "Milliseconds a read waits for its replicas before it also asks the spare ones "
+            "(speculative retry); 0 = a tenth of request-timeout.", mutability=_IMMUTABLE),
     integer("anti-entropy-interval", 3600, 0, 10 * 365 * 86_400,
             "Seconds between background Merkle-tree repair passes over this node's ranges; "
             "0 = only on CLUSTER REPAIR.", mutability=_IMMUTABLE),

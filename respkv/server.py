@@ -351,6 +351,7 @@ def cluster_options(config: Config) -> ClusterOptions:
         exchange_interval_s=config.gossip_interval / 1000,
         anti_entropy_interval_s=float(config.anti_entropy_interval),
         read_before_write=config.write_read == "quorum",
+        read_repair_every=config.read_repair_every, read_speculate_ms=config.read_speculate_ms,
         listen_host=host if config.cluster_announce_ip == "" else first)
 
 

@@ -595,3 +595,15 @@ def test_meet_makes_an_empty_node_join_the_cluster(tmp_path: Path) -> None:
             await x.close()
             await cluster.close()
     run(body)
+
+
+def test_read_options_reach_the_coordinator(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, 1, read_repair_every=4, read_speculate_ms=30)
+        (node,) = await cluster.open_all()
+        try:
+            options = node.coordinator.options
+            assert (options.read_repair_every, options.read_speculate_ms) == (4, 30)
+        finally:
+            await cluster.close()
+    run(body)

@@ -112,3 +112,18 @@ def test_damaged_state_file_stops_start_up(tmp_path: Path) -> None:
                       "--cluster-secret", "s")
     assert "Can't start: cluster.state: 16 bytes is too short" in out
     assert "Traceback" not in out
+
+
+def test_read_directives_reach_the_coordinator(tmp_path: Path) -> None:
+    """read-repair-every and read-speculate-ms go from the config to the coordinator."""
+    from respkv.config import Config
+    from respkv.server import cluster_options
+
+    config = Config.load(["--cluster-peers", "127.0.0.1:17001", "--cluster-secret", "s",
+                          "--read-repair-every", "3", "--read-speculate-ms", "40",
+                          "--dir", str(tmp_path)])
+    options = cluster_options(config)
+    assert (options.read_repair_every, options.read_speculate_ms) == (3, 40)
+    defaults = cluster_options(Config.load(["--cluster-peers", "127.0.0.1:17001",
+                                            "--cluster-secret", "s", "--dir", str(tmp_path)]))
+    assert (defaults.read_repair_every, defaults.read_speculate_ms) == (10, 0)
