@@ -40,7 +40,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -100,7 +99,6 @@ AE_REQUESTS = (Summary, Hashes, Keys, Fetch)
 LOAD_EVERY_S = 10.0  # how often this node's disk use is published in gossip (LOAD)
 _END = keyspace.TOKEN_MAX + 1  # "the scan reached the end of the ring", as a sort key
 _DOWN_STATES = (LinkState.BACKOFF, LinkState.CLOSED)
-GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (start(): why)
 
 
 class ClusterDown(ClusterError):
@@ -541,16 +539,6 @@ class ClusterNode:
     def start(self) -> None:
         self.node.start()
         self.gossip.start()
-        # A coordinated request allocates a few dozen container objects (FSMs, futures,
-        # closures, requests) that live for one round trip. CPython's default runs a young
-        # collection every 700 allocations, i.e. every few requests, and each traverses
-        # objects that are still in flight; with a larger threshold most of them have died
-        # by refcount before it runs (measured: ~8% less CPU per request). Objects that
-        # exist once serving starts (tables, caches, ring) are frozen out of the older
-        # generations' scans, after a collection so that no garbage is frozen with them.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     async def close(self) -> None:
         """Stop exchanging, close the peer links and the storage. Idempotent."""

@@ -13,8 +13,10 @@ Layers:
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from cluster.node import Node, NodeOptions
 from respkv import info
 from respkv.config import Config
 from respkv.info import bytes_to_human, wanted_sections
+from respkv.server import GC_YOUNG_THRESHOLD
 from respkv.server_state import ServerState
 from tests.conftest import Differential
 from tests.inprocess import finish as _drive
@@ -459,3 +462,15 @@ def test_shutdown_keeps_acknowledged_writes(tmp_path: Path, options: tuple[str, 
             assert conn.call("DBSIZE") == b":100\r\n"
     finally:
         server.stop()
+
+
+def test_the_server_process_tunes_the_garbage_collector() -> None:
+    """The serving process runs young collections less often and freezes its start-up heap;
+    tests that run nodes in-process keep the interpreter's defaults."""
+    before = gc.get_threshold()
+    script = ("import gc; from respkv.server import _tune_gc; _tune_gc(); "
+              "print(gc.get_threshold()[0], gc.get_freeze_count() > 0)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(GC_YOUNG_THRESHOLD), "True"]
+    assert gc.get_threshold() == before
