@@ -1,17 +1,19 @@
 """respkv-server against redis-server, side by side, with redis-benchmark.
 
-Runs in one go so both servers see the same machine state:
+All three servers run at once, so they see the same machine state:
 - redis-server with `appendonly yes appendfsync everysec` (same durability as respkv's
   default) and again with persistence off;
-- respkv-server with its defaults (commit log, appendfsync everysec);
-- for each: SET and GET, 100-byte values, random keys, `-c 50 -P 1`, `-c 50 -P 16`, and
-  `-c 1` for latency.
-Reports ops/s, the respkv/redis ratio, p50/p99 latency and each server's CPU time per
-request (read from /proc: redis-benchmark itself takes about one of this machine's two
-cores, so CPU per request is the truer efficiency figure), and writes the table into
-docs/benchmarks.md between markers.
+- respkv-server with its defaults (commit log, appendfsync everysec).
+Each round runs every (workload, test) on the three servers back to back: SET and GET,
+100-byte values, random keys, `-c 50 -P 1`, `-c 50 -P 16`, and `-c 1` for latency. A
+ratio is taken within one round (the same moment's load), and the report gives the median
+over `--rounds` with the min-max range: on a shared 2-core machine one run is not worth
+believing. Reports ops/s, the respkv/redis ratio, p50/p99 latency and each server's CPU
+time per request (read from /proc: redis-benchmark itself takes about one of this
+machine's two cores, so CPU per request is the truer efficiency figure), and writes the
+table into docs/benchmarks.md between markers.
 
-    python -m bench.server_bench [--requests N] [--no-write]
+    python -m bench.server_bench [--requests N] [--rounds K] [--no-write]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import io
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,27 +86,45 @@ WORKLOADS = [
 ]
 
 
-def bench_server(name: str, server: ServerProcess, requests: int) -> list[Result]:
+SERVERS = ("respkv", "redis-aof", "redis-nopersist")
+
+
+def bench_round(servers: dict[str, ServerProcess], requests: int) -> list[Result]:
+    """One round: every (workload, test) on every server, back to back."""
     results = []
     for label, clients, pipeline, scale in WORKLOADS:
         for test in ("set", "get"):
             count = int(requests * scale)
-            rps, p50, p99, cpu = run_benchmark(server, test, clients, pipeline, count)
-            results.append(Result(name, label, test.upper(), rps, p50, p99, cpu))
-            print(
-                f"{name:16} {label:12} {test.upper():4} {rps:>10.0f} ops/s"
-                f"  p50 {p50:.3f} ms  p99 {p99:.3f} ms  cpu {cpu:.2f} us/req",
-                flush=True,
-            )
+            for name in SERVERS:
+                rps, p50, p99, cpu = run_benchmark(servers[name], test, clients, pipeline, count)
+                results.append(Result(name, label, test.upper(), rps, p50, p99, cpu))
+                print(
+                    f"{name:16} {label:12} {test.upper():4} {rps:>10.0f} ops/s"
+                    f"  p50 {p50:.3f} ms  p99 {p99:.3f} ms  cpu {cpu:.2f} us/req",
+                    flush=True,
+                )
     return results
 
 
-def render(results: list[Result], command: str) -> str:
-    by = {(r.server, r.workload, r.test): r for r in results}
+def render(rounds: list[list[Result]], command: str) -> str:
+    """Medians over the rounds; each ratio is taken within its round, then its median and
+    range are shown."""
+    by = [{(r.server, r.workload, r.test): r for r in results} for results in rounds]
+
+    def median(server: str, label: str, test: str, field: str) -> float:
+        return statistics.median(getattr(b[(server, label, test)], field) for b in by)
+
+    def ratio(label: str, test: str, reference: str) -> str:
+        values = [b[("respkv", label, test)].rps / b[(reference, label, test)].rps for b in by]
+        spread = f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
+        return f"{statistics.median(values):.2f}{spread}"
+
     lines = [
         f"Command: `{command}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}",
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end; "
+        f"median of {len(rounds)} round(s), ratio range in brackets",
         "",
         "| workload | test | respkv ops/s | redis (aof everysec) ops/s | ratio "
         "| redis (no persistence) ops/s | ratio | respkv p50/p99 ms | redis p50/p99 ms "
@@ -112,14 +133,18 @@ def render(results: list[Result], command: str) -> str:
     ]
     for label, *_ in WORKLOADS:
         for test in ("SET", "GET"):
-            ours = by[("respkv", label, test)]
-            aof = by[("redis-aof", label, test)]
-            plain = by[("redis-nopersist", label, test)]
+            ours = {f: median("respkv", label, test, f) for f in
+                    ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+            aof = {f: median("redis-aof", label, test, f) for f in
+                   ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+            plain_rps = median("redis-nopersist", label, test, "rps")
             lines.append(
-                f"| `{label}` | {test} | {ours.rps:,.0f} | {aof.rps:,.0f} | "
-                f"{ours.rps / aof.rps:.2f} | {plain.rps:,.0f} | {ours.rps / plain.rps:.2f} | "
-                f"{ours.p50_ms:.3f} / {ours.p99_ms:.3f} | {aof.p50_ms:.3f} / {aof.p99_ms:.3f} | "
-                f"{ours.cpu_us_per_req:.2f} | {aof.cpu_us_per_req:.2f} |"
+                f"| `{label}` | {test} | {ours['rps']:,.0f} | {aof['rps']:,.0f} | "
+                f"{ratio(label, test, 'redis-aof')} | {plain_rps:,.0f} | "
+                f"{ratio(label, test, 'redis-nopersist')} | "
+                f"{ours['p50_ms']:.3f} / {ours['p99_ms']:.3f} | "
+                f"{aof['p50_ms']:.3f} / {aof['p99_ms']:.3f} | "
+                f"{ours['cpu_us_per_req']:.2f} | {aof['cpu_us_per_req']:.2f} |"
             )
     return "\n".join(lines)
 
@@ -136,28 +161,33 @@ def write_doc(section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
     command = "make bench"
-    if args.requests != 200_000:
-        command = f"python -m bench.server_bench --requests {args.requests}"
-    results: list[Result] = []
+    if args.requests != 200_000 or args.rounds != 3:
+        command = (f"python -m bench.server_bench --requests {args.requests} "
+                   f"--rounds {args.rounds}")
+    rounds: list[list[Result]] = []
     with tempfile.TemporaryDirectory(prefix="respkv-bench-") as tmp:
-        configs = [
-            ("respkv", lambda d: respkv_server(d, "--appendfsync", "everysec", port=free_port())),
-            ("redis-aof", lambda d: redis_server(
-                d, "--appendonly", "yes", "--appendfsync", "everysec")),
-            ("redis-nopersist", lambda d: redis_server(d)),
-        ]
-        for name, make in configs:
-            workdir = Path(tmp) / name
-            server = make(workdir)
-            server.start()
-            try:
-                results += bench_server(name, server, args.requests)
-            finally:
+        makers = {
+            "respkv": lambda d: respkv_server(d, "--appendfsync", "everysec", port=free_port()),
+            "redis-aof": lambda d: redis_server(
+                d, "--appendonly", "yes", "--appendfsync", "everysec"),
+            "redis-nopersist": lambda d: redis_server(d),
+        }
+        servers: dict[str, ServerProcess] = {}
+        try:
+            for name in SERVERS:
+                servers[name] = makers[name](Path(tmp) / name)
+                servers[name].start()
+            for number in range(args.rounds):
+                print(f"round {number + 1} of {args.rounds}", flush=True)
+                rounds.append(bench_round(servers, args.requests))
+        finally:
+            for server in servers.values():
                 server.stop()
-    section = render(results, command)
+    section = render(rounds, command)
     print(section)
     if not args.no_write:
         write_doc(section)
