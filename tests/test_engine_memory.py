@@ -55,11 +55,12 @@ def load(keys: int, memtable_bytes: int) -> dict[str, int]:
 
 def test_200k_keys_of_1_kib_stay_within_a_bounded_rss() -> None:
     # ~210 MiB of data through a 4 MiB memtable: memtables (3 x 4 MiB), the block cache
-    # (64 MiB budget, far from full after 2000 gets), indexes and blooms, and the interpreter
-    # (~30 MiB) stay far below it.
+    # (64 MiB budget, far from full after 2000 gets), indexes and blooms, the interpreter
+    # (~30 MiB) and numpy's libraries (~20 MiB resident once imported, for the bloom filter
+    # build) stay below it. What grows with the data is checked by the slow test below.
     result = load(200_000, 4 * MIB)
     assert result["tables"] >= 1 and result["flushes"] >= 40
-    assert result["peak_rss"] < 130 * MIB, json.dumps(result)
+    assert result["peak_rss"] < 150 * MIB, json.dumps(result)
 
 
 @pytest.mark.slow
