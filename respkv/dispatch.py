@@ -57,6 +57,15 @@ def _plain_spec(name: bytes) -> CommandSpec | None:
     return spec
 
 
+def overlappable(client: Client, argv: list[bytes]) -> bool:
+    """True for a plain read-only command outside a transaction: in a cluster it may start
+    while earlier reads of the same connection still wait for their replicas (it cannot
+    observe or change what they read). Writes and everything else wait their turn."""
+    spec = _SPELLINGS.get(argv[0]) or _plain_spec(argv[0])
+    return (spec is not None and spec.is_readonly and client.multi is None
+            and client.authenticated)
+
+
 def dispatch(client: Client, argv: list[bytes]) -> Any:
     """Run argv for client: a reply value, or a coroutine whose result is the reply."""
     spec = _SPELLINGS.get(argv[0]) or _plain_spec(argv[0])

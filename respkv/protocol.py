@@ -27,6 +27,7 @@ dispatch.py and the handlers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import socket
@@ -38,7 +39,7 @@ import respkv.commands  # noqa: F401  (registers every command)
 from cluster.errors import ClusterError
 from engine.errors import StorageError
 from respkv.client import Client
-from respkv.dispatch import dispatch
+from respkv.dispatch import dispatch, overlappable
 from respkv.errors import cluster_error_message, storage_error_message
 from respkv.replies import CommandError, Raw, encode, error_bytes
 from respkv.resp import ProtocolError, RequestParser
@@ -50,6 +51,8 @@ log = logging.getLogger("respkv")
 
 # Commands queued behind a suspended one before we stop reading from the client.
 BACKLOG_HIGH_WATER = 1024
+# Reads of one connection waiting for the cluster at once (more wait in the backlog).
+OVERLAP_MAX = 64
 # Replies (bulk bytes) built from one read before they are written out and, if the client
 # is not reading and no output limit is set, the rest of the read waits: bounds memory per
 # connection.
@@ -90,7 +93,12 @@ class RespConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._backlog: list[list[bytes]] = []
         self._pending_protocol_error: str | None = None
-        self._busy = False  # a command is suspended in a Task
+        self._busy = False  # a command is suspended (waiting for the cluster)
+        self._suspended = 0  # how many are
+        self._overlap = True  # every suspended command is a read: more reads may start
+        # Reply slots from the first suspended command on, in request order: a slot is
+        # filled when its command finishes, and the filled head moves to _out.
+        self._slots: collections.deque[list[bytes | None]] = collections.deque()
         # Output back-pressure: the rest of a batch waits in _backlog until the client reads.
         self._stalled = False
         self._waiting_commit = False
@@ -175,12 +183,12 @@ class RespConnection(asyncio.Protocol):
         except ProtocolError as exc:
             commands = exc.commands
             self._protocol_error(exc)
-        if self._busy or self._stalled:
+        if self._stalled or (self._busy and (self._backlog or not self._overlap)):
             self._backlog.extend(commands)
             if len(self._backlog) > BACKLOG_HIGH_WATER:
                 self._pause_reading()
         elif commands:
-            self._run_commands(commands)
+            self._run_commands(commands)  # beside suspended reads, reads may start
         if self._pending_protocol_error is not None and not (self._busy or self._stalled):
             self._fail_protocol(self._pending_protocol_error)
 
@@ -228,16 +236,22 @@ class RespConnection(asyncio.Protocol):
             self.close()
 
     def _run_commands(self, commands: list[list[bytes]]) -> None:
-        """Run commands in order until one suspends; then the rest wait for it."""
+        """Run commands in order. One that suspends (a cluster request) holds the rest back,
+        except that reads may start beside suspended reads (``overlappable``); their replies
+        wait in ``_slots`` behind the earlier ones, so replies keep request order."""
         client = self.client
         assert client is not None
         out = self._out
-        append = out.append
+        emit = out.append if not self._slots else self._emit_behind
         index = 0
         count = len(commands)
         reply_bytes = 0
         while index < count:
             argv = commands[index]
+            if self._busy and not (self._overlap and self._suspended < OVERLAP_MAX
+                                   and not self._backlog and overlappable(client, argv)):
+                self._backlog[:0] = commands[index:]
+                break
             index += 1
             try:
                 result = dispatch(client, argv)
@@ -247,40 +261,30 @@ class RespConnection(asyncio.Protocol):
                     except StopIteration as done:
                         result = done.value
                     else:
-                        self._suspend(result, first, argv, commands[index:])
+                        if self._suspend(result, first, argv):
+                            emit = self._emit_behind
+                            continue
+                        self._backlog[:0] = commands[index:]
                         break
                 kind = type(result)
                 if kind is Raw:
-                    append(result.data)
+                    emit(result.data)
                 elif kind is bytes:
                     reply_bytes += len(result)
                     if len(result) < _INLINE_BULK_BYTES_MAX:
-                        append(b"$%d\r\n%b\r\n" % (len(result), result))
+                        emit(b"$%d\r\n%b\r\n" % (len(result), result))
                     else:  # no copy of a big value here; the write joins once
-                        append(b"$%d\r\n" % len(result))
-                        append(result)
-                        append(b"\r\n")
+                        emit(b"$%d\r\n" % len(result))
+                        emit(result)
+                        emit(b"\r\n")
                 else:
-                    append(encode(result, client.resp == 3))
-            except CommandError as exc:
-                self.state.stats.total_error_replies += 1
-                append(error_bytes(exc.message))
-            except StorageError as exc:  # e.g. a damaged table block: this key, not the server
-                self.state.stats.total_error_replies += 1
-                log.warning("command %r failed: %s", argv[:1], exc)
-                append(error_bytes(storage_error_message(exc)))
-            except ClusterError as exc:  # NOQUORUM, CLUSTERDOWN: this request, not the client
-                self.state.stats.total_error_replies += 1
-                append(error_bytes(cluster_error_message(exc)))
-            except Exception as exc:  # a bug must cost one reply, not the connection
-                log.exception("command %r failed", argv[:1])
-                self.state.stats.total_error_replies += 1
-                self.state.stats.unexpected_error_replies += 1
-                append(error_bytes(f"ERR internal error: {type(exc).__name__}: {exc}"))
+                    emit(encode(result, client.resp == 3))
+            except Exception as exc:
+                emit(self._error_reply(argv, exc))
             if client.close_after_reply:
                 self._backlog.clear()
                 break
-            if reply_bytes >= OUTPUT_BATCH_BYTES_MAX and index < count:
+            if reply_bytes >= OUTPUT_BATCH_BYTES_MAX and index < count and not self._busy:
                 # One read can hold thousands of commands: write what is ready, and if the
                 # client is not reading, keep the rest for resume_writing instead of building
                 # all of its replies in memory.
@@ -299,62 +303,81 @@ class RespConnection(asyncio.Protocol):
         if out and not self._closed:
             self._flush()
 
-    def _suspend(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        first: Any,
-        argv: list[bytes],
-        rest: list[list[bytes]],
-    ) -> None:
-        self._busy = True
-        self._backlog[:0] = rest
-        self._park(coro, first, argv)
+    def _error_reply(self, argv: list[bytes], exc: BaseException) -> bytes:
+        """The error reply for a command that raised, counted as Redis counts them."""
+        stats = self.state.stats
+        stats.total_error_replies += 1
+        if isinstance(exc, CommandError):
+            return error_bytes(exc.message)
+        if isinstance(exc, StorageError):  # e.g. a damaged table block: this key, not the server
+            log.warning("command %r failed: %s", argv[:1], exc)
+            return error_bytes(storage_error_message(exc))
+        if isinstance(exc, ClusterError):  # NOQUORUM, CLUSTERDOWN: this request, not the client
+            return error_bytes(cluster_error_message(exc))
+        # A bug must cost one reply, not the connection.
+        log.error("command %r failed", argv[:1], exc_info=exc)
+        stats.unexpected_error_replies += 1
+        return error_bytes(f"ERR internal error: {type(exc).__name__}: {exc}")
 
-    def _park(self, coro: Coroutine[Any, Any, Any], awaited: Any, argv: list[bytes]) -> None:
+    def _emit_behind(self, data: bytes) -> None:
+        """A reply that must wait for the replies of earlier, still suspended commands."""
+        self._slots.append([data])
+
+    def _suspend(self, coro: Coroutine[Any, Any, Any], first: Any, argv: list[bytes]) -> bool:
+        """Park a command that is waiting for the cluster; its reply gets the next slot.
+        True when later reads may start beside it (it is a read, and so are the others)."""
+        slot: list[bytes | None] = [None]
+        self._slots.append(slot)
+        self._suspended += 1
+        self._busy = True
+        client = self.client
+        assert client is not None
+        self._overlap = self._overlap and overlappable(client, argv)
+        self._park(coro, first, argv, slot)
+        return self._overlap
+
+    def _park(self, coro: Coroutine[Any, Any, Any], awaited: Any, argv: list[bytes],
+              slot: list[bytes | None]) -> None:
         """Resume ``coro`` once ``awaited`` (what its last send() yielded) is done, as a Task
         does: a future wakes it from its done-callback, a bare ``yield`` on the next turn."""
         if getattr(awaited, "_asyncio_future_blocking", False):
             awaited._asyncio_future_blocking = False
-            awaited.add_done_callback(lambda _done: self._step(coro, argv, None))
+            awaited.add_done_callback(lambda _done: self._step(coro, argv, None, slot))
         elif awaited is None:  # asyncio.sleep(0)
-            asyncio.get_running_loop().call_soon(self._step, coro, argv, None)
+            asyncio.get_running_loop().call_soon(self._step, coro, argv, None, slot)
         else:
             error = RuntimeError(f"a command handler yielded {awaited!r}, not a future")
-            asyncio.get_running_loop().call_soon(self._step, coro, argv, error)
+            asyncio.get_running_loop().call_soon(self._step, coro, argv, error, slot)
 
     def _step(self, coro: Coroutine[Any, Any, Any], argv: list[bytes],
-              error: BaseException | None) -> None:
+              error: BaseException | None, slot: list[bytes | None]) -> None:
         try:
             awaited = coro.send(None) if error is None else coro.throw(error)
         except StopIteration as done:
-            self._resumed(argv, done.value, None)
+            self._resumed(argv, done.value, None, slot)
         except asyncio.CancelledError:
-            self._resumed(argv, None, CommandError("ERR command cancelled"))
+            self._resumed(argv, None, CommandError("ERR command cancelled"), slot)
         except Exception as exc:
-            self._resumed(argv, None, exc)
+            self._resumed(argv, None, exc, slot)
         else:
-            self._park(coro, awaited, argv)
+            self._park(coro, awaited, argv, slot)
 
-    def _resumed(self, argv: list[bytes], result: Any, exc: BaseException | None) -> None:
-        self._busy = False
+    def _resumed(self, argv: list[bytes], result: Any, exc: BaseException | None,
+                 slot: list[bytes | None]) -> None:
         client = self.client
         assert client is not None
-        if exc is None:
-            self._out.append(encode(result, client.resp == 3))
-        elif isinstance(exc, CommandError):
-            self.state.stats.total_error_replies += 1
-            self._out.append(error_bytes(exc.message))
-        elif isinstance(exc, StorageError):
-            self.state.stats.total_error_replies += 1
-            log.warning("command %r failed: %s", argv[:1], exc)
-            self._out.append(error_bytes(storage_error_message(exc)))
-        elif isinstance(exc, ClusterError):
-            self.state.stats.total_error_replies += 1
-            self._out.append(error_bytes(cluster_error_message(exc)))
-        else:
-            log.error("command %r failed", argv[:1], exc_info=exc)
-            self.state.stats.total_error_replies += 1
-            self._out.append(error_bytes(f"ERR internal error: {type(exc).__name__}: {exc}"))
+        slot[0] = (encode(result, client.resp == 3) if exc is None
+                   else self._error_reply(argv, exc))
+        slots = self._slots
+        while slots and slots[0][0] is not None:
+            self._out.append(slots.popleft()[0])  # type: ignore[arg-type]
+        self._suspended -= 1
+        if self._suspended:
+            if self._out and not self._closed:
+                self._flush()
+            return
+        self._busy = False
+        self._overlap = True
         self._drain_backlog()
 
     def _drain_backlog(self) -> None:
@@ -366,6 +389,8 @@ class RespConnection(asyncio.Protocol):
         if client.close_after_reply:
             backlog = []
         self._run_commands(backlog)
+        if self._out and not self._closed:
+            self._flush()
         if not (self._busy or self._stalled):
             if self._pending_protocol_error is not None:
                 self._fail_protocol(self._pending_protocol_error)

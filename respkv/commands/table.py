@@ -53,6 +53,7 @@ class CommandSpec:
     subcommands: dict[bytes, CommandSpec] = field(default_factory=dict)
     parent: CommandSpec | None = None
     is_write: bool = False
+    is_readonly: bool = False
     no_auth: bool = False
     no_multi: bool = False
     fullname: str = ""  # "get", or "client|setname" for a subcommand
@@ -104,6 +105,7 @@ def _make_spec(
         acl_categories=tuple(acl.split()),
         arguments=arguments or [],
         is_write=WRITE in flag_tuple,
+        is_readonly="readonly" in flag_tuple,
         no_auth=NO_AUTH in flag_tuple,
         no_multi=NO_MULTI in flag_tuple,
         fullname=name.lower(),
