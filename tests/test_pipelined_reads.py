@@ -13,33 +13,9 @@ from typing import Any
 
 from cluster.errors import ClusterError
 from cluster.node import Entry
-from respkv.config import Config
 from respkv.protocol import OVERLAP_MAX, RespConnection
-from respkv.server import Server, open_node
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.written = b""
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 6379)}.get(name)
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
+from respkv.server import Server
+from tests.connection_helpers import RecordingTransport, command, connect, open_server
 
 
 class WaitingNode:
@@ -73,17 +49,11 @@ class WaitingNode:
             future.set_result(result)
 
 
-def command(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
-
-
-async def _connection(tmp_path: Path) -> tuple[Server, RespConnection, Transport, WaitingNode]:
-    config = Config.load(["--port", "0", "--dir", str(tmp_path)])
-    loop = asyncio.get_running_loop()
-    server = Server(config, await open_node(config, loop), loop)
-    connection = RespConnection(server)
-    transport = Transport()
-    connection.connection_made(transport)  # type: ignore[arg-type]
+async def _connection(
+        tmp_path: Path) -> tuple[Server, RespConnection, RecordingTransport, WaitingNode]:
+    server = await open_server(tmp_path)
+    transport = RecordingTransport()
+    connection = connect(server, transport)
     node = WaitingNode()
     assert connection.client is not None
     connection.client.node = node  # type: ignore[assignment]
