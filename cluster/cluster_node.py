@@ -86,7 +86,7 @@ from cluster.put_core import PutOk
 from cluster.repair import Repairer
 from cluster.replica_service import ReplicaService
 from cluster.sibling_codec import decode, encode
-from cluster.streaming import serve_stream
+from cluster.stream_source import serve_stream
 from cluster.transport import LinkState, PeerTransport, RemoteError, TransportConfig
 from cluster.tree_set import TreeSet
 from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, merge, winner

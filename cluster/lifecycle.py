@@ -7,11 +7,11 @@ every change of the view; ``step`` moves this node along:
   a new cluster; nothing exists to stream, so it becomes NORMAL at once.
 - JOINING, other owners exist: it streams every range it will replicate once it owns its
   tokens (its replica ranges in the future ring) from the range's current replicas
-  (``streaming.RangeStreamer``), while writes already reach it as a pending replica
+  (``range_streamer.RangeStreamer``), while writes already reach it as a pending replica
   (coordinator Rule 7); when every range is in, it becomes NORMAL. Progress is saved after
   each range, so a node that dies mid-stream resumes where it was.
 - LEAVING (after ``decommission()``): it pushes every range it replicates to the nodes that
-  replicate it once it is gone (``streaming.RangePusher``), while writes reach them as
+  replicate it once it is gone (``range_pusher.RangePusher``), while writes reach them as
   pending replicas; then it publishes LEFT, gossips a few more rounds so the others learn
   it, and calls ``on_left`` (the server stops).
 
@@ -26,7 +26,7 @@ Invariants:
 4. Data moves only after the JOINING or LEAVING status had time to reach every node
    (``_ring_delay_s``, as Cassandra's ring delay): until coordinators know, they do not
    send writes to the pending replicas, and a range streamed before such a write would miss
-   it. A join streams each range from the replica that gives it up (streaming.pull_tasks),
+   it. A join streams each range from the replica that gives it up (stream_plan.pull_tasks),
    so no write ends up on fewer replicas than it was acknowledged on.
 """
 
@@ -41,16 +41,15 @@ from typing import TYPE_CHECKING
 from cluster.endpoint_state import AppField, Status
 from cluster.errors import ClusterError
 from cluster.messages import Count, CountReply, Message
-from cluster.streaming import (
+from cluster.range_pusher import RangePusher
+from cluster.range_streamer import RangeStreamer
+from cluster.stream_plan import pull_tasks, push_tasks
+from cluster.stream_progress import (
     KIND_PULL,
     KIND_PUSH,
     PROGRESS_NAME_JOIN,
     PROGRESS_NAME_LEAVE,
-    RangePusher,
-    RangeStreamer,
     load_progress,
-    pull_tasks,
-    push_tasks,
     save_progress,
 )
 from engine.fs import join

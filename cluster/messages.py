@@ -235,7 +235,7 @@ class Stream:
     ``[start_token, end_token]`` (inclusive, ``start_token <= end_token``), tombstones
     included, in engine-key order, strictly after the engine key ``after`` (None: from the
     start): at most ``limit`` entries and ``bytes_max`` bytes of keys and sibling sets, except
-    that one entry larger than ``bytes_max`` is sent alone (cluster/streaming.py)."""
+    that one entry larger than ``bytes_max`` is sent alone (cluster/stream_source.py)."""
 
     db: int
     start_token: int

@@ -1,5 +1,6 @@
-"""cluster/streaming.py: range streaming for join (pull) and decommission (push), over
-SimNetwork/SimClock in virtual time, between real engines (``Node`` in temporary dirs)."""
+"""Range streaming (cluster/stream_*.py, range_streamer.py, range_pusher.py): join (pull)
+and decommission (push), over SimNetwork/SimClock in virtual time, between real engines
+(``Node`` in temporary dirs)."""
 
 from __future__ import annotations
 
@@ -18,28 +19,23 @@ from cluster.errors import CorruptionError
 from cluster.messages import ErrorCode, Message, Stream, StreamReply, WriteAck
 from cluster.node import Node, NodeOptions
 from cluster.preflist import Placement, Replication
+from cluster.range_pusher import RangePusher
+from cluster.range_streamer import RangeStreamer
 from cluster.replica_service import ReplicaService
 from cluster.ring import NodeInfo, Ring, TokenRange
 from cluster.sibling_codec import decode
 from cluster.sibling_codec import encode as encode_siblings
-from cluster.streaming import (
+from cluster.stream_plan import PullTask, PushTask, pull_tasks, push_tasks
+from cluster.stream_progress import (
     KIND_PULL,
     KIND_PUSH,
-    PullTask,
-    PushTask,
-    RangePusher,
-    RangeStreamer,
     StreamProgress,
     decode_progress,
     encode_progress,
     load_progress,
-    pull_tasks,
-    push_tasks,
-    range_spans,
-    read_page,
     save_progress,
-    serve_stream,
 )
+from cluster.stream_source import range_spans, read_page, serve_stream
 from cluster.transport import PeerTransport, RemoteError, TransportConfig
 from cluster.version import Siblings, merge
 from cluster.wire import WireError, decode_all, encode
