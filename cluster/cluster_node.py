@@ -81,13 +81,15 @@ from cluster.messages import (
     Write,
 )
 from cluster.node import Entry, Node, NodeOptions
+from cluster.peer_link import LinkState
+from cluster.peer_transport import PeerTransport
 from cluster.preflist import Placement, Replication
 from cluster.put_core import PutOk
 from cluster.repair import Repairer
 from cluster.replica_service import ReplicaService
 from cluster.sibling_codec import decode, encode
 from cluster.stream_source import serve_stream
-from cluster.transport import LinkState, PeerTransport, RemoteError, TransportConfig
+from cluster.transport import RemoteError, TransportConfig
 from cluster.tree_set import TreeSet
 from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, merge, winner
 from engine.fs import OSFileSystem

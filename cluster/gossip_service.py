@@ -38,7 +38,9 @@ from cluster.messages import (
     GossipSyn,
     Message,
 )
-from cluster.transport import LinkState, PeerTransport, RemoteError
+from cluster.peer_link import LinkState
+from cluster.peer_transport import PeerTransport
+from cluster.transport import RemoteError
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ class RangePusher(Runner):
     sibling set at the trust boundary, merging, acknowledging only after its commit log
     reached the OS: cluster_node.py Rule 2), so an acknowledged entry is durable at its
     destination and nothing new has to be added to the receiving side or the protocol; the
-    transport pipelines the writes of a page over one connection (transport.py Rule 6),
+    transport pipelines the writes of a page over one connection (peer_connection.py Rule 6),
     which keeps the per-key cost to a small frame. A page moves on only when every
     destination acknowledged all of it; a destination that failed gets the same page again
     after ``retry_s`` (a write is a merge: repeats are harmless), the others do not.

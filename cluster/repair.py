@@ -34,7 +34,7 @@ from cluster.messages import Message, Write
 from cluster.ring import TokenRange
 
 if TYPE_CHECKING:
-    from cluster.transport import PeerTransport
+    from cluster.peer_transport import PeerTransport
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from cluster.clock import Clock, LoopClock
 from cluster.errors import CorruptionError
 from cluster.messages import ErrorCode, Message, Stream, StreamReply, WriteAck
 from cluster.node import Node, NodeOptions
+from cluster.peer_transport import PeerTransport
 from cluster.preflist import Placement, Replication
 from cluster.range_pusher import RangePusher
 from cluster.range_streamer import RangeStreamer
@@ -36,7 +37,7 @@ from cluster.stream_progress import (
     save_progress,
 )
 from cluster.stream_source import range_spans, read_page, serve_stream
-from cluster.transport import PeerTransport, RemoteError, TransportConfig
+from cluster.transport import RemoteError, TransportConfig
 from cluster.version import Siblings, merge
 from cluster.wire import WireError, decode_all, encode
 from engine.fs import OSFileSystem

@@ -17,17 +17,16 @@ import uvloop
 from cluster import messages as m
 from cluster import wire
 from cluster.peer_auth import Handshake, HandshakeError, Role
+from cluster.peer_link import LinkState, backoff_s
+from cluster.peer_transport import PeerTransport
 from cluster.transport import (
     Handler,
-    LinkState,
     PeerOverloaded,
     PeerTimeout,
-    PeerTransport,
     PeerUnavailable,
     RemoteError,
     Transport,
     TransportConfig,
-    backoff_s,
 )
 
 SECRET = b"a shared cluster secret"

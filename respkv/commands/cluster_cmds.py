@@ -26,8 +26,8 @@ from cluster import tokens as tokens_file
 from cluster.consistency import Consistency, ConsistencyError
 from cluster.errors import ClusterError
 from cluster.members import Member
+from cluster.peer_link import LinkState
 from cluster.preflist import format_replication
-from cluster.transport import LinkState
 from cluster.version import Siblings, Version, rank
 from engine.fs import OSFileSystem
 from respkv import errors
