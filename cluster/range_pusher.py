@@ -39,7 +39,7 @@ class RangePusher(Runner):
 
     Why WRITE and not a new bulk message: every node already serves WRITE (decoding the
     sibling set at the trust boundary, merging, acknowledging only after its commit log
-    reached the OS: cluster_node.py Rule 2), so an acknowledged entry is durable at its
+    reached the OS: cluster_peer_handler.py Rule 2), so an acknowledged entry is durable at its
     destination and nothing new has to be added to the receiving side or the protocol; the
     transport pipelines the writes of a page over one connection (peer_connection.py Rule 6),
     which keeps the per-key cost to a small frame. A page moves on only when every
