@@ -190,6 +190,7 @@ class Config:
     hint_max_count: int
     hint_max_bytes: int
     hinted_handoff_throttle: int  # hints per second
+    stream_throughput: int  # bytes per second, join and decommission streaming
 
     def __init__(self) -> None:
         """Every directive at its default; `dir` resolved against the current directory."""

@@ -593,6 +593,11 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
               _simple_rewrite(format_memory),
               "Most bytes of hints kept for one down node; more are dropped (and counted).",
               _IMMUTABLE),
+    Directive("stream-throughput", 32 * 1024**2, _parse_positive_memory, str,
+              _simple_rewrite(format_memory),
+              "Bytes per second a joining node pulls, or a leaving node pushes, per stream "
+              "(Cassandra's stream_throughput_outbound), so streaming leaves room for clients.",
+              _IMMUTABLE),
     integer("hinted-handoff-throttle", 1000, 1, INT_MAX,
             "Hints per second handed off to one node that came back, so handoff never "
             "floods it.", mutability=_IMMUTABLE),

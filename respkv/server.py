@@ -349,6 +349,7 @@ def cluster_options(config: Config) -> ClusterOptions:
         hint_max_count=config.hint_max_count, hint_max_bytes=config.hint_max_bytes,
         hint_ttl_ms=config.gc_grace_seconds * 1000,
         handoff_rate=config.hinted_handoff_throttle,
+        stream_rate_bytes_per_s=config.stream_throughput,
         phi_convict_threshold=config.phi_convict_threshold,
         exchange_interval_s=config.gossip_interval / 1000,
         anti_entropy_interval_s=float(config.anti_entropy_interval),

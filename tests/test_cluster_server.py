@@ -114,8 +114,9 @@ def test_damaged_state_file_stops_start_up(tmp_path: Path) -> None:
     assert "Traceback" not in out
 
 
-def test_read_directives_reach_the_coordinator(tmp_path: Path) -> None:
-    """read-repair-every and read-speculate-ms go from the config to the coordinator."""
+def test_cluster_directives_reach_the_cluster_options(tmp_path: Path) -> None:
+    """read-repair-every, read-speculate-ms and stream-throughput go from the config to the
+    cluster options."""
     from respkv.config import Config
     from respkv.server import cluster_options
 
@@ -124,6 +125,10 @@ def test_read_directives_reach_the_coordinator(tmp_path: Path) -> None:
                           "--dir", str(tmp_path)])
     options = cluster_options(config)
     assert (options.read_repair_every, options.read_speculate_ms) == (3, 40)
+    streamed = cluster_options(Config.load([
+        "--cluster-peers", "127.0.0.1:17001", "--cluster-secret", "s",
+        "--stream-throughput", "4mb", "--dir", str(tmp_path)]))
+    assert streamed.stream_rate_bytes_per_s == 4 * 1024 * 1024
     defaults = cluster_options(Config.load(["--cluster-peers", "127.0.0.1:17001",
                                             "--cluster-secret", "s", "--dir", str(tmp_path)]))
     assert (defaults.read_repair_every, defaults.read_speculate_ms) == (10, 0)
