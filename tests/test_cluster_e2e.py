@@ -453,6 +453,30 @@ def test_pipeline_matches_redis(cd: ClusterDiff) -> None:
         assert flush_conn.pipeline(commands) == cd.ref.pipeline(commands), f"node{i}"
 
 
+def test_read_heavy_pipeline_matches_redis(cd: ClusterDiff) -> None:
+    """Long runs of pipelined reads (which a cluster node runs concurrently) broken by the
+    occasional write (which waits for them and holds back the reads after it)."""
+    rng = random.Random(7)
+    commands: list[tuple[bytes | str | int, ...]] = []
+    for i in range(600):
+        key = f"r{rng.randrange(40)}"
+        roll = rng.random()
+        if roll < 0.08:
+            commands.append(("SET", key, i))
+        elif roll < 0.11:
+            commands.append(("DEL", key))
+        elif roll < 0.13:
+            commands.append(("INCR", f"n{rng.randrange(3)}"))
+        else:
+            commands.append(rng.choice([("GET", key), ("EXISTS", key), ("STRLEN", key),
+                                        ("TTL", key), ("MGET", key, f"r{rng.randrange(40)}"),
+                                        ("GET", f"n{rng.randrange(3)}")]))
+    for i in range(NODES):
+        cd.ref.call("FLUSHALL")
+        assert cd.nodes[i].call("FLUSHALL") == b"+OK\r\n"
+        assert cd.nodes[i].pipeline(commands) == cd.ref.pipeline(commands), f"node{i}"
+
+
 def random_command(rng: random.Random) -> tuple[bytes | str | int, ...]:
     """One command on a small keyspace, so that commands meet each other's keys often."""
     def key() -> str:
