@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.doc_section import write_section
 from bench.server_bench import cpu_seconds
 from tests.cluster_servers import LocalCluster
 from tests.servers import ServerProcess, free_port, respkv_server
@@ -237,15 +238,6 @@ def verdict(by: dict[tuple[str, str, str], Cell]) -> str:
             + "; ".join(parts) + ".")
 
 
-def write_doc(section: str, doc: Path) -> None:
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--requests", type=int, default=50_000,
@@ -277,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(s) for s in samples], indent=1))
     if not args.no_write:
-        write_doc(section, args.doc)
+        write_section(args.doc, BEGIN, END, section)
     return 0
 
 

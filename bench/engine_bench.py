@@ -64,6 +64,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.doc_section import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- engine-bench:begin -->"
@@ -787,16 +789,6 @@ def render(results: list[dict[str, Any]], timed: dict[str, Any] | None, command:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN not in text:
-        text = (text.rstrip("\n") + "\n\n## Storage engine: respkv's engine against sqlite3, "
-                f"diskcache, lmdb and LevelDB (`make bench-engine`)\n\n{BEGIN}\n{END}\n")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
-
-
 def parse_stores(value: str) -> list[str]:
     names = [s.strip() for s in value.split(",") if s.strip()]
     unknown = [s for s in names if s not in STORES]
@@ -882,7 +874,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     if not args.no_write:
-        write_doc(section)
+        write_section(DOC, BEGIN, END, section, heading="Storage engine: respkv's engine "
+                      "against sqlite3, diskcache, lmdb and LevelDB (`make bench-engine`)")
         print(f"engine_bench: wrote {DOC.relative_to(ROOT)}", file=sys.stderr)
     return 0
 

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.doc_section import write_section
 from tests.cluster_servers import LocalCluster
 
 BEGIN = "<!-- join-bench:begin -->"
@@ -224,15 +225,6 @@ def reading(base: list[Throughput], joins: list[tuple[Throughput, Stream]]) -> s
         "ratio between the two columns, measured in the same rounds, is the stable part.")
 
 
-def write_doc(section: str, doc: Path) -> None:
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--keys", type=int, default=100_000)
@@ -266,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             cluster.stop()
     section = render(base, joins, command, args.keys, args.value_bytes)
-    write_doc(section, args.doc)
+    write_section(args.doc, BEGIN, END, section)
     print(section)
     return 0
 

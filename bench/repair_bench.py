@@ -34,6 +34,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.doc_section import write_section
 from cluster import keys as keyspace
 from cluster.anti_entropy import (
     AntiEntropyServer,
@@ -246,17 +247,6 @@ def render(rows: list[Row], keys: int, ranges: int, build_s: float, memory: int,
     return "\n".join(lines)
 
 
-def write_doc(table: str) -> None:
-    text = DOC.read_text()
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Anti-entropy repair\n\n" + block + "\n"
-    DOC.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
@@ -289,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     table = render(rows, args.keys, len(ranges), build_s, memory, command)
     print(table)
     if not args.no_write:
-        write_doc(table)
+        write_section(DOC, BEGIN, END, table, heading="Anti-entropy repair")
 
 
 if __name__ == "__main__":

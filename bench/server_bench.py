@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.doc_section import write_section
 from tests.servers import ServerProcess, free_port, redis_server, respkv_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,15 +150,6 @@ def render(rounds: list[list[Result]], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=200_000)
@@ -190,7 +182,7 @@ def main() -> None:
     section = render(rounds, command)
     print(section)
     if not args.no_write:
-        write_doc(section)
+        write_section(DOC, BEGIN, END, section)
 
 
 if __name__ == "__main__":
