@@ -64,24 +64,13 @@ DATABASES = 16
 VALUE_BYTES = 16
 
 
-class HookedReplica(Replica):
-    """A Replica that reports every change to the trees (the hook the node will wire)."""
-
-    trees: TreeSet
-
-    def apply(self, db: int, ekey: bytes, old: Siblings, new: Siblings, now_ms: int) -> None:
-        super().apply(db, ekey, old, new, now_ms)
-        stored = self.engine.get(ekey)
-        self.trees.on_store(ekey, old, None if stored is None else new)
-
-
 class Side:
     def __init__(self, path: str, ranges: list[TokenRange]) -> None:
         self.engine = Engine.open(path, EngineOptions(fsync="no"))
         self.trees = TreeSet(self.engine.scan, DATABASES)
         self.trees.set_ranges(ranges)
-        self.replica = HookedReplica(self.engine, DATABASES, 10**9, lambda message: None)
-        self.replica.trees = self.trees
+        self.replica = Replica(self.engine, DATABASES, 10**9, lambda message: None)
+        self.replica.on_store = self.trees.on_store
         self.service = ReplicaService(self.replica, ManualClock(NOW + 10_000))
         self.server = AntiEntropyServer(self.trees, self.service)
 

@@ -77,17 +77,6 @@ def version(actor: bytes, counter: int, value: bytes | None, ts: int = 0,
     return (clock or {actor: (counter, NOW)}, NOW + ts, 0, actor, value)
 
 
-class HookedReplica(Replica):
-    """A Replica that reports every change to its TreeSet (the hook the node will wire)."""
-
-    trees: TreeSet
-
-    def apply(self, db: int, ekey: bytes, old: Siblings, new: Siblings, now_ms: int) -> None:
-        super().apply(db, ekey, old, new, now_ms)
-        stored = self.engine.get(ekey)
-        self.trees.on_store(ekey, old, None if stored is None else new)
-
-
 class Side:
     """One replica: engine, replica, service, trees and the anti-entropy server."""
 
@@ -95,8 +84,8 @@ class Side:
         self.engine = Engine.open(str(path), EngineOptions(fsync="no"))
         self.trees = TreeSet(self.engine.scan, DATABASES)
         self.trees.set_ranges(ranges)
-        self.replica = HookedReplica(self.engine, DATABASES, GRACE_MS, lambda message: None)
-        self.replica.trees = self.trees
+        self.replica = Replica(self.engine, DATABASES, GRACE_MS, lambda message: None)
+        self.replica.on_store = self.trees.on_store
         self.service = ReplicaService(self.replica, clock)
         self.server = AntiEntropyServer(self.trees, self.service)
 
