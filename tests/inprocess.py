@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import respkv.commands  # noqa: F401  (registers every command; must precede dispatch)
 from respkv.dispatch import resolve
 from respkv.replies import CommandError
 

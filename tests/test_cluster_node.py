@@ -7,10 +7,10 @@ import random
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -20,19 +20,9 @@ from cluster.clock import ManualClock
 from cluster.errors import CorruptionError
 from cluster.node import Entry, Node, NodeOptions, _engine_key
 from cluster.version import Siblings
+from tests.inprocess import finish as run
 
-T = TypeVar("T")
 T0 = 1_700_000_000_000
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Drive a node coroutine as the server does: it must finish on the first send."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    coro.close()
-    raise AssertionError("node coroutine suspended")
 
 
 class Harness:

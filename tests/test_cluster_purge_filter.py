@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from cluster.clock import ManualClock
 from cluster.node import Node, NodeOptions, _engine_key
 from cluster.replica import PurgeFilter, key_state
 from cluster.sibling_codec import encode
+from tests.inprocess import finish as run
 
-T = TypeVar("T")
 T0 = 1_700_000_000_000
 GRACE_MS = 1000
 A, B = b"actor-a!", b"actor-b!"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    raise AssertionError("node coroutine suspended")
 
 
 def version(ts: int, value: bytes | None, expire_at: int = 0, actor: bytes = A) -> Any:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -41,10 +41,10 @@ from cluster.transport import RemoteError, TransportConfig
 from cluster.version import Siblings, merge
 from cluster.wire import WireError, decode_all, encode
 from engine.fs import OSFileSystem
+from tests.inprocess import finish as run
 from tests.sim.sim_clock import WALL_ORIGIN_MS, SimClock
 from tests.sim.sim_network import NetworkOptions, SimNetwork, TraceEvent
 
-T = TypeVar("T")
 GRACE_MS = 100 * 365 * 86_400_000  # tombstones stay (they must move), on real clocks too
 TIMEOUT_S = 0.05  # 50 ticks; the network delays 1-10 ticks
 DBS = (0, 1, 7)
@@ -54,14 +54,6 @@ RANGES = (TokenRange(4 * Q, 16 * Q), TokenRange(32 * Q, 48 * Q),
           TokenRange(keyspace.TOKEN_MAX - 8 * Q, 2 * Q))
 IN_RANGE_KEYS = 20_000
 Contents = dict[tuple[int, bytes], Siblings]
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    raise AssertionError("node coroutine suspended")
 
 
 def in_ranges(key: bytes, ranges: tuple[TokenRange, ...] = RANGES) -> bool:
