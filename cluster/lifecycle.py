@@ -35,8 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from cluster.endpoint_state import AppField, Status
 from cluster.errors import ClusterError
@@ -107,9 +107,9 @@ class Lifecycle:
             if not others:
                 self._become(Status.NORMAL, "no other node owns any range: nothing to stream")
             elif not settling:  # invariant 4: every coordinator knows we are joining
-                self._start_join()
+                self._start_stream(self._join)
         elif status is Status.LEAVING and self.stream is None and not settling:
-            self._start_leave()
+            self._start_stream(self._leave)
         elif status is Status.LEFT:
             self.left_rounds += 1
             if self.left_rounds == LEFT_ROUNDS and self.on_left is not None:
@@ -139,16 +139,17 @@ class Lifecycle:
         log.warning("node %s is now %s (%s)", self.owner.node_id, status.name, why)
         self.owner.publish({AppField.STATUS: status})
 
-    # Join ------------------------------------------------------------------------------
-
-    def _start_join(self) -> None:
-        owner = self.owner
-        if owner.coordinator.future_placement is None:
-            return  # the view does not show us joining yet
+    def _start_stream(self, plan: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Plan and start the join's or the decommission's stream (``plan``: _join or
+        _leave) once the view shows the ring as it will be."""
+        if self.owner.coordinator.future_placement is None:
+            return  # the view does not show us joining or leaving yet
         self.stream = _Pending()
-        task = asyncio.ensure_future(self._join())
+        task = asyncio.ensure_future(plan())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # Join ------------------------------------------------------------------------------
 
     async def _join(self) -> None:
         owner = self.owner
@@ -187,15 +188,6 @@ class Lifecycle:
         owner.node.commit()
 
     # Leave -----------------------------------------------------------------------------
-
-    def _start_leave(self) -> None:
-        owner = self.owner
-        if owner.coordinator.future_placement is None:
-            return
-        self.stream = _Pending()
-        task = asyncio.ensure_future(self._leave())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _leave(self) -> None:
         owner = self.owner
