@@ -43,6 +43,7 @@ from cluster.errors import ClusterError
 from cluster.messages import Count, CountReply, Message
 from cluster.range_pusher import RangePusher
 from cluster.range_streamer import RangeStreamer
+from cluster.ring import TokenRange
 from cluster.stream_plan import pull_tasks, push_tasks
 from cluster.stream_progress import (
     KIND_PULL,
@@ -52,6 +53,7 @@ from cluster.stream_progress import (
     load_progress,
     save_progress,
 )
+from cluster.stream_runner import StreamOptions
 from engine.fs import join
 
 if TYPE_CHECKING:
@@ -167,11 +169,9 @@ class Lifecycle:
             log.warning("node %s joining: streaming %d ranges of %d dbs (%d done before)",
                         owner.node_id, len(tasks), len(dbs), len(done))
             streamer = RangeStreamer(
-                tasks, owner.transport, owner.service, owner.clock, commit=owner.node.commit,
-                rate_bytes_per_s=owner.cluster_options.stream_rate_bytes_per_s,
-                timeout_s=owner.cluster_options.request_timeout_ms / 1000,
-                done=done, on_range_done=lambda _r: self._save(PROGRESS_NAME_JOIN),
-                on_done=self._joined, report=lambda message: log.warning("%s", message))
+                tasks, owner.transport, owner.service, owner.clock,
+                self._stream_options(done, PROGRESS_NAME_JOIN, self._joined),
+                commit=owner.node.commit)
             self.stream = streamer
             streamer.start()
         except Exception as exc:  # retried at the next step
@@ -206,10 +206,7 @@ class Lifecycle:
                         owner.node_id, len(tasks), len(dbs), len(done))
             pusher = RangePusher(
                 tasks, owner.transport, owner.node.replica, owner.clock,
-                rate_bytes_per_s=owner.cluster_options.stream_rate_bytes_per_s,
-                timeout_s=owner.cluster_options.request_timeout_ms / 1000,
-                done=done, on_range_done=lambda _r: self._save(PROGRESS_NAME_LEAVE),
-                on_done=self._pushed, report=lambda message: log.warning("%s", message))
+                self._stream_options(done, PROGRESS_NAME_LEAVE, self._pushed))
             self.stream = pusher
             pusher.start()
         except Exception as exc:
@@ -242,6 +239,17 @@ class Lifecycle:
             if any(isinstance(r, CountReply) and r.keys for r in answers):
                 dbs.append(db)
         return tuple(dbs)
+
+    def _stream_options(self, done: frozenset[TokenRange], progress_name: str,
+                        on_done: Callable[[], None]) -> StreamOptions:
+        """A join's or a decommission's stream: the configured pace, the ranges an earlier
+        run finished, progress saved to ``progress_name``."""
+        options = self.owner.cluster_options
+        return StreamOptions(
+            rate_bytes_per_s=options.stream_rate_bytes_per_s,
+            timeout_s=options.request_timeout_ms / 1000, done=done,
+            on_range_done=lambda _range: self._save(progress_name), on_done=on_done,
+            report=lambda message: log.warning("%s", message))
 
     def _local_dbs(self) -> tuple[int, ...]:
         """The dbs this node stores anything in (tombstones included)."""

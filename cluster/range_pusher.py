@@ -6,22 +6,18 @@ destination as a plain ``WRITE``; the theory of operation is stream_runner.py's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from functools import partial
 
 from cluster.clock import Clock
 from cluster.messages import Message, Write, WriteAck
 from cluster.replica import Replica
-from cluster.ring import TokenRange
 from cluster.stream_plan import PushTask
 from cluster.stream_progress import KIND_PUSH
 from cluster.stream_runner import (
-    CONCURRENCY_DEFAULT,
-    PAGE_BYTES_DEFAULT,
-    PAGE_KEYS_DEFAULT,
-    RETRY_S_DEFAULT,
     Runner,
     Segment,
+    StreamOptions,
     future_outcome,
 )
 from cluster.stream_source import read_page
@@ -50,21 +46,11 @@ class RangePusher(Runner):
     kind = KIND_PUSH
 
     def __init__(self, tasks: Sequence[PushTask], transport: Transport, replica: Replica,
-                 clock: Clock, *, rate_bytes_per_s: int, timeout_s: float,
-                 page_keys: int = PAGE_KEYS_DEFAULT, page_bytes: int = PAGE_BYTES_DEFAULT,
-                 concurrency: int = CONCURRENCY_DEFAULT, retry_s: float = RETRY_S_DEFAULT,
-                 done: Iterable[TokenRange] = (),
-                 on_range_done: Callable[[TokenRange], None] | None = None,
-                 on_done: Callable[[], None] | None = None,
-                 report: Callable[[str], None] | None = None) -> None:
+                 clock: Clock, options: StreamOptions) -> None:
         assert all(task.destinations for task in tasks), "a task without destinations"
-        assert page_keys * concurrency <= PUSH_WRITES_IN_FLIGHT_MAX, (page_keys, concurrency)
+        assert options.page_keys * options.concurrency <= PUSH_WRITES_IN_FLIGHT_MAX, options
         assert len({t.token_range for t in tasks}) == len(tasks), "a range listed twice"
-        super().__init__([t.token_range for t in tasks], [t.dbs for t in tasks], clock,
-                         rate_bytes_per_s=rate_bytes_per_s, timeout_s=timeout_s,
-                         page_keys=page_keys, page_bytes=page_bytes, concurrency=concurrency,
-                         retry_s=retry_s, done=done, on_range_done=on_range_done,
-                         on_done=on_done, report=report)
+        super().__init__([t.token_range for t in tasks], [t.dbs for t in tasks], clock, options)
         self.tasks = list(tasks)
         self.transport = transport
         self.replica = replica

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from cluster import keys as keyspace
@@ -24,17 +24,13 @@ from cluster.clock import Clock
 from cluster.errors import CorruptionError
 from cluster.messages import Message, Stream, StreamReply
 from cluster.replica_service import ReplicaService
-from cluster.ring import TokenRange
 from cluster.sibling_codec import decode
 from cluster.stream_plan import PullTask
 from cluster.stream_progress import KIND_PULL
 from cluster.stream_runner import (
-    CONCURRENCY_DEFAULT,
-    PAGE_BYTES_DEFAULT,
-    PAGE_KEYS_DEFAULT,
-    RETRY_S_DEFAULT,
     Runner,
     Segment,
+    StreamOptions,
     future_outcome,
 )
 from cluster.stream_source import cursor_in_span
@@ -58,21 +54,11 @@ class RangeStreamer(Runner):
     kind = KIND_PULL
 
     def __init__(self, tasks: Sequence[PullTask], transport: Transport,
-                 service: ReplicaService, clock: Clock, *, commit: Callable[[], None],
-                 rate_bytes_per_s: int, timeout_s: float,
-                 page_keys: int = PAGE_KEYS_DEFAULT, page_bytes: int = PAGE_BYTES_DEFAULT,
-                 concurrency: int = CONCURRENCY_DEFAULT, retry_s: float = RETRY_S_DEFAULT,
-                 done: Iterable[TokenRange] = (),
-                 on_range_done: Callable[[TokenRange], None] | None = None,
-                 on_done: Callable[[], None] | None = None,
-                 report: Callable[[str], None] | None = None) -> None:
+                 service: ReplicaService, clock: Clock, options: StreamOptions, *,
+                 commit: Callable[[], None]) -> None:
         assert all(task.sources for task in tasks), "a task without sources"
         assert len({t.token_range for t in tasks}) == len(tasks), "a range listed twice"
-        super().__init__([t.token_range for t in tasks], [t.dbs for t in tasks], clock,
-                         rate_bytes_per_s=rate_bytes_per_s, timeout_s=timeout_s,
-                         page_keys=page_keys, page_bytes=page_bytes, concurrency=concurrency,
-                         retry_s=retry_s, done=done, on_range_done=on_range_done,
-                         on_done=on_done, report=report)
+        super().__init__([t.token_range for t in tasks], [t.dbs for t in tasks], clock, options)
         self.tasks = list(tasks)
         self.transport = transport
         self.service = service

@@ -134,6 +134,23 @@ class Segment:
         self.outstanding = 0
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """What a pull or a push is told besides its tasks: its pace and page sizes, the ranges
+    an earlier run finished (``done``, skipped) and whom to tell of progress."""
+
+    rate_bytes_per_s: int
+    timeout_s: float
+    page_keys: int = PAGE_KEYS_DEFAULT
+    page_bytes: int = PAGE_BYTES_DEFAULT
+    concurrency: int = CONCURRENCY_DEFAULT
+    retry_s: float = RETRY_S_DEFAULT
+    done: Iterable[TokenRange] = ()
+    on_range_done: Callable[[TokenRange], None] | None = None
+    on_done: Callable[[], None] | None = None
+    report: Callable[[str], None] | None = None
+
+
 class Runner:
     """What pull and push share: task expansion, the ready queue, concurrency, the rate
     limit, retry timers, done-tracking, progress and INFO. Subclasses implement ``_start``
@@ -142,11 +159,10 @@ class Runner:
     kind = KIND_PULL
 
     def __init__(self, ranges: Sequence[TokenRange], dbs: Sequence[tuple[int, ...]],
-                 clock: Clock, *, rate_bytes_per_s: int, timeout_s: float, page_keys: int,
-                 page_bytes: int, concurrency: int, retry_s: float,
-                 done: Iterable[TokenRange], on_range_done: Callable[[TokenRange], None] | None,
-                 on_done: Callable[[], None] | None,
-                 report: Callable[[str], None] | None) -> None:
+                 clock: Clock, options: StreamOptions) -> None:
+        timeout_s, retry_s = options.timeout_s, options.retry_s
+        page_keys, page_bytes = options.page_keys, options.page_bytes
+        concurrency, rate_bytes_per_s = options.concurrency, options.rate_bytes_per_s
         assert timeout_s > 0 and retry_s > 0, (timeout_s, retry_s)
         assert 1 <= page_keys <= STREAM_LIMIT_MAX and concurrency >= 1, (page_keys, concurrency)
         assert 1 <= page_bytes <= STREAM_BYTES_MAX, page_bytes
@@ -156,15 +172,15 @@ class Runner:
         self.page_bytes = page_bytes
         self.concurrency = concurrency
         self.retry_s = retry_s
-        self.on_range_done = on_range_done
-        self.on_done = on_done
-        self.report = report or (lambda message: None)
+        self.on_range_done = options.on_range_done
+        self.on_done = options.on_done
+        self.report = options.report or (lambda message: None)
         self.limiter = RateLimiter(clock, rate_bytes_per_s,
                                    max(page_bytes, int(rate_bytes_per_s * RATE_BURST_S)))
         self.stats = StreamStats(ranges_total=len(ranges))
         self._ranges = list(ranges)
         self._dbs = list(dbs)
-        self._done: set[TokenRange] = set(done) & set(ranges)
+        self._done: set[TokenRange] = set(options.done) & set(ranges)
         self._left = [0] * len(ranges)  # segments of each task not done yet
         self._next_task = 0
         self._ready: collections.deque[Segment] = collections.deque()

@@ -36,6 +36,7 @@ from cluster.stream_progress import (
     load_progress,
     save_progress,
 )
+from cluster.stream_runner import StreamOptions
 from cluster.stream_source import range_spans, read_page, serve_stream
 from cluster.transport import RemoteError, TransportConfig
 from cluster.version import Siblings, merge
@@ -183,11 +184,11 @@ class World:
 
     def streamer(self, tasks: list[PullTask], **kwargs: Any) -> RangeStreamer:
         options: dict[str, Any] = {"rate_bytes_per_s": 0, "timeout_s": TIMEOUT_S,
-                                   "page_keys": 500, "page_bytes": 32 * 1024, "retry_s": 0.2}
+                                   "page_keys": 500, "page_bytes": 32 * 1024, "retry_s": 0.2,
+                                   "on_done": self._done, "on_range_done": self.range_done.append}
         options.update(kwargs)
         return RangeStreamer(tasks, self.transport, self.dest.service, self.clock,
-                             commit=self.dest.commit, on_done=self._done,
-                             on_range_done=self.range_done.append, **options)
+                             StreamOptions(**options), commit=self.dest.commit)
 
     def _done(self) -> None:
         self.finished += 1
@@ -456,8 +457,10 @@ def test_over_real_peer_transports_on_loopback(sources: tuple[Store, Store, Cont
         client.add_peer("A", "127.0.0.1", port)
         done: asyncio.Future[None] = loop.create_future()
         streamer = RangeStreamer(tasks_of(RANGES[:2], sources=("A",), dbs=(0, 7)), client,
-                                 dest.service, clock, commit=dest.commit, rate_bytes_per_s=0,
-                                 timeout_s=5.0, on_done=lambda: done.set_result(None))
+                                 dest.service, clock,
+                                 StreamOptions(rate_bytes_per_s=0, timeout_s=5.0,
+                                               on_done=lambda: done.set_result(None)),
+                                 commit=dest.commit)
         try:
             streamer.start()
             await asyncio.wait_for(done, 30)
@@ -490,9 +493,10 @@ def test_push_delivers_a_range_to_two_destinations(sources: tuple[Store, Store, 
         done: list[TokenRange] = []
         ranges = RANGES[1:2]
         pusher = RangePusher([PushTask(r, (0, 7), ("D1", "D2")) for r in ranges], transport,
-                             a.node.replica, clock, rate_bytes_per_s=2_000_000,
-                             timeout_s=TIMEOUT_S, page_keys=400, page_bytes=32 * 1024,
-                             retry_s=0.2, on_range_done=done.append)
+                             a.node.replica, clock,
+                             StreamOptions(rate_bytes_per_s=2_000_000, timeout_s=TIMEOUT_S,
+                                           page_keys=400, page_bytes=32 * 1024, retry_s=0.2,
+                                           on_range_done=done.append))
         network.cut("A", "D2")  # D2 is unreachable for a while: it gets the pages later
         pusher.start()
         assert clock.run_while(lambda: pusher.stats.retries < 3, 100_000)
