@@ -124,7 +124,10 @@ def _split_canonical(data: bytes) -> list[list[bytes]] | None:
 
     Such bytes mean the same to every RESP reader, Redis's included, so no check beyond the
     exact header match is needed; anything else (inline, partial, odd spacing, an argument
-    holding CRLF, a huge count) returns None and takes the general path."""
+    holding CRLF, a huge count) returns None and takes the general path.
+
+    REQUIRES: len(data) <= _SPLIT_BYTES_MAX (every argument is then shorter than the header
+    table)."""
     lines = data.split(b"\r\n")
     end = len(lines) - 1
     if lines[end]:  # not ending in CRLF: a partial command or inline text
@@ -151,19 +154,16 @@ def _split_canonical(data: bytes) -> list[list[bytes]] | None:
         return None
     commands: list[list[bytes]] = []
     i = 0
-    try:
-        while i < end:
-            argc = _ARGC_OF(lines[i])
-            if argc is None:
-                return None
-            stop = i + 1 + 2 * argc
-            args = lines[i + 2 : stop : 2]
-            if stop > end or lines[i + 1 : stop : 2] != list(map(_BULK_HEADER, map(len, args))):
-                return None
-            commands.append(args)
-            i = stop
-    except IndexError:  # cannot happen below _SPLIT_BYTES_MAX; kept as a guard
-        return None
+    while i < end:
+        argc = _ARGC_OF(lines[i])
+        if argc is None:
+            return None
+        stop = i + 1 + 2 * argc
+        args = lines[i + 2 : stop : 2]
+        if stop > end or lines[i + 1 : stop : 2] != list(map(_BULK_HEADER, map(len, args))):
+            return None
+        commands.append(args)
+        i = stop
     return commands
 
 
