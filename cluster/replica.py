@@ -193,15 +193,17 @@ class Replica:
         if old_state is not new_state:
             self._account(db, ekey, old_state, new_state)
 
-    def store_new(self, db: int, ekey: bytes, data: bytes, new: Callable[[], Siblings]) -> None:
-        """``apply(db, ekey, (), new(), now_ms)`` for a key with nothing stored, whose new set
-        is one live version without expiry, already encoded as ``data``: the counters move
-        from ABSENT to _LIVE, so only the key count changes (a new key is SET's common case).
-        ``new`` builds the set only when a store hook needs it."""
+    def store_new(self, db: int, ekey: bytes, data: bytes, actor: bytes, now_ms: int,
+                  value: bytes) -> None:
+        """``apply(db, ekey, (), new, now_ms)`` for a key with nothing stored, where ``new`` is
+        one live version without expiry written by ``actor`` at ``now_ms`` (clock ``{actor:
+        (1, now_ms)}``), already encoded as ``data``: the counters move from ABSENT to _LIVE,
+        so only the key count changes (a new key is SET's common case). The set itself is
+        built only when a store hook needs it."""
         self._put(ekey, data)
         self.keys[db] += 1
         if self.on_store is not None:
-            self.on_store(ekey, (), new())
+            self.on_store(ekey, (), (({actor: (1, now_ms)}, now_ms, 0, actor, value),))
 
     def apply_many(self, db: int, changes: Sequence[tuple[bytes, Siblings, Siblings]],
                    now_ms: int) -> None:

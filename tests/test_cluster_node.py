@@ -114,6 +114,73 @@ def test_overwrites_keep_one_version_and_bump_this_actor() -> None:
         assert clock == {h.node.actor: (5, timestamp_ms)}
 
 
+def test_set_bytes_are_the_general_encoding_for_every_shape_and_actor() -> None:
+    """put_now's joined encoding (parts cached per millisecond) stores exactly what encode()
+    gives: within one millisecond and across it, for values and counters past the joined
+    tables (bin 16, counters from 4096), and after the actor rotates within the same
+    millisecond (the cached parts name the old actor)."""
+    with harness() as h:
+        node = h.node
+        big = b"b" * 300
+        expected: dict[bytes, tuple[int, bytes]] = {}
+        for key, value in ((b"a", b"v"), (b"b", big), (b"a", b"w"), (b"b", b"x")):
+            node.put_now(0, key, value)
+            counter = expected.get(key, (0, b""))[0] + 1
+            expected[key] = (counter, value)
+        h.clock.advance(0.001)
+        node.put_now(0, b"a", b"later")
+        for key, (counter, value) in {**expected, b"a": (3, b"later")}.items():
+            ((clock, timestamp_ms, _, writer, stored),) = h.stored(0, key)
+            assert (stored, writer, clock) == (value, node.actor, {node.actor: (counter,
+                                                                                timestamp_ms)})
+        old_actor = node.actor
+        new_actor = node.rotate_actor("test")
+        node.put_now(0, b"a", b"rotated")
+        node.put_now(0, b"fresh", b"new")
+        ((clock, _, _, writer, value),) = h.stored(0, b"a")
+        assert writer == new_actor and set(clock) == {old_actor, new_actor}
+        ((clock, _, _, writer, value),) = h.stored(0, b"fresh")
+        assert writer == new_actor and set(clock) == {new_actor}
+        # A counter beyond the joined table takes the packed path, with the same bytes.
+        ekey = _engine_key(0, b"c")
+        version = ({new_actor: (5000, T0)}, T0, 0, new_actor, b"v")
+        node.replica.apply(0, ekey, (), (version,), T0)
+        node.put_now(0, b"c", b"next")
+        now_ms = h.clock.wall_ms()
+        expected_bytes = sibling_codec.encode(
+            (({new_actor: (5001, now_ms)}, now_ms, 0, new_actor, b"next"),))
+        engine = node._engine
+        assert engine is not None and engine.get(ekey) == expected_bytes
+
+
+def test_value_now_is_get_now_value() -> None:
+    """GET's value_now answers what get_now(...).value does, for every shape, and reclaims an
+    expired key as get_now would."""
+    with harness() as h:
+        node = h.node
+        node.put_now(0, b"plain", b"1")
+        node.put_now(0, b"ttl", b"2", T0 + 1000)
+        node.put_now(0, b"gone", b"3", T0 + 10)
+        run(node.put(0, b"deleted", b"4"))
+        run(node.delete(0, b"deleted"))
+        ekey = _engine_key(0, b"siblings")
+        other = b"\xff" * 8
+        node.replica.apply(0, ekey, (), (({other: (1, T0)}, T0 + 50, 0, other, b"remote"),
+                                         ({node.actor: (1, T0)}, T0, 0, node.actor, b"local")),
+                           T0)
+        h.clock.advance(0.5)
+        for key in (b"plain", b"ttl", b"gone", b"deleted", b"siblings", b"missing"):
+            entry = node.get_now(0, key)
+            assert node.value_now(0, key) == (None if entry is None else entry.value), key
+        assert node.value_now(0, b"siblings") == b"remote"
+        assert node.value_now(0, b"ttl") == b"2"
+        node.put_now(0, b"gone2", b"5", T0 + 600)
+        h.clock.advance(0.2)
+        assert node.replica.keys[0] == 4  # plain, ttl, siblings, and gone2 not yet reclaimed
+        assert node.value_now(0, b"gone2") is None
+        assert node.replica.keys[0] == 3 and h.stored(0, b"gone2") == ()
+
+
 def test_timestamp_never_goes_back_when_wall_clock_steps_back() -> None:
     with harness() as h:
         run(h.node.put(0, b"k", b"a"))

@@ -9,12 +9,15 @@ from hypothesis import strategies as st
 
 from cluster.errors import CorruptionError
 from cluster.sibling_codec import (
+    BIN_HEADERS,
     FORMAT_VERSION,
+    UINTS,
     decode,
     decode_single,
     encode,
     encode_single,
     siblings_of,
+    single_parts,
 )
 from cluster.version import Siblings
 
@@ -40,6 +43,27 @@ def test_round_trip(siblings: Siblings) -> None:
 def test_clock_order_does_not_change_bytes(siblings: Siblings) -> None:
     reordered = tuple((dict(reversed(list(v[0].items()))), *v[1:]) for v in siblings)
     assert encode(reordered) == encode(siblings)
+
+
+@given(actors.filter(lambda a: len(a) <= 255), stamps, st.binary(max_size=255),
+       st.integers(1, len(UINTS) - 1))
+def test_joined_parts_are_the_packed_bytes(actor: bytes, stamp_ms: int, value: bytes,
+                                            counter: int) -> None:
+    """SET's joined encoding (single_parts) gives exactly what msgpack packs."""
+    ms, head, middle, tail = single_parts(actor, stamp_ms)
+    joined = head + BIN_HEADERS[len(value)] + value + middle + UINTS[counter] + tail
+    assert ms == stamp_ms
+    assert joined == encode_single(stamp_ms, 0, actor, value, counter, stamp_ms)
+    assert decode(joined) == (({actor: (counter, stamp_ms)}, stamp_ms, 0, actor, value),)
+
+
+def test_parts_tables_cover_the_edges_of_msgpack_forms() -> None:
+    # The tables end where msgpack changes form: bin 8 -> bin 16, uint 16 stays, fixint ends
+    # at 127; each entry is what packing gives.
+    assert len(BIN_HEADERS) == 256
+    assert all(BIN_HEADERS[n] + b"v" * n == msgpack.packb(b"v" * n, use_bin_type=True)
+               for n in (0, 1, 127, 128, 255))
+    assert all(UINTS[n] == msgpack.packb(n) for n in (0, 127, 128, 255, 256, len(UINTS) - 1))
 
 
 def test_common_shape_fast_path() -> None:

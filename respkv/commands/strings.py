@@ -129,12 +129,12 @@ def get(client: Client, argv: list[bytes]) -> object:
     node = client.node
     if not node.local_only:
         return _get_async(client, argv)
-    entry = node.get_now(client.db, argv[1])
-    if entry is None:
+    value = node.value_now(client.db, argv[1])
+    if value is None:
         client.server.stats.keyspace_misses += 1
-        return None
-    client.server.stats.keyspace_hits += 1
-    return entry.value
+    else:
+        client.server.stats.keyspace_hits += 1
+    return value
 
 
 async def _get_async(client: Client, argv: list[bytes]) -> object:
