@@ -51,6 +51,10 @@ Rules:
    repair still reaches replicas the other reads skip (as Cassandra's read repair
    chance); hinted handoff and anti-entropy cover the rest. Levels and their guarantees
    are unchanged: a read still waits for R answers, and R + W > N still overlaps.
+10. The FSMs' timers (a read's speculation delay and deadline, a write's deadline) are
+   armed on the coordinator's ``TimerFifo``: one clock timer for all of them, not a loop
+   timer started and cancelled per request. Peer requests go through ``Transport.call``,
+   whose callback a reply reaches straight from the peer's frame, with no future.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from cluster.preflist import Placement, Role
 from cluster.put_core import PutOk
 from cluster.put_fsm import PutFsm, PutRequest, Target
 from cluster.replica_service import ReplicaService
+from cluster.timer_fifo import TimerFifo
 from cluster.transport import Transport
 from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, Version, winner
 
@@ -143,6 +148,8 @@ class Coordinator:
         speculate_ms = self.options.read_speculate_ms
         self.speculate_s = (min(speculate_ms, self.options.request_timeout_ms) / 1000
                             if speculate_ms else self.timeout_s / 10)
+        # Rule 10: every FSM's timers on one clock timer.
+        self.timers = TimerFifo(clock)
         self._reads = 0  # Rule 9: counts reads, for the one in read_repair_every asking all
         self.active: set[GetFsm | PutFsm] = set()  # FSMs not finished (late replies, repair)
         # Rule 8: what each vnode's keys route to while nothing is down, per placement.
@@ -234,7 +241,7 @@ class Coordinator:
         fsm = GetFsm(request, local_id=self.node_id, service=self.service,
                      transport=self.transport, clock=self.clock, timeout_s=self.timeout_s,
                      on_reply=self._counted(on_reply), on_finish=self._finished,
-                     speculate_s=self.speculate_s)
+                     speculate_s=self.speculate_s, timers=self.timers)
         self.active.add(fsm)
         fsm.start()
         return fsm
@@ -332,7 +339,8 @@ class Coordinator:
         fsm = PutFsm(request, local_id=self.node_id, actor=self.actor, service=self.service,
                      transport=self.transport, clock=self.clock, timeout_s=self.timeout_s,
                      on_reply=self._counted(on_reply), on_finish=self._finished,
-                     on_version=on_version, should_hint=self.should_hint)
+                     on_version=on_version, should_hint=self.should_hint,
+                     timers=self.timers)
         self.active.add(fsm)
         fsm.start()
 

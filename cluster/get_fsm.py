@@ -37,7 +37,6 @@ import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from cluster.clock import Clock, TimerHandle
 from cluster.consistency import Failed, NoQuorum, Requirement
@@ -47,6 +46,7 @@ from cluster.messages import Message, Read, ReadReply, Write
 from cluster.put_fsm import FsmError, Target
 from cluster.replica_service import ReplicaService
 from cluster.sibling_codec import decode, encode
+from cluster.timer_fifo import TimerFifo
 from cluster.transport import Transport
 from cluster.version import Siblings
 
@@ -88,9 +88,10 @@ class GetFsm:
                  transport: Transport, clock: Clock, timeout_s: float,
                  on_reply: Callable[[Found | NoQuorum], None],
                  on_finish: Callable[[GetFsm], None] | None = None,
-                 speculate_s: float | None = None) -> None:
+                 speculate_s: float | None = None, timers: TimerFifo | None = None) -> None:
         """``speculate_s``: when spares are asked if no answer came (Rule 5); default a
-        tenth of ``timeout_s``."""
+        tenth of ``timeout_s``. ``timers``: where its timers are armed (the coordinator's
+        shared ``TimerFifo``; default the clock)."""
         assert request.targets, "a read needs at least one target"
         assert timeout_s > 0, timeout_s
         self.request = request
@@ -98,6 +99,7 @@ class GetFsm:
         self.service = service
         self.transport = transport
         self.clock = clock
+        self.timers: TimerFifo | Clock = timers or clock
         self.timeout_s = timeout_s
         self.on_reply = on_reply
         self.on_finish = on_finish
@@ -146,9 +148,9 @@ class GetFsm:
         if not self.core.done():
             if self.spares:
                 self._speculating = True
-                self._timer = self.clock.call_later(self.speculate_s, self._deadline)
+                self._timer = self.timers.call_later(self.speculate_s, self._deadline)
             else:
-                self._timer = self.clock.call_later(self.timeout_s, self._deadline)
+                self._timer = self.timers.call_later(self.timeout_s, self._deadline)
         self._settle()
 
     def _fewest(self, remote: list[Target]) -> tuple[list[Target], list[Target]]:
@@ -176,9 +178,8 @@ class GetFsm:
         self.asked.append(target.node_id)
         self._waiting += 1
         request = self.request
-        future = self.transport.request(target.node_id, Read(request.db, request.key),
-                                        self.timeout_s)
-        future.add_done_callback(partial(self._on_read_reply, target.node_id))
+        self.transport.call(target.node_id, Read(request.db, request.key), self.timeout_s,
+                            self._on_read_reply)
 
     def _ask_spare(self, failed: str) -> None:
         """Rule 5: an asked replica failed; ask a spare in its datacenter, else the next."""
@@ -187,16 +188,14 @@ class GetFsm:
         index = next((i for i, t in enumerate(spares) if t.dc == dc), 0)
         self._ask(spares.pop(index))
 
-    def _on_read_reply(self, node_id: str, future: asyncio.Future[Message]) -> None:
+    def _on_read_reply(self, node_id: str, reply: Message | BaseException) -> None:
         if self.state in (State.WAITING_READ_REPAIR, State.FINISH):
             self.late_replies += 1
             return
         self._waiting -= 1
-        error = future.exception()
-        if error is not None:
-            self.core.add_result(node_id, Failed(f"{type(error).__name__}: {error}"))
+        if isinstance(reply, BaseException):
+            self.core.add_result(node_id, Failed(f"{type(reply).__name__}: {reply}"))
         else:
-            reply = future.result()
             if not isinstance(reply, ReadReply):
                 self.core.add_result(node_id, Failed(f"unexpected reply {reply!r}"))
             elif reply.siblings is None:
@@ -219,7 +218,7 @@ class GetFsm:
                 while self.spares:
                     self._ask(self.spares.pop(0))
             rest_s = max(0.0, self.timeout_s - self.speculate_s)
-            self._timer = self.clock.call_later(rest_s, self._deadline)
+            self._timer = self.timers.call_later(rest_s, self._deadline)
             self._settle()
         elif self.state is State.WAITING_READ_REPAIR:
             self._finish()  # repairs not acked in time: anti-entropy covers them
@@ -255,7 +254,7 @@ class GetFsm:
         if self._repairs_pending == 0:
             self._finish()
         else:
-            self._timer = self.clock.call_later(self.timeout_s, self._deadline)
+            self._timer = self.timers.call_later(self.timeout_s, self._deadline)
 
     def _send_repairs(self, stale: tuple[str, ...], merged: Siblings) -> None:
         request = self.request

@@ -25,6 +25,7 @@ import collections
 import enum
 import logging
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cluster.clock import TimerHandle
@@ -52,15 +53,29 @@ def backoff_s(attempt: int, rng: random.Random, s_min: float, s_max: float) -> f
     return ceiling * (0.5 + rng.random() / 2)
 
 
-class PendingRequest:
-    __slots__ = ("due", "future", "message", "request_id", "timeout_s")
+OnDone = Callable[[str, "Message | BaseException"], None]
 
-    def __init__(self, future: asyncio.Future[Message], message: Message) -> None:
+
+class PendingRequest:
+    """One request to the peer, settled once (Rule 1 in transport.py): through ``future``
+    (``request()``) or through ``on_done`` (``call()``), never both."""
+
+    __slots__ = ("due", "future", "message", "on_done", "request_id", "settled", "timeout_s")
+
+    def __init__(self, future: asyncio.Future[Message] | None, message: Message,
+                 on_done: OnDone | None = None) -> None:
+        assert (future is None) != (on_done is None)
         self.future = future
+        self.on_done = on_done
         self.message = message
         self.request_id = 0
         self.timeout_s = 0.0
         self.due = 0.0
+        self.settled = False
+
+    def done(self) -> bool:
+        """Settled, or its future cancelled by the caller."""
+        return self.settled or (self.future is not None and self.future.done())
 
 
 class LinkState(enum.Enum):
@@ -95,8 +110,9 @@ class PeerLink:
         self.inflight: dict[int, PendingRequest] = {}
         self.queue: collections.deque[PendingRequest] = collections.deque()
         self.next_id = 1
-        # Deadlines: every request submitted, answered or not (an answered one is skipped
-        # when the sweep reaches it), in one FIFO per timeout: requests with the same
+        # Deadlines: every request submitted and not yet answered (an answered one leaves
+        # when it reaches the head: on its reply, or at the sweep), in one FIFO per
+        # timeout: requests with the same
         # timeout fall due in the order they were submitted, so no heap is needed (the
         # monotonic clock never goes back). One timer for the earliest due of all.
         self.deadlines: dict[float, collections.deque[PendingRequest]] = {}
@@ -138,7 +154,7 @@ class PeerLink:
         while (self.queue and conn.writable and not conn.closed
                and len(inflight) < self.config.inflight_max):
             pending = self.queue.popleft()
-            if pending.future.done():  # cancelled by its caller while queued
+            if pending.done():  # cancelled by its caller while queued
                 continue
             request_id = self._new_id()
             try:
@@ -175,7 +191,7 @@ class PeerLink:
         for timeout_s, fifo in list(self.deadlines.items()):
             while fifo and fifo[0].due <= now:
                 expired = self._expire(fifo.popleft()) or expired
-            while fifo and fifo[0].future.done() and (
+            while fifo and fifo[0].done() and (
                     inflight.get(fifo[0].request_id) is not fifo[0]):
                 fifo.popleft()  # answered early: nothing left to watch
             if not fifo:
@@ -194,7 +210,7 @@ class PeerLink:
         if self.inflight.get(pending.request_id) is pending:
             del self.inflight[pending.request_id]  # also a caller-cancelled one (Rule 2)
             freed = True
-        elif pending.future.done():
+        elif pending.done():
             return False  # answered, failed or cancelled before its deadline
         else:
             try:
@@ -202,21 +218,40 @@ class PeerLink:
                 freed = True
             except ValueError:
                 pass
-        if not pending.future.done():
+        if not pending.done():
             self.owner.stats.timeouts += 1
-            pending.future.set_exception(PeerTimeout(
+            self._settle(pending, PeerTimeout(
                 f"no reply from peer {self.peer_id} in {pending.timeout_s} s to "
                 f"{type(pending.message).__name__}"))
         return freed
 
-    @staticmethod
-    def _settle(pending: PendingRequest, outcome: Message | BaseException) -> None:
-        if pending.future.done():
+    def _settle(self, pending: PendingRequest, outcome: Message | BaseException,
+                at_once: bool = False) -> None:
+        """Complete ``pending`` once. A ``call()``'s callback runs in the next loop turn, as
+        a future's would, except with ``at_once`` (a reply, handled from the peer's data):
+        no caller is on the stack then, and the hop through the ready queue is saved."""
+        if pending.done():
             return
+        pending.settled = True
+        on_done = pending.on_done
+        if on_done is not None:
+            # The deadline FIFO keeps a settled request until its sweep: let its caller (an
+            # FSM) go now, or every request would hold one alive for a whole timeout.
+            pending.on_done = None
+            if at_once:
+                try:
+                    on_done(self.peer_id, outcome)
+                except Exception:  # the caller's bug must not close the link it came on
+                    log.exception("callback of a request to peer %s failed", self.peer_id)
+            else:
+                self.owner.loop.call_soon(on_done, self.peer_id, outcome)
+            return
+        future = pending.future
+        assert future is not None
         if isinstance(outcome, BaseException):
-            pending.future.set_exception(outcome)
+            future.set_exception(outcome)
         else:
-            pending.future.set_result(outcome)
+            future.set_result(outcome)
 
     def _fail_all(self, error: ClusterError) -> None:
         doomed = [*self.inflight.values(), *self.queue]
@@ -322,15 +357,22 @@ class PeerLink:
         expected = REPLY_OF[TYPE_OF[type(pending.message)]]
         if isinstance(message, Error):
             self.owner.stats.remote_errors += 1
-            self._settle(pending, RemoteError(message.code, message.text))
+            self._settle(pending, RemoteError(message.code, message.text), True)
         elif tag is expected:
             self.owner.stats.replies += 1
-            self._settle(pending, message)
+            self._settle(pending, message, True)
         else:
             error = WireError(f"peer answered {tag.name} to {expected.name}")
             self._settle(pending, error)
             conn.fail(ErrorCode.PROTOCOL, str(error), error)
             return
+        # Answered requests leave the head of their deadline FIFO now, not at the next
+        # sweep: replies come back about in order, so the FIFO holds what is in flight, and
+        # a request (its message, its caller) dies young instead of living a whole timeout
+        # and being promoted through the GC generations (measured: p99 and CPU per GET).
+        fifo = self.deadlines.get(pending.timeout_s)
+        while fifo and fifo[0].settled:
+            fifo.popleft()
         self._pump()
 
     def on_lost(self, conn: PeerConnection) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from cluster.clock import Clock, LoopClock
 from cluster.messages import REQUESTS, TYPE_OF, Message
 from cluster.peer_acceptor import PeerAcceptor
-from cluster.peer_link import LinkState, PeerLink, PendingRequest
+from cluster.peer_link import LinkState, OnDone, PeerLink, PendingRequest
 from cluster.transport import Handler, PeerUnavailable, TransportConfig
 
 
@@ -124,6 +124,20 @@ class PeerTransport:
             return future
         link.submit(pending, timeout_s)
         return future
+
+    def call(self, peer: str, message: Message, timeout_s: float, on_done: OnDone) -> None:
+        """See ``Transport.call``: ``request`` without a future."""
+        assert TYPE_OF[type(message)] in REQUESTS, message
+        assert timeout_s > 0
+        pending = PendingRequest(None, message, on_done)
+        self.stats.requests += 1
+        link = self._links.get(peer)
+        if link is None or self._closed:
+            self.stats.unavailable += 1
+            why = "transport closed" if self._closed else "unknown peer"
+            self.loop.call_soon(on_done, peer, PeerUnavailable(f"peer {peer}: {why}"))
+            return
+        link.submit(pending, timeout_s)
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Accept peers on host:port (port 0: any free port); returns the bound address."""

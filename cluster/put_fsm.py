@@ -32,11 +32,9 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from cluster import vclock
 from cluster.clock import Clock, TimerHandle
@@ -45,6 +43,7 @@ from cluster.messages import Message, Write, WriteAck
 from cluster.put_core import ACKED, PutCore, PutOk
 from cluster.replica_service import ReplicaService
 from cluster.sibling_codec import encode
+from cluster.timer_fifo import TimerFifo
 from cluster.transport import Transport
 from cluster.vclock import VClock
 from cluster.version import CLOCK, TIMESTAMP_MS, Siblings, Version
@@ -100,9 +99,11 @@ class PutFsm:
                  on_reply: Callable[[PutOk | NoQuorum], None],
                  on_finish: Callable[[PutFsm], None] | None = None,
                  on_version: Callable[[Version], None] | None = None,
-                 should_hint: Callable[[str], bool] | None = None) -> None:
-        """``on_version`` sees the new version once built (checkers record history with it);
-        ``should_hint(owner)`` says whether a hint may be kept for it (Rule 6)."""
+                 should_hint: Callable[[str], bool] | None = None,
+                 timers: TimerFifo | None = None) -> None:
+        """``timers``: where the deadline is armed (the coordinator's shared ``TimerFifo``;
+        default the clock). ``on_version`` sees the new version once built (checkers record
+        history with it); ``should_hint(owner)`` says whether a hint may be kept for it (Rule 6)."""
         assert request.targets, "a write needs at least one target"
         assert timeout_s > 0, timeout_s
         self.request = request
@@ -111,6 +112,7 @@ class PutFsm:
         self.service = service
         self.transport = transport
         self.clock = clock
+        self.timers: TimerFifo | Clock = timers or clock
         self.timeout_s = timeout_s
         self.on_reply = on_reply
         self.on_finish = on_finish
@@ -157,12 +159,11 @@ class PutFsm:
         for target in request.targets:
             if target.node_id == self.local_id or target.node_id in request.down:
                 continue
-            future = self.transport.request(
+            self.transport.call(
                 target.node_id, Write(request.db, request.key, payload, target.hint_for),
-                self.timeout_s)
-            future.add_done_callback(partial(self._on_write_reply, target.node_id))
+                self.timeout_s, self._on_write_reply)
         if not self.core.done():
-            self._timer = self.clock.call_later(self.timeout_s, self._deadline)
+            self._timer = self.timers.call_later(self.timeout_s, self._deadline)
         self._settle(State.WAITING_W)
 
     def _new_version(self, local_is_replica: bool) -> Version:
@@ -183,18 +184,17 @@ class PutFsm:
         timestamp_ms = max([now_ms, *(v[TIMESTAMP_MS] for v in request.seen)])
         return (clock, timestamp_ms, request.expire_at_ms, actor, request.value)
 
-    def _on_write_reply(self, node_id: str, future: asyncio.Future[Message]) -> None:
+    def _on_write_reply(self, node_id: str, reply: Message | BaseException) -> None:
         if self.state is State.FINISH:
             self.late_replies += 1
             return
-        error = future.exception()
-        if error is not None:
-            self.core.add_result(node_id, Failed(f"{type(error).__name__}: {error}"))
+        if isinstance(reply, BaseException):
+            self.core.add_result(node_id, Failed(f"{type(reply).__name__}: {reply}"))
             self._keep_hint(node_id)
-        elif isinstance(future.result(), WriteAck):
+        elif isinstance(reply, WriteAck):
             self.core.add_result(node_id, ACKED)
         else:
-            self.core.add_result(node_id, Failed(f"unexpected reply {future.result()!r}"))
+            self.core.add_result(node_id, Failed(f"unexpected reply {reply!r}"))
             self._keep_hint(node_id)
         self._settle(self.state)
 

@@ -18,6 +18,9 @@ Rules:
    ``PeerUnavailable`` (no authenticated link: connect or handshake failed, the link was
    lost, the peer is in reconnect back-off, or the transport closed); ``PeerOverloaded``
    (more than ``queue_max`` requests waiting); or ``FrameTooLarge``.
+   The same holds for ``call()``'s callback, which never runs inside ``call()`` itself;
+   the TCP binding runs it straight from the reply's frame (no future, no extra loop turn)
+   and every error in the next loop turn, as a future's callback would run.
 """
 
 from __future__ import annotations
@@ -66,6 +69,13 @@ class Transport(Protocol):
 
     def request(self, peer: str, message: Message, timeout_s: float) -> asyncio.Future[Message]:
         """Send a request (PING, READ, WRITE) to ``peer``; the future completes per Rule 1."""
+        ...
+
+    def call(self, peer: str, message: Message, timeout_s: float,
+             on_done: Callable[[str, Message | BaseException], None]) -> None:
+        """``request`` without a future, for the hot paths: ``on_done(peer, outcome)`` runs
+        exactly once, never before ``call`` returns, with the reply or the error the future
+        would have held (Rule 1)."""
         ...
 
 

@@ -179,6 +179,82 @@ def test_unanswered_request_times_out_and_late_reply_is_dropped() -> None:
     run(main())
 
 
+def test_call_hands_each_outcome_to_its_callback_once_and_never_inside_call() -> None:
+    """``call``: a reply, a remote error, a timeout and an unknown peer each reach the
+    callback exactly once, after ``call`` returned; a callback that raises does not cost
+    the link."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def handler(_peer: str, message: m.Message) -> m.Message | Awaitable[m.Message]:
+            assert isinstance(message, m.Read)
+            if message.key == b"bad":
+                raise RemoteError(m.ErrorCode.UNSUPPORTED, "no")
+            if message.key == b"never":
+                return loop.create_future()
+            return m.ReadReply(message.key)
+
+        server, port = await start_server(handler)
+        client = client_to(port)
+        outcomes: list[tuple[str, str, object]] = []
+        in_call = False
+
+        def on_done(name: str) -> Callable[[str, m.Message | BaseException], None]:
+            def done(peer: str, outcome: m.Message | BaseException) -> None:
+                assert not in_call, "a callback ran inside call()"
+                outcomes.append((name, peer, outcome))
+                if name == "boom":
+                    raise RuntimeError("a caller's bug")
+            return done
+
+        for name, peer, key, timeout_s in [("ok", "server", b"ok", 1.0),
+                                           ("bad", "server", b"bad", 1.0),
+                                           ("never", "server", b"never", 0.1),
+                                           ("unknown", "nobody", b"x", 1.0),
+                                           ("boom", "server", b"boom", 1.0)]:
+            in_call = True
+            client.call(peer, m.Read(0, key), timeout_s, on_done(name))
+            in_call = False
+        await until(lambda: len(outcomes) == 5)
+        await asyncio.sleep(0.2)  # nothing completes twice
+        by_name = {name: (peer, outcome) for name, peer, outcome in outcomes}
+        assert len(outcomes) == 5 and len(by_name) == 5
+        assert by_name["ok"] == ("server", m.ReadReply(b"ok"))
+        assert by_name["boom"] == ("server", m.ReadReply(b"boom"))
+        assert isinstance(by_name["bad"][1], RemoteError)
+        assert by_name["bad"][1].code == m.ErrorCode.UNSUPPORTED
+        assert isinstance(by_name["never"][1], PeerTimeout)
+        assert by_name["unknown"][0] == "nobody"
+        assert isinstance(by_name["unknown"][1], PeerUnavailable)
+        assert client.is_connected("server")
+        assert await client.request("server", m.Read(0, b"after"), 1) == m.ReadReply(b"after")
+        await client.close()
+        await server.close()
+    run(main())
+
+
+def test_answered_requests_leave_the_deadline_fifo_at_once() -> None:
+    """A settled request (its message, its future or callback, so its caller) is not kept
+    until the next deadline sweep, a whole timeout later: it would outlive the young GC
+    generation under load."""
+    async def main() -> None:
+        server, port = await start_server()
+        client = client_to(port)
+        replies: list[m.Message | BaseException] = []
+        futures = [client.request("server", m.Read(0, b"f%d" % i), 30.0) for i in range(20)]
+        for i in range(20):
+            client.call("server", m.Read(0, b"c%d" % i), 30.0,
+                        lambda _peer, outcome: replies.append(outcome))
+        await asyncio.gather(*futures)
+        await until(lambda: len(replies) == 20)
+        link = client._links["server"]
+        assert sum(len(fifo) for fifo in link.deadlines.values()) == 0
+        assert not link.inflight
+        await client.close()
+        await server.close()
+    run(main())
+
+
 def test_timeout_works_for_a_caller_outside_a_task() -> None:
     # The frontend drives node coroutines with send(None), outside any Task: request() must
     # neither need a current task nor await anything itself.

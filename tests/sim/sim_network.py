@@ -289,6 +289,17 @@ class SimTransport:
         if self._alive():
             self.network._send(self.node_id, self.incarnation, peer, message, 0, False)
 
+    def call(self, peer: str, message: Message, timeout_s: float,
+             on_done: Callable[[str, Message | BaseException], None]) -> None:
+        """``Transport.call``: ``request``'s outcome handed to ``on_done`` (never at once:
+        a future's callbacks run in a later loop turn)."""
+
+        def relay(done: asyncio.Future[Message]) -> None:
+            error = done.exception()
+            on_done(peer, error if error is not None else done.result())
+
+        self.request(peer, message, timeout_s).add_done_callback(relay)
+
     def request(self, peer: str, message: Message, timeout_s: float) -> asyncio.Future[Message]:
         """See the module docstring (and ``cluster.transport`` Rule 1)."""
         assert timeout_s > 0, timeout_s

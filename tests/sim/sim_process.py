@@ -147,6 +147,17 @@ class ProcessTransport:
     def node_id(self) -> str:
         return self.inner.node_id
 
+    def call(self, peer: str, message: Message, timeout_s: float,
+             on_done: Callable[[str, Message | BaseException], None]) -> None:
+        """``Transport.call``: ``request``'s outcome handed to ``on_done`` (never at once:
+        a future's callbacks run in a later loop turn)."""
+
+        def relay(done: asyncio.Future[Message]) -> None:
+            error = done.exception()
+            on_done(peer, error if error is not None else done.result())
+
+        self.request(peer, message, timeout_s).add_done_callback(relay)
+
     def request(self, peer: str, message: Message, timeout_s: float) -> asyncio.Future[Message]:
         outer: asyncio.Future[Message] = self.loop.create_future()
         life = self.loop.life
