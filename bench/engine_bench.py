@@ -188,7 +188,11 @@ class RespkvStore(Store):
         from engine.db import Engine
         from engine.options import EngineOptions
 
-        self.db = Engine.open(path, EngineOptions(fsync=fsync))  # type: ignore[arg-type]
+        # As the server opens it: flushes built by the flush worker (`flush-process yes`);
+        # an engine from before that option (--engine-rev) flushes in-process.
+        extra = ({"flush_process": True} if "flush_process" in EngineOptions.__dataclass_fields__
+                 else {})
+        self.db = Engine.open(path, EngineOptions(fsync=fsync, **extra))  # type: ignore[arg-type]
         self.timed_calls = timed_calls
         self.put_max_ns = self.commit_max_ns = 0
         self.puts_over_1ms = self.puts_over_100ms = self.commits_over_100ms = 0

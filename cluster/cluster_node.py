@@ -32,6 +32,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cluster import alive as alive_file
 from cluster import hints as hints_module
@@ -361,7 +362,7 @@ class ClusterNode(KeyOperations, FanOutOperations, PeerHandler, ViewUpkeep,
     def set_fsync(self, policy: str) -> None:
         self.node.set_fsync(policy)
 
-    def tune_engine(self, **limits: int | None) -> None:
+    def tune_engine(self, **limits: Any) -> None:  # Node.tune_engine's keywords
         self.node.tune_engine(**limits)
 
     def run_expire_cycle(self) -> bool:

@@ -132,6 +132,8 @@ class NodeOptions:
     block_cache_bytes: int = 64 * 1024 * 1024
     # Compaction write rate limit in bytes/s (`compaction-throughput`); 0 = unlimited.
     compaction_throughput_bytes_per_s: int = 64 * 1024 * 1024
+    # Large flushes built in the engine's helper process (`flush-process`).
+    flush_process: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.databases <= keyspace.DATABASES_MAX:
@@ -151,7 +153,8 @@ class NodeOptions:
         return EngineOptions(
             fsync=cast(FsyncPolicy, self.fsync), memtable_size_bytes=self.memtable_size_bytes,
             block_cache_bytes=self.block_cache_bytes,
-            compaction_throughput_bytes_per_s=self.compaction_throughput_bytes_per_s)
+            compaction_throughput_bytes_per_s=self.compaction_throughput_bytes_per_s,
+            flush_process=self.flush_process)
 
 
 class Node:
@@ -626,17 +629,20 @@ class Node:
 
     def tune_engine(self, *, memtable_size_bytes: int | None = None,
                     block_cache_bytes: int | None = None,
-                    compaction_throughput_bytes_per_s: int | None = None) -> None:
+                    compaction_throughput_bytes_per_s: int | None = None,
+                    flush_process: bool | None = None) -> None:
         """Change engine limits live (CONFIG SET); ValueError (nothing changed) if out of range."""
         assert self._engine is not None, "node is closed"
         self._engine.tune(memtable_size_bytes=memtable_size_bytes,
                           block_cache_bytes=block_cache_bytes,
-                          compaction_throughput_bytes_per_s=compaction_throughput_bytes_per_s)
+                          compaction_throughput_bytes_per_s=compaction_throughput_bytes_per_s,
+                          flush_process=flush_process)
         engine_options = self._engine.options
         self.options = replace(
             self.options, memtable_size_bytes=engine_options.memtable_size_bytes,
             block_cache_bytes=engine_options.block_cache_bytes,
-            compaction_throughput_bytes_per_s=engine_options.compaction_throughput_bytes_per_s)
+            compaction_throughput_bytes_per_s=engine_options.compaction_throughput_bytes_per_s,
+            flush_process=engine_options.flush_process)
 
     async def close(self) -> None:
         """Stop background work, close the engine, record a clean shutdown. Idempotent."""

@@ -78,8 +78,8 @@ class TableBuilder:
         self._blocks = 0
         self._min_key = b""
         self._last_key = b""
-        self._file: WritableFile | None = self._guard(
-            lambda: fs.open_write(self._temp_path, truncate=True))
+        self._file: WritableFile | None = None  # abandon() reads it if the open fails
+        self._file = self._guard(lambda: fs.open_write(self._temp_path, truncate=True))
 
     def add(self, key: bytes, value: bytes | None) -> None:
         """Append key -> value (None: tombstone). REQUIRES: key > every key added before."""

@@ -299,6 +299,8 @@ _ENGINE_FIELDS = (
     ("engine_memtable_bytes", "engine_memtable_bytes"),
     ("engine_frozen_memtables", "engine_frozen_memtables"),
     ("engine_flushes", "engine_flushes"),
+    ("engine_flushes_by_worker", "engine_flushes_by_worker"),
+    ("engine_flush_worker_failures", "engine_flush_worker_failures"),
     ("engine_compactions", "engine_compactions"),
     ("engine_compaction_bytes_read", "engine_compaction_bytes_read"),
     ("engine_compaction_bytes_written", "engine_compaction_bytes_written"),

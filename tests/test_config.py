@@ -36,14 +36,13 @@ from respkv.config_directives import (
 from tests.servers import ROOT, RawConnection, ServerProcess, redis_server
 
 HEAD = f"*** FATAL CONFIG FILE ERROR (respkv {__version__}) ***"
-RESPKV_ONLY = {"replication-factor", "memtable-size", "block-cache-size",
-               "compaction-throughput", "cluster-peers", "cluster-secret", "cluster-name",
-               "datacenter", "rack", "num-tokens", "read-consistency", "write-consistency",
-               "request-timeout", "gc-grace-seconds", "sloppy-quorum", "max-hint-window",
-               "hint-max-count", "hint-max-bytes", "hinted-handoff-throttle", "seeds",
-               "phi-convict-threshold", "anti-entropy-interval", "write-read",
-               "read-repair-every", "read-speculate-ms", "stream-throughput",
-               "gossip-interval"}
+RESPKV_ONLY = {"replication-factor", "memtable-size", "block-cache-size", "compaction-throughput",
+               "flush-process", "cluster-peers", "cluster-secret", "cluster-name", "datacenter",
+               "rack", "num-tokens", "read-consistency", "write-consistency", "request-timeout",
+               "gc-grace-seconds", "sloppy-quorum", "max-hint-window", "hint-max-count",
+               "hint-max-bytes", "hinted-handoff-throttle", "seeds", "phi-convict-threshold",
+               "anti-entropy-interval", "write-read", "read-repair-every", "read-speculate-ms",
+               "stream-throughput", "gossip-interval"}
 
 
 def fatal(line_number: int, line: str, reason: str) -> str:

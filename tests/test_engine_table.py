@@ -409,3 +409,10 @@ def test_block_cache_lru_within_byte_budget() -> None:
     cache.put((1, 6), blk, 301)  # larger than the whole budget: not cached
     assert cache.get((1, 6)) is None and len(cache) == 3
     assert (cache.hits, cache.misses) == (2, 4)
+
+
+def test_a_table_that_cannot_be_created_is_a_storage_error() -> None:
+    with temp_dir() as directory:
+        missing = os.path.join(directory, "no", "such", "dir")
+        with pytest.raises(StorageError, match="cannot write table"):
+            TableBuilder(OSFileSystem(), missing, "table-000000000001.sst")
