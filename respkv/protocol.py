@@ -59,6 +59,13 @@ OVERLAP_MAX = 64
 OUTPUT_BATCH_BYTES_MAX = 1024 * 1024
 # A bulk reply up to this size is framed in one formatted copy; larger ones are not copied.
 _INLINE_BULK_BYTES_MAX = 16 * 1024
+# Bulk reply headers ("$<n>\r\n") of values up to a few KiB, looked up instead of formatted:
+# a pipelined read of 16 GETs framed its replies in ~60% of the time formatting took.
+_BULK_HEADERS = [b"$%d\r\n" % n for n in range(4096)]
+_BULK_HEADERS_MAX = len(_BULK_HEADERS)
+# Ends a bulk reply emitted in three pieces (header, value, this object), and only such a
+# reply: _reply_count tells replies from pieces by its identity.
+_CRLF = bytes(bytearray(b"\r\n"))  # a fresh object: literals b"\\r\\n" may be shared
 _Coroutine = types.CoroutineType
 
 DENIED = (
@@ -243,16 +250,14 @@ class RespConnection(asyncio.Protocol):
         assert client is not None
         out = self._out
         emit = out.append if not self._slots else self._emit_behind
-        index = 0
         count = len(commands)
         reply_bytes = 0
-        while index < count:
-            argv = commands[index]
+        # index: the position of the command after argv (what is left once argv has run).
+        for index, argv in enumerate(commands, 1):
             if self._busy and not (self._overlap and self._suspended < OVERLAP_MAX
                                    and not self._backlog and overlappable(client, argv)):
-                self._backlog[:0] = commands[index:]
+                self._backlog[:0] = commands[index - 1:]
                 break
-            index += 1
             try:
                 result = dispatch(client, argv)
                 if type(result) is _Coroutine:
@@ -270,13 +275,19 @@ class RespConnection(asyncio.Protocol):
                 if kind is Raw:
                     emit(result.data)
                 elif kind is bytes:
-                    reply_bytes += len(result)
-                    if len(result) < _INLINE_BULK_BYTES_MAX:
-                        emit(b"$%d\r\n%b\r\n" % (len(result), result))
-                    else:  # no copy of a big value here; the write joins once
-                        emit(b"$%d\r\n" % len(result))
+                    size = len(result)
+                    reply_bytes += size
+                    if size < _BULK_HEADERS_MAX:
+                        # Framed by the write's one join: a header looked up, no copy here.
+                        emit(_BULK_HEADERS[size])
                         emit(result)
-                        emit(b"\r\n")
+                        emit(_CRLF)
+                    elif size < _INLINE_BULK_BYTES_MAX:
+                        emit(b"$%d\r\n%b\r\n" % (size, result))
+                    else:  # no copy of a big value here; the write joins once
+                        emit(b"$%d\r\n" % size)
+                        emit(result)
+                        emit(_CRLF)
                 else:
                     emit(encode(result, client.resp == 3))
             except Exception as exc:
@@ -426,7 +437,7 @@ class RespConnection(asyncio.Protocol):
         self._waiting_commit = False
         if error is not None:
             # The writes of this batch may be lost: tell the clients instead of +OK.
-            self._out = [error_bytes(error) for _ in self._out]
+            self._out = [error_bytes(error)] * _reply_count(self._out)
         self._write_out()
 
     def _write_out(self) -> None:
@@ -494,6 +505,12 @@ class RespConnection(asyncio.Protocol):
         if self._read_paused and self.transport is not None and not self._closed:
             self._read_paused = False
             self.transport.resume_reading()
+
+
+def _reply_count(out: list[bytes]) -> int:
+    """How many replies the pieces in ``out`` make: one piece each, except a bulk reply in
+    three pieces that ends with the _CRLF object."""
+    return len(out) - 2 * sum(1 for piece in out if piece is _CRLF)
 
 
 def _is_loopback(peer: Any) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import StorageError
 from respkv.protocol import RespConnection
 from respkv.server import Server
 from tests.connection_helpers import RecordingTransport, command, connect, open_server
@@ -119,3 +120,34 @@ def test_a_connection_whose_write_fails_does_not_stop_the_others(tmp_path: Path)
     log, broken_closed = asyncio.run(scenario())
     assert log == [("healthy", b"+OK\r\n+PONG\r\n")]
     assert broken_closed
+
+
+def test_a_failed_commit_answers_each_reply_of_the_batch_with_one_error(tmp_path: Path) -> None:
+    """Bulk replies go out in pieces (header, value, CRLF); when the commit log write fails,
+    every reply of the batch, whatever its pieces, becomes exactly one MISCONF error."""
+    async def scenario() -> bytes:
+        server = await open_server(tmp_path, "--appendfsync", "always")
+        node = server.state.node
+        log: list[tuple[str, bytes]] = []
+        a = _connect(server, log, "a")
+        a.data_received(command(b"SET", b"small", b"v") + command(b"SET", b"big", b"b" * 20000))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        log.clear()
+
+        def failing_commit() -> None:
+            raise StorageError("disk full")
+
+        node.commit = failing_commit  # type: ignore[method-assign]
+        a.data_received(command(b"GET", b"small") + command(b"SET", b"k", b"1")
+                        + command(b"GET", b"big") + command(b"GET", b"missing")
+                        + command(b"GET", b"small"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        del node.commit
+        await node.close()
+        return b"".join(data for _, data in log)
+
+    written = asyncio.run(scenario())
+    error = b"-MISCONF Errors writing to the AOF file: disk full\r\n"
+    assert written == error * 5
