@@ -167,6 +167,46 @@ def _split_canonical(data: bytes) -> list[list[bytes]] | None:
     return commands
 
 
+# A longer read of commands that all have one shape (a pipeline of GETs, of SETs ...) is
+# first tried column by column: its cost hardly grows with the number of commands.
+_UNIFORM_BYTES_MAX: Final = 16 * 1024
+_UNIFORM_HEADERS: Final = [b"$%d" % n for n in range(_UNIFORM_BYTES_MAX)]
+_UNIFORM_HEADER: Final = _UNIFORM_HEADERS.__getitem__
+
+
+def _split_uniform(data: bytes) -> list[list[bytes]] | None:
+    """The commands of data if it is nothing but complete multibulk commands in canonical
+    form (as ``_split_canonical``) that all have the argument count of the first, else None.
+
+    Each command is 1 + 2 * argc lines, so the lines at one offset in every command form a
+    column: the '*<argc>' lines, then per argument its '$<len>' lines and its values. A
+    column is checked with one list comparison, and the commands are zipped from the value
+    columns, where the general split walks command by command (a pipelined read of 16 GETs:
+    about a fifth of the time). The same reasoning makes it exact: lines that match the
+    headers of their neighbours, with no CRLF inside an argument, are canonical RESP.
+
+    REQUIRES: len(data) <= _UNIFORM_BYTES_MAX (every argument is then shorter than the
+    header table)."""
+    lines = data.split(b"\r\n")
+    end = len(lines) - 1
+    if lines[end]:
+        return None
+    argc = _ARGC_OF(lines[0])
+    if argc is None:
+        return None
+    step = 1 + 2 * argc
+    count, rest = divmod(end, step)
+    if rest or lines[0:end:step].count(lines[0]) != count:
+        return None
+    columns: list[list[bytes]] = []
+    for offset in range(2, step, 2):
+        values = lines[offset:end:step]
+        if lines[offset - 1 : end : step] != list(map(_UNIFORM_HEADER, map(len, values))):
+            return None
+        columns.append(values)
+    return list(map(list, zip(*columns, strict=True)))
+
+
 def _walk(data: bytes, items: list[Any], bulk_bytes_max: int) -> tuple[int, int]:
     """How many leading items of hiredis's answer are plain RESP multibulk commands laid out
     at the start of data (each '*', each argument '$', arguments within the bulk limit), and
@@ -280,8 +320,13 @@ class RequestParser:
         """Every command completed by data, in order. Empty commands produce nothing.
         Raises ProtocolError (with .commands = the commands completed before the error in this
         feed) when Redis would reject the stream; the parser is then dead."""
-        if len(data) <= _SPLIT_BYTES_MAX and len(data) <= self._fast_bytes_max:
-            split = _split_canonical(data)
+        if len(data) <= self._fast_bytes_max:
+            if len(data) <= _SPLIT_BYTES_MAX:
+                split = _split_canonical(data)
+            elif len(data) <= _UNIFORM_BYTES_MAX:
+                split = _split_uniform(data)
+            else:
+                split = None
             if split is not None:
                 return split
         commands: list[list[bytes]] | None = None

@@ -512,3 +512,52 @@ def test_canonical_split_is_exact_or_declines(argvs: list[list[bytes]], mutation
         assert mutated is None
     parser = RequestParser()
     assert run(parser, [data + mutation])[0][: len(argvs)] == argvs
+
+
+uniform_argvs = st.integers(1, 4).flatmap(lambda argc: st.lists(
+    st.lists(st.binary(max_size=40), min_size=argc, max_size=argc), min_size=1, max_size=12))
+
+
+@settings(max_examples=300, deadline=None)
+@given(argvs=uniform_argvs, pad=st.integers(0, 600),
+       mutation=st.sampled_from([b"", b"\r\n", b"*0\r\n", b"*1\r\n$1\r\nx\r\n", b"$01\r\n",
+                                 b"+OK\r\n", b"PING\r\n", b"\r"]))
+def test_uniform_split_is_exact_or_declines(argvs: list[list[bytes]], pad: int,
+                                            mutation: bytes) -> None:
+    """The column-wise split of a read of same-shape commands returns exactly the commands
+    canonical bytes spell, and None for anything else (another shape among them, a stray
+    token, an argument holding CRLF); the parser's answer is the same either way."""
+    from respkv.resp import _split_uniform
+
+    argvs = [[*argv[:-1], argv[-1] + b"p" * pad] for argv in argvs]  # past the 512-byte split
+    data = encode(*argvs)
+    split = _split_uniform(data)
+    if all(b"\r\n" not in arg for argv in argvs for arg in argv):
+        assert split == argvs
+    else:
+        assert split in (None, argvs)
+    mutated = _split_uniform(data + mutation)
+    reference = run(RequestParser(use_hiredis=False), [data + mutation])
+    assert mutated is None or (mutated, None) == reference
+    if mutation and mutation != b"*1\r\n$1\r\nx\r\n":  # only that one can be a command
+        assert mutated is None
+    for use_hiredis in (True, False):
+        parser = RequestParser(use_hiredis=use_hiredis)
+        assert run(parser, [data + mutation])[0][: len(argvs)] == argvs
+
+
+def test_uniform_split_declines_mixed_shapes_and_bad_headers() -> None:
+    from respkv.resp import _split_uniform
+
+    value = b"v" * 600
+    assert _split_uniform(encode([b"SET", b"k", value], [b"GET", b"k"])) is None
+    assert _split_uniform(encode([b"SET", b"k", value], [b"SET", b"k"], [b"GET", b"k", b"x"])) \
+        is None
+    bad = encode([b"SET", b"k", value], [b"SET", b"k", value]).replace(b"$600", b"$601", 1)
+    assert _split_uniform(bad) is None
+    # Lines that fit the columns, but the second command announces two arguments.
+    assert _split_uniform(b"*1\r\n$1\r\na\r\n*2\r\n$1\r\nb\r\n") is None
+    assert _split_uniform(b"*1\r\n$1\r\na\r\n$1\r\n$1\r\nb\r\n") is None
+    parser = RequestParser()
+    assert run(parser, [encode([b"SET", b"k", value], [b"GET", b"k"])])[0] == [
+        [b"SET", b"k", value], [b"GET", b"k"]]
