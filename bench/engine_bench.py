@@ -188,9 +188,9 @@ class RespkvStore(Store):
         from engine.db import Engine
         from engine.options import EngineOptions
 
-        # As the server opens it: flushes built by the flush worker (`flush-process yes`);
+        # As the server opens it: tables written by the table workers (`table-workers yes`);
         # an engine from before that option (--engine-rev) flushes in-process.
-        extra = ({"flush_process": True} if "flush_process" in EngineOptions.__dataclass_fields__
+        extra = ({"table_workers": True} if "table_workers" in EngineOptions.__dataclass_fields__
                  else {})
         self.db = Engine.open(path, EngineOptions(fsync=fsync, **extra))  # type: ignore[arg-type]
         self.timed_calls = timed_calls

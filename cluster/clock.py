@@ -24,6 +24,12 @@ class TimerHandle(Protocol):
     def cancel(self) -> None: ...
 
 
+def system_wall_ms() -> int:
+    """The system wall clock in ms: a module-level function, so it pickles (PurgeFilter's
+    copies that run in the engine's compaction worker read it)."""
+    return time.time_ns() // 1_000_000
+
+
 class Clock(Protocol):
     def wall_ms(self) -> int:
         """Milliseconds since the Unix epoch (wall clock; may step back)."""
@@ -47,7 +53,7 @@ class LoopClock:
         self._loop = loop
 
     def wall_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return system_wall_ms()
 
     def monotonic(self) -> float:
         return self._loop.time()

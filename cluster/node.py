@@ -46,7 +46,7 @@ from typing import NamedTuple, cast
 
 from cluster import keys as keyspace
 from cluster import node_meta, vclock
-from cluster.clock import Clock
+from cluster.clock import Clock, LoopClock
 from cluster.expiry import ActiveExpiry
 from cluster.replica import PurgeFilter, Replica
 from cluster.sibling_codec import (
@@ -132,8 +132,8 @@ class NodeOptions:
     block_cache_bytes: int = 64 * 1024 * 1024
     # Compaction write rate limit in bytes/s (`compaction-throughput`); 0 = unlimited.
     compaction_throughput_bytes_per_s: int = 64 * 1024 * 1024
-    # Large flushes built in the engine's helper process (`flush-process`).
-    flush_process: bool = True
+    # Flush and compaction tables written by the engine's helper processes (`table-workers`).
+    table_workers: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.databases <= keyspace.DATABASES_MAX:
@@ -154,7 +154,7 @@ class NodeOptions:
             fsync=cast(FsyncPolicy, self.fsync), memtable_size_bytes=self.memtable_size_bytes,
             block_cache_bytes=self.block_cache_bytes,
             compaction_throughput_bytes_per_s=self.compaction_throughput_bytes_per_s,
-            flush_process=self.flush_process)
+            table_workers=self.table_workers)
 
 
 class Node:
@@ -217,7 +217,8 @@ class Node:
         engine_dir = join(directory, ENGINE_DIR)
         had_data = _has_data(fs, engine_dir)
         # Runs on the compaction thread: clock.wall_ms is thread-safe (clock.py, Rule 3).
-        purge_filter = PurgeFilter(options.tombstone_grace_ms, clock.wall_ms)
+        purge_filter = PurgeFilter(options.tombstone_grace_ms, clock.wall_ms,
+                                   system_clock=isinstance(clock, LoopClock))
         engine = Engine.open(engine_dir, options.engine_options(), fs=fs, reporter=reporter,
                              compaction_filter=purge_filter)
         try:
@@ -630,19 +631,19 @@ class Node:
     def tune_engine(self, *, memtable_size_bytes: int | None = None,
                     block_cache_bytes: int | None = None,
                     compaction_throughput_bytes_per_s: int | None = None,
-                    flush_process: bool | None = None) -> None:
+                    table_workers: bool | None = None) -> None:
         """Change engine limits live (CONFIG SET); ValueError (nothing changed) if out of range."""
         assert self._engine is not None, "node is closed"
         self._engine.tune(memtable_size_bytes=memtable_size_bytes,
                           block_cache_bytes=block_cache_bytes,
                           compaction_throughput_bytes_per_s=compaction_throughput_bytes_per_s,
-                          flush_process=flush_process)
+                          table_workers=table_workers)
         engine_options = self._engine.options
         self.options = replace(
             self.options, memtable_size_bytes=engine_options.memtable_size_bytes,
             block_cache_bytes=engine_options.block_cache_bytes,
             compaction_throughput_bytes_per_s=engine_options.compaction_throughput_bytes_per_s,
-            flush_process=engine_options.flush_process)
+            table_workers=engine_options.table_workers)
 
     async def close(self) -> None:
         """Stop background work, close the engine, record a clean shutdown. Idempotent."""

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator, Sequence
 from sortedcontainers import SortedList
 
 from cluster import keys as keyspace
+from cluster.clock import system_wall_ms
 from cluster.errors import CorruptionError
 from cluster.sibling_codec import decode, encode
 from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, expire, purge_at, winner
@@ -58,16 +59,36 @@ from engine.errors import StorageError
 
 
 class PurgeFilter:
-    """The compaction filter of invariant 5: ``filter(engine_key, stored) -> keep?``."""
+    """The compaction filter of invariant 5: ``filter(engine_key, stored) -> keep?``.
 
-    __slots__ = ("_grace_ms", "_now_ms", "dropped", "undecodable")
+    Portable (engine/table_worker.py): with the system wall clock, a copy can run in the
+    engine's compaction worker process; its counts are added back by ``absorb``. A filter on
+    another clock (a test's manual clock) keeps compactions in the engine's process.
+    """
 
-    def __init__(self, tombstone_grace_ms: int, now_ms: Callable[[], int]) -> None:
+    __slots__ = ("_grace_ms", "_now_ms", "_system_clock", "dropped", "undecodable")
+
+    def __init__(self, tombstone_grace_ms: int, now_ms: Callable[[], int], *,
+                 system_clock: bool = False) -> None:
         assert tombstone_grace_ms >= 0, tombstone_grace_ms
         self._grace_ms = tombstone_grace_ms
         self._now_ms = now_ms
+        self._system_clock = system_clock  # now_ms is the system wall clock
         self.dropped = 0  # keys compaction purged (compaction thread only)
         self.undecodable = 0  # values kept because they do not decode
+
+    def portable(self) -> PurgeFilter | None:
+        """A picklable copy with zeroed counts, or None if this one's clock is not the
+        system's."""
+        if not self._system_clock:
+            return None
+        return PurgeFilter(self._grace_ms, system_wall_ms, system_clock=True)
+
+    def absorb(self, copy: object) -> None:
+        """Add the counts of a copy that ran in the compaction worker (compaction thread)."""
+        assert isinstance(copy, PurgeFilter)
+        self.dropped += copy.dropped
+        self.undecodable += copy.undecodable
 
     def __call__(self, ekey: bytes, raw: bytes) -> bool:
         if ekey[0] >= keyspace.DATABASES_MAX:

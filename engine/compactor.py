@@ -14,8 +14,9 @@ Invariants:
    - a value the filter rejects is dropped if bottommost, and otherwise replaced by a
      tombstone, so that an older version in an older table cannot come back (what RocksDB
      does for kRemove).
-3. The filter runs on the compaction thread: it must be thread-safe and must not call into
-   the engine.
+3. The filter runs on the compaction thread, or a copy of it in the compaction worker
+   process (table_worker.PortableFilter, when it offers one): it must be thread-safe and
+   must not call into the engine.
 4. I/O bound: when write_table() is given a throttle (the engine's compaction RateLimiter),
    every write of the table file is paid for first, so a compaction writes at most
    compaction_throughput_bytes_per_s (plus one burst). Flushes are never throttled: they

@@ -44,12 +44,15 @@ Invariants:
    out. Its work is thus spread over the time the next memtable takes to fill (the loop
    thread loses the least GIL time in any one stretch), and it is done about when that
    memtable freezes, well before writers would stall on it (at the freeze after that).
-10. With flush_process on, a background flush of a frozen memtable of at least
-   FLUSH_PROCESS_MIN_BYTES is built by the flush worker process (flush_worker.py): the flush
-   thread walks the memtable in key order and streams it there in batches, pacing itself
-   as in invariant 9, and installs the table the worker wrote once it opens. If the attempt
-   fails (the worker died or reported an error, the table does not open), it is reported,
-   its files are removed, and the flush runs in-process under a new table number.
+10. With table_workers on (and the real OSFileSystem), table files are written by the
+   worker processes of table_worker.py: a background flush of a frozen memtable of at least
+   WORKER_FLUSH_MIN_BYTES (the flush thread walks the memtable in key order and streams it
+   there in batches, pacing itself as in invariant 9), and a compaction whose inputs all
+   opened and whose filter is absent or portable (the worker reads the inputs itself). The
+   engine opens the table and installs it as it would its own. If the attempt fails (the
+   worker died or reported an error, the table does not open), it is reported, its files
+   are removed, and the work runs in-process under a new table number. close() makes a
+   worker abandon its table (Stopped), as it does the engine's own threads.
 
 Cost, measured with timeit-style loops (best of 5, 100k random 13-byte keys, 100-byte
 values, CPython 3.11 on a busy 2-vCPU VM, so +-20%): see Engine.__doc__ and the numbers in
@@ -63,7 +66,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from engine import filenames, log_format
 from engine.block_cache import BlockCache
@@ -79,7 +82,6 @@ from engine.compactor import (
     write_table,
 )
 from engine.errors import CorruptionError, StorageError
-from engine.flush_worker import FlushRequest, FlushWorker
 from engine.fs import FileLock, FileSystem, OSFileSystem, crash_point, join
 from engine.manifest import Manifest
 from engine.memtable import Memtable
@@ -90,15 +92,24 @@ from engine.recovery import recover
 from engine.table_format import TOMBSTONE, table_name
 from engine.table_reader import TableReader
 from engine.table_set import BrokenTable, LiveTable, Reader, View
+from engine.table_worker import (
+    COMPACTIONS,
+    FLUSHES,
+    Built,
+    CompactionRequest,
+    FlushRequest,
+    PortableFilter,
+)
 from engine.version_edit import TableMeta, VersionEdit
 
 _logger = logging.getLogger("engine")
 _MISSING: object = object()
-_NOT_BUILT: object = object()  # _build_in_worker gave up: flush in-process
-# A frozen memtable this large or larger is built by the flush worker when flush_process is
+_NOT_BUILT: object = object()  # a worker gave up: build the table in-process
+_NOT_PORTABLE: object = object()  # the compaction filter cannot run in a worker
+# A frozen memtable this large or larger is built by the flush worker when table_workers is
 # on (invariant 10); a smaller one costs the loop thread little (~1 us of GIL an entry, so
 # ~10 ms at 1 MiB) against a round trip to the worker and the reopening of its table.
-FLUSH_PROCESS_MIN_BYTES = 1 << 20
+WORKER_FLUSH_MIN_BYTES = 1 << 20
 # Entries per batch sent to the flush worker: ~2.5 ms of GIL to walk and marshal, and few
 # enough messages that their overhead does not count.
 _WORKER_BATCH_ENTRIES = 4096
@@ -171,7 +182,7 @@ class Engine:
         self._flush_error: StorageError | None = None
         self._last_error_reported = ""
         self._counters = dict.fromkeys(
-            ("flushes", "flushes_by_worker", "flush_worker_failures",
+            ("flushes", "flushes_by_worker", "compactions_by_worker", "table_worker_failures",
              "flush_bytes_written", "compactions", "compaction_bytes_read",
              "compaction_bytes_written", "write_stalls", "corruption_errors",
              "background_errors"), 0)
@@ -313,10 +324,10 @@ class Engine:
     def tune(self, *, memtable_size_bytes: int | None = None,
              block_cache_bytes: int | None = None,
              compaction_throughput_bytes_per_s: int | None = None,
-             flush_process: bool | None = None) -> None:
+             table_workers: bool | None = None) -> None:
         """Change size and rate limits live (CONFIG SET); loop thread. The memtable limit applies
         from the next commit(), the cache budget at once (evicting down to it), the compaction
-        rate from the next table write, flush_process from the next flush. Raises ValueError
+        rate from the next table write, table_workers from the next flush. Raises ValueError
         (nothing changed) if out of range."""
         old = self._options
         options = dataclasses.replace(  # checks the ranges
@@ -328,7 +339,7 @@ class Engine:
             compaction_throughput_bytes_per_s=(
                 old.compaction_throughput_bytes_per_s if compaction_throughput_bytes_per_s
                 is None else compaction_throughput_bytes_per_s),
-            flush_process=old.flush_process if flush_process is None else flush_process)
+            table_workers=old.table_workers if table_workers is None else table_workers)
         self._options = options
         self._memtable_size_bytes = options.memtable_size_bytes
         self._cache.resize(options.block_cache_bytes)
@@ -509,8 +520,8 @@ class Engine:
             self._log.sync_closed(frozen.log_number)
             number = self._new_table_number()
             live: LiveTable | object | None = _NOT_BUILT
-            if (background and self._options.flush_process
-                    and frozen.approximate_bytes >= FLUSH_PROCESS_MIN_BYTES
+            if (background and self._options.table_workers
+                    and frozen.approximate_bytes >= WORKER_FLUSH_MIN_BYTES
                     and type(self._fs) is OSFileSystem):  # the worker writes to the OS
                 live = self._build_in_worker(frozen, number)
                 if live is _NOT_BUILT:
@@ -548,31 +559,53 @@ class Engine:
 
     def _build_in_worker(self, frozen: Memtable, number: int) -> LiveTable | object | None:
         """Table `number` of frozen, built by the flush worker from batches this thread walks
-        and sends (invariant 10); None if it has no entries, _NOT_BUILT if the attempt failed
-        (reported, whatever the worker left removed): the caller then flushes in-process.
-        Raises Stopped if the engine is closing."""
+        and sends (invariant 10); None if it has no entries, _NOT_BUILT if the attempt failed:
+        the caller then flushes in-process. Raises Stopped if the engine is closing."""
         request = FlushRequest(self._dir, number, self._options)
+        return self._by_worker("flush", number, lambda: FLUSHES.flush(
+            request, frozen.batches(_WORKER_BATCH_ENTRIES),
+            partial(self._flush_pause, total=len(frozen)), self._should_stop))
+
+    def _compact_in_worker(self, task: CompactionTask, inputs: Sequence[LiveTable],
+                           number: int, keep: PortableFilter | None
+                           ) -> LiveTable | object | None:
+        """As _build_in_worker, for a compaction: the worker reads the inputs itself."""
+        request = CompactionRequest(self._dir, tuple(t.path for t in inputs), task.bottommost,
+                                    number, task.output_recency, dataclasses.replace(
+                                        self._options, compaction_throughput_bytes_per_s=(
+                                            self._limiter.rate_bytes_per_s)), keep)
+
+        def run() -> Built:
+            built = COMPACTIONS.compact(request, self._should_stop)
+            self._limiter.slept_s += built.throttled_s
+            if keep is not None and built.keep is not None:
+                cast(PortableFilter, self._filter).absorb(built.keep)
+            return built
+
+        return self._by_worker("compaction", number, run)
+
+    def _by_worker(self, what: str, number: int, run: Callable[[], Built]
+                   ) -> LiveTable | object | None:
+        """run() a worker request for table `number` and open its table (invariant 10)."""
         try:
-            result = FlushWorker.build(request, frozen.batches(_WORKER_BATCH_ENTRIES),
-                                       partial(self._flush_pause, total=len(frozen)),
-                                       self._should_stop)
-            if result.meta is None:
-                self._counters["flushes_by_worker"] += 1
-                return None
-            reader = TableReader.open(self._fs, result.path, self._cache)
+            built = run()
+            reader = None if built.meta is None else TableReader.open(self._fs, built.path,
+                                                                      self._cache)
         except Stopped:
             raise
         except Exception as exc:
-            self._counters["flush_worker_failures"] += 1
-            self._report(f"engine: flush worker failed ({exc!r}); flushing in-process")
+            self._counters["table_worker_failures"] += 1
+            self._report(f"engine: {what} worker failed ({exc!r}); running it in-process")
             for name in (table_name(number), table_name(number) + ".tmp"):
                 try:
                     self._fs.remove(join(self._dir, name))
                 except OSError:
                     pass  # not written, or an orphan the next open removes
             return _NOT_BUILT
-        self._counters["flushes_by_worker"] += 1
-        return LiveTable(result.meta, result.path, reader)
+        self._counters["flushes_by_worker" if what == "flush" else "compactions_by_worker"] += 1
+        if built.meta is None or reader is None:
+            return None
+        return LiveTable(built.meta, built.path, reader)
 
     def _compact_one(self, *, full: bool = False) -> bool:
         """Run the compaction the policy picks (with full, one of every table); False if none."""
@@ -590,17 +623,28 @@ class Engine:
             inputs = [by_number[m.number] for m in task.inputs]
             number = self._new_table_number()
             crash_point("compaction-started")
-            entries = compaction_entries([t.reader.scan() for t in inputs], task.bottommost,
-                                         self._filter)
-            try:
-                written = write_table(self._fs, self._dir, number, task.output_recency,
-                                      batched(entries), self._options, self._cache,
-                                      self._should_stop, throttle=self._limiter.acquire)
-            except CorruptionError as exc:
-                self._corruption(exc)
-                raise
-            live = None if written is None else LiveTable(
-                written[0], written[2].path, written[1])
+            live: LiveTable | object | None = _NOT_BUILT
+            keep = self._portable_filter()
+            if (self._options.table_workers and keep is not _NOT_PORTABLE
+                    and type(self._fs) is OSFileSystem
+                    and all(isinstance(t.reader, TableReader) for t in inputs)):
+                live = self._compact_in_worker(task, inputs, number,
+                                               cast(PortableFilter | None, keep))
+                if live is _NOT_BUILT:
+                    number = self._new_table_number()  # never reuse a worker's number
+            if live is _NOT_BUILT:
+                entries = compaction_entries([t.reader.scan() for t in inputs],
+                                             task.bottommost, self._filter)
+                try:
+                    written = write_table(self._fs, self._dir, number, task.output_recency,
+                                          batched(entries), self._options, self._cache,
+                                          self._should_stop, throttle=self._limiter.acquire)
+                except CorruptionError as exc:
+                    self._corruption(exc)
+                    raise
+                live = None if written is None else LiveTable(
+                    written[0], written[2].path, written[1])
+            assert live is None or isinstance(live, LiveTable)
             edit = task.edit(() if live is None else (live.meta,))
             edit = dataclasses.replace(edit, next_table_number=number + 1)
             removed = set(edit.removed)
@@ -616,6 +660,16 @@ class Engine:
             self._counters["compaction_bytes_written"] += (
                 0 if live is None else live.meta.file_size)
         return True
+
+    def _portable_filter(self) -> PortableFilter | object | None:
+        """What a compaction worker gets for the filter: None (no filter), a portable copy,
+        or _NOT_PORTABLE (the filter cannot leave this process: compact in-process)."""
+        if self._filter is None:
+            return None
+        if not isinstance(self._filter, PortableFilter):
+            return _NOT_PORTABLE
+        copy = self._filter.portable()
+        return _NOT_PORTABLE if copy is None else copy
 
     def _install(self, edit: VersionEdit, swap: Callable[[View], View],
                  live: LiveTable | None, obsolete: Sequence[LiveTable] = ()) -> None:

@@ -57,11 +57,11 @@ class EngineOptions:
     # Run flushes and compactions on background threads; False: flushes run inline in the
     # commit() that freezes, compactions only in compact() (deterministic tests).
     background: bool = True
-    # Build the tables of background flushes of at least FLUSH_PROCESS_MIN_BYTES in a helper
-    # process, from the commit-log segments the frozen memtable covers (flush_worker.py),
-    # so that the flush's CPU does not compete for the GIL with the loop thread's puts.
-    # Off: every flush runs on the flush thread. Redis-side `flush-process` (on by default).
-    flush_process: bool = False
+    # Write the tables of background flushes (of at least db.WORKER_FLUSH_MIN_BYTES) and of
+    # compactions (when the compaction filter is portable) in helper processes
+    # (table_worker.py), so that their CPU does not compete for the GIL with the loop
+    # thread. Off: on the engine's threads. Redis-side `table-workers` (on by default).
+    table_workers: bool = False
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "everysec", "no"):

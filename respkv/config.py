@@ -157,7 +157,7 @@ class Config:
     memtable_size: int  # bytes
     block_cache_size: int  # bytes
     compaction_throughput: int  # bytes per second, 0 = unlimited
-    flush_process: bool
+    table_workers: bool
     # Memory and limits
     maxmemory: int  # bytes
     maxmemory_policy: str

@@ -514,9 +514,9 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
     memory("compaction-throughput", 64 * 1024**2, 0, ENGINE_BYTES_MAX,
            "Bytes per second compaction may write (Cassandra's default), so merges never "
            "starve requests; 0 = unlimited."),
-    boolean("flush-process", True,
-            "Build the tables of memtable flushes (1mb and more) in a helper process, so "
-            "that most of their CPU is not taken from requests; no: in the server."),
+    boolean("table-workers", True,
+            "Write the tables of flushes (1mb and more) and compactions in two helper "
+            "processes, so that their CPU is not taken from requests; no: in the server."),
     # Memory and limits
     memory("maxmemory", 0, 0, ULLONG_MAX,
            "Recorded only: respkv keeps data on disk and does not evict."),

@@ -301,7 +301,7 @@ def _node_options(config: Config) -> NodeOptions:
                        memtable_size_bytes=config.memtable_size,
                        block_cache_bytes=config.block_cache_size,
                        compaction_throughput_bytes_per_s=config.compaction_throughput,
-                       flush_process=config.flush_process,
+                       table_workers=config.table_workers,
                        # A cluster keeps tombstones for the grace period: a replica that
                        # missed the delete must not bring the key back (DESIGN.md).
                        tombstone_grace_ms=config.gc_grace_seconds * 1000 if clustered else 0)
@@ -373,7 +373,7 @@ async def serve(config: Config) -> Server:
     config.on_change("block-cache-size", lambda value: node.tune_engine(block_cache_bytes=value))
     config.on_change("compaction-throughput",
                      lambda value: node.tune_engine(compaction_throughput_bytes_per_s=value))
-    config.on_change("flush-process", lambda value: node.tune_engine(flush_process=value))
+    config.on_change("table-workers", lambda value: node.tune_engine(table_workers=value))
     try:
         await server.start()
     except BaseException:

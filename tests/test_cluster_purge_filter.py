@@ -3,11 +3,12 @@ and that DBSIZE and INFO keyspace stay exact across flush, compaction, expiry an
 
 from __future__ import annotations
 
+import pickle
 import random
 import tempfile
 from typing import Any
 
-from cluster.clock import ManualClock
+from cluster.clock import ManualClock, system_wall_ms
 from cluster.node import Node, NodeOptions, _engine_key
 from cluster.replica import PurgeFilter, key_state
 from cluster.sibling_codec import encode
@@ -120,3 +121,15 @@ def test_counters_stay_exact_across_flush_compaction_expiry_and_reopen() -> None
         assert node.keyspace() == after
         assert run(node.get(0, b"key-10")) is not None
         run(node.close())
+
+
+def test_a_filter_on_the_system_clock_sends_a_portable_copy_and_absorbs_its_counts() -> None:
+    dead = encode((version(T0, None),))  # a tombstone long past its grace period
+    assert PurgeFilter(GRACE_MS, lambda: T0).portable() is None  # another clock: stays
+    purge = PurgeFilter(GRACE_MS, system_wall_ms, system_clock=True)
+    copy = pickle.loads(pickle.dumps(purge.portable()))  # what the compaction worker gets
+    assert isinstance(copy, PurgeFilter)
+    assert copy(_engine_key(0, b"k"), dead) is False
+    assert copy(_engine_key(0, b"j"), b"\xc1 not msgpack") is True
+    purge.absorb(copy)
+    assert (purge.dropped, purge.undecodable) == (1, 1)

@@ -37,7 +37,7 @@ from tests.servers import ROOT, RawConnection, ServerProcess, redis_server
 
 HEAD = f"*** FATAL CONFIG FILE ERROR (respkv {__version__}) ***"
 RESPKV_ONLY = {"replication-factor", "memtable-size", "block-cache-size", "compaction-throughput",
-               "flush-process", "cluster-peers", "cluster-secret", "cluster-name", "datacenter",
+               "table-workers", "cluster-peers", "cluster-secret", "cluster-name", "datacenter",
                "rack", "num-tokens", "read-consistency", "write-consistency", "request-timeout",
                "gc-grace-seconds", "sloppy-quorum", "max-hint-window", "hint-max-count",
                "hint-max-bytes", "hinted-handoff-throttle", "seeds", "phi-convict-threshold",

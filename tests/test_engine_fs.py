@@ -16,9 +16,9 @@ ENGINE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 def test_only_fs_module_touches_the_os() -> None:
     os_modules = {"os", "io", "fcntl", "shutil", "pathlib", "tempfile", "mmap", "posix"}
     for name in sorted(os.listdir(ENGINE_DIR)):
-        # flush_worker.py starts the helper process (os for pids and its environment); its
+        # table_worker.py starts the helper process (os for pids and its environment); its
         # files, like everyone's, go through a FileSystem.
-        if not name.endswith(".py") or name in ("fs.py", "flush_worker.py"):
+        if not name.endswith(".py") or name in ("fs.py", "table_worker.py"):
             continue
         tree = ast.parse(read_bytes(os.path.join(ENGINE_DIR, name)))
         for node in ast.walk(tree):

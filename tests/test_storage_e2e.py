@@ -137,17 +137,17 @@ def test_damaged_table_block_fails_its_keys_with_a_clear_error_and_nothing_else(
     assert str(path) in server.log_text()
 
 
-def test_a_server_builds_large_flushes_in_its_flush_process(tmp_path: Path) -> None:
-    """`flush-process yes` (the default): a server with 1mb memtables has its flushes built
+def test_a_server_builds_large_flushes_in_its_table_workers(tmp_path: Path) -> None:
+    """`table-workers yes` (the default): a server with 1mb memtables has its flushes built
     by the helper process, reports them in INFO, and serves every key after a restart;
-    `CONFIG SET flush-process no` moves the next flushes back into the server."""
+    `CONFIG SET table-workers no` moves the next flushes back into the server."""
     server = respkv_server(tmp_path, "--memtable-size", "1mb")
     server.start()
     keys = 12_000  # ~250 bytes each in the memtable: two or three flushes
     try:
         with server.connect() as conn:
-            assert conn.call("CONFIG", "GET", "flush-process") == (
-                b"*2\r\n" + bulk(b"flush-process") + bulk(b"yes"))
+            assert conn.call("CONFIG", "GET", "table-workers") == (
+                b"*2\r\n" + bulk(b"table-workers") + bulk(b"yes"))
             for start in range(0, keys, 1000):
                 replies = conn.pipeline([("SET", key(i), value(i))
                                          for i in range(start, start + 1000)])
@@ -159,9 +159,9 @@ def test_a_server_builds_large_flushes_in_its_flush_process(tmp_path: Path) -> N
                     break
                 time.sleep(0.02)
             assert int(fields["engine_flushes_by_worker"]) >= 1, fields
-            assert fields["engine_flush_worker_failures"] == "0"
+            assert fields["engine_table_worker_failures"] == "0"
             assert fields["engine_flushes_by_worker"] == fields["engine_flushes"]
-            assert conn.call("CONFIG", "SET", "flush-process", "no") == b"+OK\r\n"
+            assert conn.call("CONFIG", "SET", "table-workers", "no") == b"+OK\r\n"
             flushed_by_worker = int(fields["engine_flushes_by_worker"])
             flushes = int(fields["engine_flushes"])
             for start in range(0, keys, 1000):

@@ -1,6 +1,6 @@
-"""The flush worker (engine/flush_worker.py): background flushes built by a helper process,
-and every way such an attempt can fail falling back to an in-process flush with nothing
-lost (db.py invariant 10)."""
+"""The table workers (engine/table_worker.py): background flushes and compactions written by
+helper processes, and every way such an attempt can fail falling back to the in-process
+path with nothing lost (db.py invariant 10)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
-from engine import db, filenames, flush_worker
-from engine.db import FLUSH_PROCESS_MIN_BYTES, Engine
+from engine import db, filenames, table_worker
+from engine.db import WORKER_FLUSH_MIN_BYTES, Engine
 from engine.errors import StorageError
-from engine.flush_worker import FlushRequest, FlushResult, FlushWorker
 from engine.options import EngineOptions
+from engine.table_format import table_name
+from engine.table_worker import FLUSHES, Built, FlushRequest
 from tests.engine_helpers import open_engine, temp_dir
 
-MEMTABLE = 2 * FLUSH_PROCESS_MIN_BYTES  # every flush is large enough for the worker
+MEMTABLE = 2 * WORKER_FLUSH_MIN_BYTES  # every flush is large enough for the worker
 
 
 def wait_flushed(engine: Engine, timeout: float = 30.0) -> None:
@@ -75,15 +76,15 @@ def assert_holds(engine: Engine, model: dict[bytes, bytes]) -> None:
 
 def test_worker_builds_large_flushes_and_every_key_reads_back() -> None:
     with temp_dir() as directory:
-        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, flush_process=True,
+        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
                              fsync="no")
         engine, model, rnd = opened.engine, {}, random.Random(7)
         write_mix(engine, model, rnd, 60_000)
         wait_flushed(engine)
         stats = engine.stats()
         # Replays that did not match the memtable (tombstone handling, batches, deletes of
-        # absent keys) would show as failures: invariant 2 of flush_worker.
-        assert stats["flush_worker_failures"] == 0, opened.reports
+        # absent keys) would show as failures: invariant 2 of table_worker.
+        assert stats["table_worker_failures"] == 0, opened.reports
         assert stats["flushes_by_worker"] >= 3
         assert stats["flushes_by_worker"] == stats["flushes"]
         assert_holds(engine, model)
@@ -96,15 +97,15 @@ def test_worker_builds_large_flushes_and_every_key_reads_back() -> None:
 
 def test_worker_writes_the_same_table_as_an_in_process_flush() -> None:
     tables: list[bytes] = []
-    for flush_process in (True, False):
+    for table_workers in (True, False):
         with temp_dir() as directory:
             engine = open_engine(directory, memtable_size_bytes=MEMTABLE,
-                                 flush_process=flush_process, fsync="no").engine
+                                 table_workers=table_workers, fsync="no").engine
             write_mix(engine, {}, random.Random(3), 30_000)
             wait_flushed(engine)
             stats = engine.stats()
             assert stats["flushes"] >= 1
-            assert stats["flushes_by_worker"] == (stats["flushes"] if flush_process else 0)
+            assert stats["flushes_by_worker"] == (stats["flushes"] if table_workers else 0)
             first = min(n for n in os.listdir(directory) if filenames.parse_table_name(n))
             with open(os.path.join(directory, first), "rb") as f:
                 tables.append(f.read())
@@ -114,22 +115,22 @@ def test_worker_writes_the_same_table_as_an_in_process_flush() -> None:
 
 def test_a_killed_worker_costs_one_in_process_flush_and_a_new_worker_takes_over() -> None:
     with temp_dir() as directory:
-        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, flush_process=True,
+        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
                              fsync="no")
         engine, model, rnd = opened.engine, {}, random.Random(11)
         write_mix(engine, model, rnd, 30_000)
         wait_flushed(engine)
         assert engine.stats()["flushes_by_worker"] >= 1
-        pid = FlushWorker.pid()
+        pid = FLUSHES.pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         write_mix(engine, model, rnd, 40_000)
         wait_flushed(engine)
         stats = engine.stats()
-        assert stats["flush_worker_failures"] == 1, opened.reports
+        assert stats["table_worker_failures"] == 1, opened.reports
         assert any("flush worker failed" in r and "WorkerDied" in r for r in opened.reports)
         assert stats["flushes"] - stats["flushes_by_worker"] == 1  # the fallback
-        assert FlushWorker.pid() not in (None, pid)
+        assert FLUSHES.pid() not in (None, pid)
         assert_holds(engine, model)
         engine.close()
         reopened = open_engine(directory).engine
@@ -140,24 +141,24 @@ def test_a_killed_worker_costs_one_in_process_flush_and_a_new_worker_takes_over(
 def test_a_table_that_does_not_open_is_discarded_and_flushed_in_process(
         monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[str] = []
-    honest_build = FlushWorker.build
+    honest_build = FLUSHES.flush
 
-    def damaging_build(*args: Any) -> FlushResult:
+    def damaging_build(*args: Any) -> Built:
         result = honest_build(*args)
         built.append(result.path)
         with open(result.path, "r+b") as table:  # a torn footer
             table.truncate(os.path.getsize(result.path) - 3)
         return result
 
-    monkeypatch.setattr(FlushWorker, "build", staticmethod(damaging_build))
+    monkeypatch.setattr(FLUSHES, "flush", damaging_build)
     with temp_dir() as directory:
-        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, flush_process=True,
+        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
                              fsync="no")
         engine, model = opened.engine, {}
         write_mix(engine, model, random.Random(5), 30_000)
         wait_flushed(engine)
         stats = engine.stats()
-        assert built and stats["flush_worker_failures"] == len(built)
+        assert built and stats["table_worker_failures"] == len(built)
         assert stats["flushes_by_worker"] == 0 and stats["flushes"] == len(built)
         assert any("CorruptionError" in r for r in opened.reports), opened.reports
         for path in built:  # the worker's table was removed, not installed
@@ -169,7 +170,7 @@ def test_a_table_that_does_not_open_is_discarded_and_flushed_in_process(
 def test_an_error_in_the_worker_is_reported_and_the_next_build_works(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker reads a failed build's batches to the end, so the next request finds the
-    stream in step (flush_worker's protocol)."""
+    stream in step (table_worker's protocol)."""
     requests: list[FlushRequest] = []
 
     def first_to_nowhere(directory: str, number: int, options: EngineOptions) -> FlushRequest:
@@ -180,13 +181,13 @@ def test_an_error_in_the_worker_is_reported_and_the_next_build_works(
 
     monkeypatch.setattr(db, "FlushRequest", first_to_nowhere)
     with temp_dir() as directory:
-        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, flush_process=True,
+        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
                              fsync="no")
         engine, model = opened.engine, {}
         write_mix(engine, model, random.Random(23), 60_000)
         wait_flushed(engine)
         stats = engine.stats()
-        assert stats["flush_worker_failures"] == 1, opened.reports
+        assert stats["table_worker_failures"] == 1, opened.reports
         assert any("missing" in r and "in-process" in r for r in opened.reports), opened.reports
         assert stats["flushes_by_worker"] == stats["flushes"] - 1 >= 2
         assert_holds(engine, model)
@@ -199,13 +200,13 @@ def test_a_worker_whose_engine_is_gone_writes_no_table() -> None:
                                parent_pid=os.getpid() + 1_000_000)  # never our parent
         batch = ([b"a", b"b"], [b"1", None])
         with pytest.raises(StorageError, match="abandoned"):
-            flush_worker.build_table(request, [batch])
+            table_worker.build_flush(request, [batch])
         assert os.listdir(directory) == []
 
 
 def test_close_waits_for_a_build_in_progress_and_keeps_it() -> None:
     with temp_dir() as directory:
-        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, flush_process=True,
+        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
                              fsync="no")
         engine, model = opened.engine, {}
         write_mix(engine, model, random.Random(13), 30_000)
@@ -219,14 +220,125 @@ def test_close_waits_for_a_build_in_progress_and_keeps_it() -> None:
 
 def test_small_flushes_stay_in_process_and_the_option_changes_live() -> None:
     with temp_dir() as directory:
-        engine = open_engine(directory, memtable_size_bytes=FLUSH_PROCESS_MIN_BYTES // 4,
-                             flush_process=True, fsync="no").engine
+        engine = open_engine(directory, memtable_size_bytes=WORKER_FLUSH_MIN_BYTES // 4,
+                             table_workers=True, fsync="no").engine
         write_mix(engine, {}, random.Random(17), 6_000)
         wait_flushed(engine)
         stats = engine.stats()
         assert stats["flushes"] >= 1 and stats["flushes_by_worker"] == 0
         engine.tune(memtable_size_bytes=MEMTABLE)
-        assert engine.options.flush_process
-        engine.tune(flush_process=False)
-        assert not engine.options.flush_process
+        assert engine.options.table_workers
+        engine.tune(table_workers=False)
+        assert not engine.options.table_workers
         engine.close()
+
+
+class DropPrefix:
+    """A portable compaction filter (table_worker.PortableFilter) for these tests."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.dropped = 0
+
+    def __call__(self, key: bytes, value: bytes) -> bool:
+        if key.startswith(self.prefix):
+            self.dropped += 1
+            return False
+        return True
+
+    def portable(self) -> DropPrefix:
+        return DropPrefix(self.prefix)
+
+    def absorb(self, copy: table_worker.PortableFilter) -> None:
+        assert isinstance(copy, DropPrefix)
+        self.dropped += copy.dropped
+
+
+def fill_tables(engine: Engine, model: dict[bytes, bytes], seed: int, tables: int) -> None:
+    """Write until `tables` flushes happened (each a memtable of MEMTABLE bytes)."""
+    rnd = random.Random(seed)
+    while engine.stats()["flushes"] < tables:
+        write_mix(engine, model, rnd, 5_000)
+        wait_flushed(engine)
+
+
+def test_compactions_run_in_the_worker_with_a_portable_filter() -> None:
+    with temp_dir() as directory:
+        keep = DropPrefix(b"\x00")
+        reports: list[str] = []
+        engine = Engine.open(directory, EngineOptions(
+            memtable_size_bytes=MEMTABLE, table_workers=True, fsync="no",
+            compaction_min_threshold=2), reporter=reports.append, compaction_filter=keep)
+        model: dict[bytes, bytes] = {}
+        fill_tables(engine, model, 31, 4)
+        deadline = time.monotonic() + 30
+        while engine.stats()["compactions"] == 0:
+            assert time.monotonic() < deadline, "no compaction ran"
+            time.sleep(0.01)
+        assert engine.compact(full=True) >= 1
+        stats = engine.stats()
+        assert stats["table_worker_failures"] == 0, reports
+        assert stats["compactions_by_worker"] == stats["compactions"] >= 2
+        assert stats["tables"] == 1
+        dropped = {k for k in model if k.startswith(b"\x00")}
+        assert dropped and keep.dropped >= len(dropped)  # counted in the worker, absorbed
+        survivors = {k: v for k, v in model.items() if k not in dropped}
+        assert_holds(engine, survivors)
+        engine.close()
+
+
+def test_a_filter_that_cannot_leave_the_process_keeps_compactions_in_process() -> None:
+    with temp_dir() as directory:
+        engine = Engine.open(directory, EngineOptions(
+            memtable_size_bytes=MEMTABLE, table_workers=True, fsync="no",
+            compaction_min_threshold=2), compaction_filter=lambda key, value: True)
+        model: dict[bytes, bytes] = {}
+        fill_tables(engine, model, 37, 3)
+        assert engine.compact(full=True) >= 1
+        stats = engine.stats()
+        assert stats["compactions"] >= 1 and stats["compactions_by_worker"] == 0
+        assert stats["flushes_by_worker"] == stats["flushes"]
+        assert_holds(engine, model)
+        engine.close()
+
+
+def test_a_killed_compaction_worker_costs_one_in_process_compaction() -> None:
+    with temp_dir() as directory:
+        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
+                             fsync="no", compaction_min_threshold=32)
+        engine, model = opened.engine, {}
+        fill_tables(engine, model, 41, 2)
+        assert engine.compact(full=True) == 1
+        pid = table_worker.COMPACTIONS.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        fill_tables(engine, model, 43, 4)
+        assert engine.compact(full=True) == 1
+        stats = engine.stats()
+        assert stats["table_worker_failures"] == 1, opened.reports
+        assert stats["compactions"] == 2 and stats["compactions_by_worker"] == 1
+        assert any("compaction worker failed" in r for r in opened.reports)
+        assert_holds(engine, model)
+        engine.close()
+
+
+def test_close_abandons_a_compaction_in_the_worker_at_once() -> None:
+    with temp_dir() as directory:
+        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
+                             fsync="no", compaction_min_threshold=2,
+                             compaction_throughput_bytes_per_s=64 * 1024)
+        engine, model = opened.engine, {}
+        fill_tables(engine, model, 47, 2)  # ~4 MiB to merge at 64 KiB/s: a minute
+        deadline = time.monotonic() + 10
+        compaction_temp = table_name(engine.stats()["flushes"] + 1) + ".tmp"
+        while not os.path.exists(os.path.join(directory, compaction_temp)):
+            assert time.monotonic() < deadline, (os.listdir(directory), opened.reports)
+            time.sleep(0.01)
+        started = time.monotonic()
+        engine.close()
+        assert time.monotonic() - started < 5
+        assert not [n for n in os.listdir(directory) if filenames.is_table_temp(n)]
+        assert opened.reports == []
+        reopened = open_engine(directory)
+        assert_holds(reopened.engine, model)
+        reopened.engine.close()
