@@ -55,6 +55,13 @@ Rules:
    armed on the coordinator's ``TimerFifo``: one clock timer for all of them, not a loop
    timer started and cancelled per request. Peer requests go through ``Transport.call``,
    whose callback a reply reaches straight from the peer's frame, with no future.
+11. A read that is not one asking every replica, needs two answers in total (QUORUM of 3,
+   or TWO), and whose key routes to its vnode's cached route (Rule 8: every primary up)
+   with this node among the primaries and at most one version stored here, runs as a
+   ``QuickRead`` (quick_read.py): the local read and one peer's, compared. Any other
+   outcome (a difference, a failure, no answer within ``read_speculate_ms``) starts a full
+   ``GetFsm`` reading every replica in what is left of the timeout, so answers, read repair
+   and NOQUORUM are those of Rules 1-9.
 """
 
 from __future__ import annotations
@@ -67,11 +74,14 @@ from typing import Any, TypeVar
 from cluster import keys as keyspace
 from cluster.clock import Clock
 from cluster.consistency import Consistency, NoQuorum, Requirement, required
+from cluster.errors import CorruptionError
 from cluster.get_core import Found
 from cluster.get_fsm import GetFsm, GetRequest
+from cluster.messages import Read
 from cluster.preflist import Placement, Role
 from cluster.put_core import PutOk
 from cluster.put_fsm import PutFsm, PutRequest, Target
+from cluster.quick_read import QuickRead, Reply
 from cluster.replica_service import ReplicaService
 from cluster.timer_fifo import TimerFifo
 from cluster.transport import Transport
@@ -151,12 +161,13 @@ class Coordinator:
         # Rule 10: every FSM's timers on one clock timer.
         self.timers = TimerFifo(clock)
         self._reads = 0  # Rule 9: counts reads, for the one in read_repair_every asking all
-        self.active: set[GetFsm | PutFsm] = set()  # FSMs not finished (late replies, repair)
+        # FSMs not finished (late replies, repair), and quick reads not answered (Rule 11)
+        self.active: set[GetFsm | PutFsm | QuickRead] = set()
         # Rule 8: what each vnode's keys route to while nothing is down, per placement.
         self._placed: dict[int, Route] = {}
         self._placed_for: Placement | None = None
         self.stats = {"gets": 0, "puts": 0, "noquorum": 0, "read_repairs": 0,
-                      "sloppy_requests": 0, "hints_kept": 0}
+                      "sloppy_requests": 0, "hints_kept": 0, "quick_fallbacks": 0}
 
     # Placement ---------------------------------------------------------------------------
 
@@ -231,20 +242,67 @@ class Coordinator:
     # Reads -------------------------------------------------------------------------------
 
     def start_get(self, db: int, key: bytes, level: Consistency,
-                  on_reply: Callable[[Found | NoQuorum], None]) -> GetFsm:
+                  on_reply: Callable[[Found | NoQuorum], None]) -> None:
         """Start a read; ``on_reply`` runs once (maybe before this returns)."""
         route = self.route(key)
         self._reads = reads = self._reads + 1
-        request = GetRequest(db, key, self._requirement_of(route, level), route.targets,
-                             route.down, reads % self.options.read_repair_every == 0)
+        requirement = self._requirement_of(route, level)
+        read_all = reads % self.options.read_repair_every == 0
         self.stats["gets"] += 1
+        if (not read_all and requirement.total == 2 and not requirement.per_dc
+                and route.requirements is not None  # the vnode's route: every primary up
+                and self._start_quick_read(db, key, requirement, route.targets, on_reply)):
+            return
+        self._start_get_fsm(GetRequest(db, key, requirement, route.targets, route.down,
+                                       read_all), on_reply, self.timeout_s)
+
+    def _start_get_fsm(self, request: GetRequest, on_reply: Callable[[Found | NoQuorum], None],
+                       timeout_s: float) -> None:
         fsm = GetFsm(request, local_id=self.node_id, service=self.service,
-                     transport=self.transport, clock=self.clock, timeout_s=self.timeout_s,
+                     transport=self.transport, clock=self.clock, timeout_s=timeout_s,
                      on_reply=self._counted(on_reply), on_finish=self._finished,
                      speculate_s=self.speculate_s, timers=self.timers)
         self.active.add(fsm)
         fsm.start()
-        return fsm
+
+    def _start_quick_read(self, db: int, key: bytes, requirement: Requirement,
+                          targets: tuple[Target, ...],
+                          on_reply: Callable[[Found | NoQuorum], None]) -> bool:
+        """Rule 11: a quorum-of-two read of an all-up key that this node holds, as a
+        ``QuickRead``; False (nothing started) when the key's local set does not allow it."""
+        me = self.node_id
+        peer: str | None = None
+        local_target = False
+        for target in targets:
+            if target.node_id == me:
+                local_target = True
+            elif peer is None:
+                peer = target.node_id
+        if not local_target or peer is None:
+            return False
+        try:
+            local = self.service.read(db, key)
+        except CorruptionError:
+            return False  # the FSM counts the local replica failed
+        if len(local) > 1:
+            return False  # siblings: merge's normal form is the FSM's business
+        read = QuickRead(self, self.clock, db, key, requirement, targets, local, on_reply)
+        self.active.add(read)
+        self.transport.call(peer, Read(db, key), self.timeout_s, read.on_peer)
+        read.timer = self.timers.call_later(self.speculate_s, read.on_slow)
+        return True
+
+    def quick_done(self, read: QuickRead) -> None:
+        self.active.discard(read)
+
+    def quick_fallback(self, read: QuickRead, on_reply: Reply, elapsed_s: float) -> None:
+        """The quick read met a difference, a failure or a slow peer: every replica is read
+        by a full FSM, in what is left of the request's timeout (quick_read invariant 1)."""
+        self.active.discard(read)
+        self.stats["quick_fallbacks"] += 1
+        request = GetRequest(read.db, read.key, read.requirement, read.targets, frozenset(),
+                             True)
+        self._start_get_fsm(request, on_reply, max(0.001, self.timeout_s - elapsed_s))
 
     def get(self, db: int, key: bytes, level: Consistency) -> asyncio.Future[Found | NoQuorum]:
         future: asyncio.Future[Found | NoQuorum] = self.new_future()

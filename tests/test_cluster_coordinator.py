@@ -449,3 +449,82 @@ def test_service_reports_a_damaged_stored_value(make: Callable[..., SimCluster])
     with pytest.raises(RemoteError) as refused:
         c.services["n1"].handle("p", Read(0, b"k"))
     assert refused.value.code == ErrorCode.INTERNAL
+
+
+# -- Quick reads (Rule 11) ---------------------------------------------------------------------
+
+
+def _reads_sent(c: SimCluster) -> list[str]:
+    sent: list[str] = []
+    c.network.on_message(lambda e: sent.append(e.packet.dst) if e.event == "send"
+                         and isinstance(e.packet.message, Read) else None)
+    return sent
+
+
+def test_quick_read_of_agreeing_replicas_asks_one_peer_and_builds_no_fsm(
+        make: Callable[..., SimCluster]) -> None:
+    c = make(NODES3, coordinator_options=CoordinatorOptions(request_timeout_ms=TIMEOUT_MS,
+                                                            read_repair_every=1000))
+    key = b"k"
+    first, second, _ = c.replicas_of((0, key))
+    assert isinstance(c.run(c.put(first, key, b"v")), PutOk)
+    c.settle()
+    sent = _reads_sent(c)
+    coordinator = c.coordinators[first]
+    started: list[object] = []
+    coordinator._start_get_fsm = lambda *args: started.append(args)  # type: ignore[method-assign]
+    future = coordinator.get(0, key, QUORUM)
+    assert len(coordinator.active) == 1  # the quick read, until its peer answers
+    assert value_of(c.run(future)) == b"v"
+    assert sent == [second] and started == [] and not coordinator.active
+    assert coordinator.stats["quick_fallbacks"] == 0
+    c.settle()
+    assert c.violations() == []
+
+
+def test_quick_read_hands_a_difference_to_the_fsm_which_merges_and_repairs(
+        make: Callable[..., SimCluster]) -> None:
+    c = make(NODES3, coordinator_options=CoordinatorOptions(request_timeout_ms=TIMEOUT_MS,
+                                                            read_repair_every=1000))
+    key = b"k"
+    first, second, third = c.replicas_of((0, key))
+    c.network.partition({first}, {second})
+    assert isinstance(c.run(c.put(second, key, b"new")), PutOk)  # second and third only
+    c.settle()
+    c.network.heal()
+    assert (0, key) not in c.state()[first]
+    sent = _reads_sent(c)
+    coordinator = c.coordinators[first]
+    assert value_of(c.run(coordinator.get(0, key, QUORUM))) == b"new"
+    c.settle()
+    assert coordinator.stats["quick_fallbacks"] == 1
+    assert sorted(sent) == sorted([second, second, third])  # quick, then the FSM asks all
+    assert c.state()[first][(0, key)] == c.state()[second][(0, key)]  # repaired
+    assert coordinator.stats["read_repairs"] >= 1 and not coordinator.active
+    assert c.violations() == []
+
+
+def test_quick_read_of_a_silent_peer_falls_back_within_the_request_timeout(
+        make: Callable[..., SimCluster]) -> None:
+    c = make(NODES3, coordinator_options=CoordinatorOptions(request_timeout_ms=TIMEOUT_MS,
+                                                            read_repair_every=1000))
+    key = b"k"
+    first, second, third = c.replicas_of((0, key))
+    assert isinstance(c.run(c.put(first, key, b"v")), PutOk)
+    c.settle()
+    coordinator = c.coordinators[first]
+    # second stays "up" for the coordinator but hears nothing: the quick read waits for it
+    # the speculation delay (a tenth of the timeout), then the FSM asks every replica.
+    c.network.cut(first, second)
+    start = c.clock.now
+    assert value_of(c.run(coordinator.get(0, key, QUORUM))) == b"v"
+    assert TIMEOUT_MS // 10 <= c.clock.now - start < TIMEOUT_MS
+    assert coordinator.stats["quick_fallbacks"] == 1
+    # Both silent: NOQUORUM no later than the request timeout from the read's start.
+    c.network.cut(first, third)
+    start = c.clock.now
+    outcome = c.run(coordinator.get(0, key, QUORUM))
+    assert isinstance(outcome, NoQuorum)
+    assert c.clock.now - start <= TIMEOUT_MS + 1
+    c.settle()
+    assert not coordinator.active
