@@ -210,8 +210,6 @@ class Engine:
             self._compact_wanted.set()
             # A rotation parks the old segment unsynced; the flush thread fsyncs it (inv. 8).
             log.on_rotate = self._flush_wanted.set
-            if options.table_workers and type(fs) is OSFileSystem:
-                self._start_workers()
 
     @classmethod
     def open(cls, directory: str, options: EngineOptions | None = None, *,
@@ -558,15 +556,6 @@ class Engine:
             self._flushed.notify_all()
         self._compact_wanted.set()
         return True
-
-    def _start_workers(self) -> None:
-        """Start the table workers at open (an interpreter takes ~0.2 s to start: a first
-        flush waiting for it would stall writers); one that fails is retried at first use."""
-        for worker in (FLUSHES, COMPACTIONS):
-            try:
-                worker.start()
-            except OSError as exc:
-                self._report(f"engine: cannot start the {worker.name} worker: {exc}")
 
     def _build_in_worker(self, frozen: Memtable, number: int) -> LiveTable | object | None:
         """Table `number` of frozen, built by the flush worker from batches this thread walks

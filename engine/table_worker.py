@@ -217,13 +217,6 @@ class TableWorker:
                 raise self._died(exc) from exc
         return _answer(reply)
 
-    def start(self) -> None:
-        """Start the process now if none runs (it imports while the engine works on), so
-        that the first request does not wait for an interpreter to start. OSError if it
-        cannot be started."""
-        with self._lock:
-            self._connection()
-
     def pid(self) -> int | None:
         """The worker's pid, if one runs (tests kill it to check invariant 2)."""
         process = self._process
