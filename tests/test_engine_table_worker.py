@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from engine import db, filenames, table_worker
+from engine.compactor import Stopped
 from engine.db import WORKER_FLUSH_MIN_BYTES, Engine
 from engine.errors import StorageError
 from engine.options import EngineOptions
 from engine.table_format import table_name
 from engine.table_worker import FLUSHES, Built, FlushRequest
-from tests.engine_helpers import open_engine, temp_dir
+from tests.engine_helpers import Opened, open_engine, temp_dir
 
 MEMTABLE = 2 * WORKER_FLUSH_MIN_BYTES  # every flush is large enough for the worker
 
@@ -68,6 +69,16 @@ def write_mix(engine: Engine, model: dict[bytes, bytes], rnd: random.Random,
     engine.commit()
 
 
+def written(directory: str, seed: int, rounds: int) -> tuple[Opened, dict[bytes, bytes]]:
+    """An engine with table workers and 2 MiB memtables after write_mix, flushes done."""
+    opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
+                         fsync="no")
+    model: dict[bytes, bytes] = {}
+    write_mix(opened.engine, model, random.Random(seed), rounds)
+    wait_flushed(opened.engine)
+    return opened, model
+
+
 def assert_holds(engine: Engine, model: dict[bytes, bytes]) -> None:
     assert dict(engine.scan()) == model
     for key, value in model.items():
@@ -76,14 +87,9 @@ def assert_holds(engine: Engine, model: dict[bytes, bytes]) -> None:
 
 def test_worker_builds_large_flushes_and_every_key_reads_back() -> None:
     with temp_dir() as directory:
-        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
-                             fsync="no")
-        engine, model, rnd = opened.engine, {}, random.Random(7)
-        write_mix(engine, model, rnd, 60_000)
-        wait_flushed(engine)
+        opened, model = written(directory, 7, 60_000)
+        engine = opened.engine
         stats = engine.stats()
-        # Replays that did not match the memtable (tombstone handling, batches, deletes of
-        # absent keys) would show as failures: invariant 2 of table_worker.
         assert stats["table_worker_failures"] == 0, opened.reports
         assert stats["flushes_by_worker"] >= 3
         assert stats["flushes_by_worker"] == stats["flushes"]
@@ -115,16 +121,13 @@ def test_worker_writes_the_same_table_as_an_in_process_flush() -> None:
 
 def test_a_killed_worker_costs_one_in_process_flush_and_a_new_worker_takes_over() -> None:
     with temp_dir() as directory:
-        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
-                             fsync="no")
-        engine, model, rnd = opened.engine, {}, random.Random(11)
-        write_mix(engine, model, rnd, 30_000)
-        wait_flushed(engine)
+        opened, model = written(directory, 11, 30_000)
+        engine = opened.engine
         assert engine.stats()["flushes_by_worker"] >= 1
         pid = FLUSHES.pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        write_mix(engine, model, rnd, 40_000)
+        write_mix(engine, model, random.Random(12), 40_000)
         wait_flushed(engine)
         stats = engine.stats()
         assert stats["table_worker_failures"] == 1, opened.reports
@@ -152,11 +155,8 @@ def test_a_table_that_does_not_open_is_discarded_and_flushed_in_process(
 
     monkeypatch.setattr(FLUSHES, "flush", damaging_build)
     with temp_dir() as directory:
-        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
-                             fsync="no")
-        engine, model = opened.engine, {}
-        write_mix(engine, model, random.Random(5), 30_000)
-        wait_flushed(engine)
+        opened, model = written(directory, 5, 30_000)
+        engine = opened.engine
         stats = engine.stats()
         assert built and stats["table_worker_failures"] == len(built)
         assert stats["flushes_by_worker"] == 0 and stats["flushes"] == len(built)
@@ -181,11 +181,8 @@ def test_an_error_in_the_worker_is_reported_and_the_next_build_works(
 
     monkeypatch.setattr(db, "FlushRequest", first_to_nowhere)
     with temp_dir() as directory:
-        opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
-                             fsync="no")
-        engine, model = opened.engine, {}
-        write_mix(engine, model, random.Random(23), 60_000)
-        wait_flushed(engine)
+        opened, model = written(directory, 23, 60_000)
+        engine = opened.engine
         stats = engine.stats()
         assert stats["table_worker_failures"] == 1, opened.reports
         assert any("missing" in r and "in-process" in r for r in opened.reports), opened.reports
@@ -204,13 +201,34 @@ def test_a_worker_whose_engine_is_gone_writes_no_table() -> None:
         assert os.listdir(directory) == []
 
 
-def test_close_waits_for_a_build_in_progress_and_keeps_it() -> None:
+def test_close_abandons_a_flush_in_the_worker_and_loses_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes: list[str] = []
+    honest_flush = FLUSHES.flush
+
+    def recorded_flush(*args: Any) -> Built:
+        try:
+            built = honest_flush(*args)
+        except Stopped:
+            outcomes.append("stopped")
+            raise
+        outcomes.append("built")
+        return built
+
+    monkeypatch.setattr(FLUSHES, "flush", recorded_flush)
+    monkeypatch.setattr(db, "_WORKER_BATCH_ENTRIES", 64)  # a flush of many slow batches:
+    monkeypatch.setattr(Engine, "_flush_pause", lambda self, written, total: time.sleep(0.002))
     with temp_dir() as directory:
         opened = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
                              fsync="no")
         engine, model = opened.engine, {}
         write_mix(engine, model, random.Random(13), 30_000)
-        engine.close()  # most likely while the worker builds the first table
+        deadline = time.monotonic() + 10
+        while not any(filenames.is_table_temp(n) for n in os.listdir(directory)):
+            assert time.monotonic() < deadline, "no flush started"
+            time.sleep(0.005)
+        engine.close()  # the flush is in the worker: ABORT
+        assert outcomes[-1] == "stopped", outcomes
         assert not [n for n in os.listdir(directory) if filenames.is_table_temp(n)]
         reopened = open_engine(directory)
         assert_holds(reopened.engine, model)
