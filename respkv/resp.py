@@ -187,16 +187,17 @@ def _split_uniform(data: bytes) -> list[list[bytes]] | None:
 
     REQUIRES: len(data) <= _UNIFORM_BYTES_MAX (every argument is then shorter than the
     header table)."""
-    lines = data.split(b"\r\n")
-    end = len(lines) - 1
-    if lines[end]:
-        return None
-    argc = _ARGC_OF(lines[0])
+    # A read of other shapes is mostly declined here, before the split allocates its lines.
+    argc = _ARGC_OF(data[: data.find(b"\r\n")])
     if argc is None:
         return None
     step = 1 + 2 * argc
+    end = data.count(b"\r\n")
     count, rest = divmod(end, step)
-    if rest or lines[0:end:step].count(lines[0]) != count:
+    if rest or not data.endswith(b"\r\n"):
+        return None
+    lines = data.split(b"\r\n")
+    if lines[0:end:step].count(lines[0]) != count:
         return None
     columns: list[list[bytes]] = []
     for offset in range(2, step, 2):
