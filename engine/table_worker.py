@@ -145,8 +145,10 @@ def build_flush(request: FlushRequest, batches: Iterable[Batch]) -> Built:
                               request.options, None, fs.orphaned))
 
 
-def build_compaction(request: CompactionRequest, aborted: Callable[[], bool]) -> Built:
-    """The worker's part of a compaction: merge request.inputs into table request.number."""
+def build_compaction(request: CompactionRequest, aborted: Callable[[], bool],
+                     sleep: Callable[[float], bool] | None = None) -> Built:
+    """The worker's part of a compaction: merge request.inputs into table request.number.
+    sleep(seconds) -> cut short? is how its token bucket waits."""
     fs = _ParentBoundFileSystem(request.parent_pid)
     readers: list[TableReader] = []
     try:
@@ -154,7 +156,7 @@ def build_compaction(request: CompactionRequest, aborted: Callable[[], bool]) ->
             readers.append(TableReader.open(fs, path))
         entries = compaction_entries([r.scan() for r in readers], request.bottommost,
                                      request.keep)
-        limiter = RateLimiter(request.options.compaction_throughput_bytes_per_s)
+        limiter = RateLimiter(request.options.compaction_throughput_bytes_per_s, sleep=sleep)
         written = write_table(fs, request.directory, request.number, request.recency,
                               batched(entries), request.options, None,
                               lambda: aborted() or fs.orphaned(), throttle=limiter.acquire)
@@ -274,21 +276,28 @@ def _received(conn: Connection) -> Iterator[Batch]:
         yield marshal.loads(blob)
 
 
-def _abort_seen(conn: Connection) -> Callable[[], bool]:
-    """should_stop of a compaction: has the engine sent ABORT? (Polled between batches.)"""
-    seen = [False]
+class _AbortWatch:
+    """Has the engine sent ABORT during a compaction? Looked at between batches (called) and
+    while the token bucket makes the compaction wait (sleep: cut short by ABORT, as the
+    engine's own limiter is by close())."""
 
-    def check() -> bool:
-        if not seen[0] and conn.poll():
-            seen[0] = conn.recv_bytes() == ABORT
-        return seen[0]
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.seen = False
 
-    return check
+    def __call__(self) -> bool:
+        return self.sleep(0.0)
+
+    def sleep(self, seconds: float) -> bool:
+        if not self.seen and self._conn.poll(seconds):
+            self.seen = self._conn.recv_bytes() == ABORT
+        return self.seen
 
 
 def _serve(conn: Connection, request: object) -> Built:
     if isinstance(request, CompactionRequest):
-        return build_compaction(request, _abort_seen(conn))
+        watch = _AbortWatch(conn)
+        return build_compaction(request, watch, watch.sleep)
     assert isinstance(request, FlushRequest)
     batches = _received(conn)
     try:

@@ -354,7 +354,7 @@ def test_close_abandons_a_compaction_in_the_worker_at_once() -> None:
             time.sleep(0.01)
         started = time.monotonic()
         engine.close()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 3  # ABORT cuts the token bucket's wait short
         assert not [n for n in os.listdir(directory) if filenames.is_table_temp(n)]
         assert opened.reports == []
         reopened = open_engine(directory)
