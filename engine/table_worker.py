@@ -42,6 +42,7 @@ from __future__ import annotations
 import marshal
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -317,6 +318,9 @@ def _serve(conn: Connection, request: object) -> Built:
 def main(argv: Sequence[str]) -> int:
     """A worker: answer requests until the engine's end of the socket closes."""
     fs_module.disable_crash_points()  # invariant 4
+    # Ctrl-C at a terminal reaches the whole process group: the engine decides when its
+    # workers stop (they exit when it closes its end), and no traceback is printed here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[1]))
     try:
         while True:
