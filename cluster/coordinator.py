@@ -67,6 +67,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -302,7 +303,11 @@ class Coordinator:
         self.stats["quick_fallbacks"] += 1
         request = GetRequest(read.db, read.key, read.requirement, read.targets, frozenset(),
                              True)
-        self._start_get_fsm(request, on_reply, max(0.001, self.timeout_s - elapsed_s))
+        # Whole milliseconds, rounded down (never past the read's own deadline): the
+        # TimerFifo keeps one FIFO per delay, and fallbacks at a few distinct delays share a
+        # few FIFOs instead of adding one each.
+        left_ms = max(1, math.floor((self.timeout_s - elapsed_s) * 1000))
+        self._start_get_fsm(request, on_reply, left_ms / 1000)
 
     def get(self, db: int, key: bytes, level: Consistency) -> asyncio.Future[Found | NoQuorum]:
         future: asyncio.Future[Found | NoQuorum] = self.new_future()
