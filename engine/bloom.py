@@ -44,7 +44,10 @@ _hash64 = mmh3.hash64
 # key -> the 16 bytes whose little-endian u64 halves are _hash64(key, signed=False).
 _digest: Callable[[bytes], bytes] = mmh3.mmh3_x64_128_digest
 _DIGEST_BYTES = 16
-_FINISH_SLICE_KEYS = 1 << 18  # keys whose probes finish() computes at a time
+# Keys whose probes finish() computes at a time: ~10 ms of numpy with the GIL held; between
+# slices it calls between(), with which an in-process flush lets the loop thread run (one
+# slice of 256k keys held the GIL ~100 ms, the longest stall writers saw).
+_FINISH_SLICE_KEYS = 1 << 15
 
 
 # key_hash(key) -> (h1, h2), as every filter probes it (invariant 2). A partial, not a def:
@@ -137,7 +140,7 @@ class BloomFilterBuilder:
         """add() of each key, by C-level passes (no Python code per key)."""
         self._digests += b"".join(map(_digest, keys))
 
-    def finish(self) -> BloomFilter:
+    def finish(self, between: Callable[[], object] | None = None) -> BloomFilter:
         count = len(self._digests) // _DIGEST_BYTES
         # At least 64 bits, so a table of one key still has a usefully small FP rate.
         num_bits = max(64, count * self._bits_per_key)
@@ -158,5 +161,7 @@ class BloomFilterBuilder:
             for _ in range(probes):
                 is_set[position % modulus] = True
                 position += step  # uint64: wraps mod 2^64, as the format says
+            if between is not None:
+                between()
         bits = np.packbits(is_set, bitorder="little").tobytes()
         return BloomFilter(bits, num_bits, probes)

@@ -54,6 +54,11 @@ Invariants:
    are removed, and the work runs in-process under a new table number. close() makes a
    worker abandon its table (Stopped), as it does the engine's own threads.
 
+11. A flushed memtable is freed on the loop thread, _FREE_SLICE_ENTRIES keys and values per
+   commit() (its chores), once nothing else references it (a scan's View or iterator keeps
+   it whole until done): dropped at once, its ~600k objects (64 MiB) took ~100 ms to free
+   under the GIL, the longest stall a writer saw.
+
 Cost, measured with timeit-style loops (best of 5, 100k random 13-byte keys, 100-byte
 values, CPython 3.11 on a busy 2-vCPU VM, so +-20%): see Engine.__doc__ and the numbers in
 docs/formats/sstable.md ("Integration").
@@ -63,6 +68,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -106,6 +112,9 @@ _logger = logging.getLogger("engine")
 _MISSING: object = object()
 _NOT_BUILT: object = object()  # a worker gave up: build the table in-process
 _NOT_PORTABLE: object = object()  # the compaction filter cannot run in a worker
+_DONE: object = object()
+# Keys (and as many values) of a flushed memtable freed per commit (invariant 11): ~1-2 ms.
+_FREE_SLICE_ENTRIES = 16384
 # A frozen memtable this large or larger is built by the flush worker when table_workers is
 # on (invariant 10); a smaller one costs the loop thread little (~1 us of GIL an entry, so
 # ~10 ms at 1 MiB) against a round trip to the worker and the reopening of its table.
@@ -175,6 +184,9 @@ class Engine:
         self._next_table_number = manifest.version.next_table_number
         self._obsolete: list[LiveTable] = []  # no longer in the manifest; deleted at refs 0
         self._chores_due = False  # set by background threads: commit() has cleanup to do
+        # Flushed memtables to free on the loop thread a slice per commit (invariant 11).
+        self._flushed_memtables: list[Memtable] = []
+        self._dismantling: Iterator[None] | None = None
         self._stopping = False
         self._stop_event = threading.Event()  # set by close(): wakes a throttled compaction
         self._limiter = RateLimiter(options.compaction_throughput_bytes_per_s,
@@ -473,12 +485,31 @@ class Engine:
         self._chores_due = False
         if self._obsolete:
             self._collect_obsolete()
+        if self._flushed_memtables or self._dismantling is not None:
+            self._free_flushed_slice()
         if self._memtable.approximate_bytes >= self._memtable_size_bytes:
             self._make_room()
             self._freeze()
             if not self._threads:  # background=False: flush inline
                 while self._flush_one():
                     pass
+
+    def _free_flushed_slice(self) -> None:
+        """Free one slice of a flushed memtable (invariant 11); chores stay due until all are
+        gone. A memtable a scan still holds (through an old View or its iterator) waits."""
+        if self._dismantling is None:
+            with self._view_lock:
+                flushed = self._flushed_memtables
+                for i in range(len(flushed)):
+                    # No reference but the list's and getrefcount's argument (no local name:
+                    # enumerate's reused tuple would hold one more).
+                    if sys.getrefcount(flushed[i]) <= 2:
+                        self._dismantling = flushed.pop(i).dismantle(_FREE_SLICE_ENTRIES)
+                        break
+        if self._dismantling is not None and next(self._dismantling, _DONE) is _DONE:
+            self._dismantling = None
+        if self._flushed_memtables or self._dismantling is not None:
+            self._chores_due = True
 
     def _make_room(self) -> None:
         """Wait until fewer than frozen_memtables_max memtables await a flush (invariant 7)."""
@@ -543,7 +574,8 @@ class Engine:
                 tables = view.tables if live is None else (*view.tables, live)
                 return View(view.frozen[:-1]).with_tables(tables)
 
-            self._install(edit, swap, live)
+            self._install(edit, swap, live, flushed=frozen)
+            del frozen_all
             crash_point("flush-installed")
             self._counters["flushes"] += 1
             self._counters["flush_bytes_written"] += 0 if live is None else live.meta.file_size
@@ -561,6 +593,11 @@ class Engine:
         """Table `number` of frozen, built by the flush worker from batches this thread walks
         and sends (invariant 10); None if it has no entries, _NOT_BUILT if the attempt failed:
         the caller then flushes in-process. Raises Stopped if the engine is closing."""
+        # This thread walks the memtable in key order (~0.75 us an entry of its GIL time),
+        # and the worker writes the table (~1.4 us an entry), which keeps up with the fastest
+        # writer. Sending the dict's order instead (~0.2 us) left the sort to the worker:
+        # ~3 us an entry there, slower than a writer's ~1.5 us, and the third memtable of a
+        # 1M-put run stalled 120-460 ms on the first flush (docs/benchmarks.md).
         request = FlushRequest(self._dir, number, self._options)
         return self._by_worker("flush", number, lambda: FLUSHES.flush(
             request, frozen.batches(_WORKER_BATCH_ENTRIES),
@@ -672,7 +709,8 @@ class Engine:
         return _NOT_PORTABLE if copy is None else copy
 
     def _install(self, edit: VersionEdit, swap: Callable[[View], View],
-                 live: LiveTable | None, obsolete: Sequence[LiveTable] = ()) -> None:
+                 live: LiveTable | None, obsolete: Sequence[LiveTable] = (),
+                 flushed: Memtable | None = None) -> None:
         """Make edit durable, then publish the View swap(view): a short critical section.
         On failure the new table (if any) is closed and removed, and nothing changes."""
         with self._manifest_lock:
@@ -691,7 +729,9 @@ class Engine:
             with self._view_lock:
                 self._view = swap(self._view)
                 self._obsolete.extend(obsolete)
-        if obsolete:
+                if flushed is not None:
+                    self._flushed_memtables.append(flushed)
+        if obsolete or flushed is not None:
             self._chores_due = True
 
     def _new_table_number(self) -> int:

@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import time
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
@@ -29,6 +30,11 @@ from engine import block, bloom, table_format
 from engine.errors import StorageError
 from engine.fs import FileSystem, WritableFile, join, write_all
 from engine.table_format import BlockHandle, Footer, Properties
+
+
+def _release_gil() -> None:
+    time.sleep(0)
+
 
 _T = TypeVar("_T")
 
@@ -146,7 +152,9 @@ class TableBuilder:
         assert self._entries > 0, "a table holds at least one entry"
         if self._block_starts:
             self._cut_block(b"", [0], 0, 0, self._last_key)
-        bloom_handle = self._append(self._bloom.finish().encode())
+        # sleep(0) between slices releases the GIL: a loop thread that has waited for it a
+        # switch interval then gets it (the bloom of a large flush is ~100 ms of numpy).
+        bloom_handle = self._append(self._bloom.finish(_release_gil).encode())
         index_handle = self._append(block.encode_entries(self._index_keys, self._index_handles))
         props = Properties(self._entries, self._tombstones, self._blocks, self._min_key,
                            self._last_key)
