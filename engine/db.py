@@ -593,15 +593,23 @@ class Engine:
         """Table `number` of frozen, built by the flush worker from batches this thread walks
         and sends (invariant 10); None if it has no entries, _NOT_BUILT if the attempt failed:
         the caller then flushes in-process. Raises Stopped if the engine is closing."""
-        # This thread walks the memtable in key order (~0.75 us an entry of its GIL time),
-        # and the worker writes the table (~1.4 us an entry), which keeps up with the fastest
-        # writer. Sending the dict's order instead (~0.2 us) left the sort to the worker:
-        # ~3 us an entry there, slower than a writer's ~1.5 us, and the third memtable of a
-        # 1M-put run stalled 120-460 ms on the first flush (docs/benchmarks.md).
-        request = FlushRequest(self._dir, number, self._options)
+        # Who sorts. This thread, walking the memtable in key order: ~0.75-1 us an entry of
+        # its GIL time, paced (invariant 9), and the worker writes as batches come (~1.4 us
+        # an entry: it keeps up with the fastest writer). Or the worker: this thread sends
+        # the dict's order at once (~0.2 us an entry) and the worker sorts first (~2.2 us
+        # an entry in all, slower than a put). The worker sorts unless it could fall
+        # behind: another memtable already waits, or the compaction worker is busy on the
+        # core the flush worker needs.
+        ordered = len(self._view.frozen) > 1 or COMPACTIONS.busy()
+        request = FlushRequest(self._dir, number, self._options, ordered)
+        if ordered:
+            batches = frozen.batches(_WORKER_BATCH_ENTRIES)
+            pause: Callable[[int], None] = partial(self._flush_pause, total=len(frozen))
+        else:
+            batches = frozen.unordered_batches(_WORKER_BATCH_ENTRIES)
+            pause = _no_pause
         return self._by_worker("flush", number, lambda: FLUSHES.flush(
-            request, frozen.batches(_WORKER_BATCH_ENTRIES),
-            partial(self._flush_pause, total=len(frozen)), self._should_stop))
+            request, batches, pause, self._should_stop))
 
     def _compact_in_worker(self, task: CompactionTask, inputs: Sequence[LiveTable],
                            number: int, keep: PortableFilter | None
@@ -913,6 +921,10 @@ class Engine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _no_pause(written: int) -> None:
+    pass
 
 
 def _open_table(fs: FileSystem, directory: str, meta: TableMeta, cache: BlockCache,

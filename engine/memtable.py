@@ -237,6 +237,15 @@ class Memtable:
                 chunk = keys[at:at + size] if len(keys) > size else keys
                 yield chunk, list(map(value_of, chunk))
 
+    def unordered_batches(self, size: int) -> Iterator[tuple[list[bytes], list[bytes | None]]]:
+        """Every entry, tombstones included, in the dict's order (about the order of
+        allocation: no cache miss per entry, unlike the key order of batches()), as
+        (keys, values) lists of 1 to size entries. REQUIRES: as scan()."""
+        keys = list(self._data)
+        values = list(self._data.values())
+        for at in range(0, len(keys), size):
+            yield keys[at:at + size], values[at:at + size]
+
     def dismantle(self, step: int) -> Iterator[None]:
         """Empty this memtable a little per next(): one sorted run (at most RUN_KEYS_MAX key
         references), then about step entries at a time. Freeing a flushed memtable's ~600k

@@ -101,22 +101,38 @@ def test_worker_builds_large_flushes_and_every_key_reads_back() -> None:
         assert not [n for n in os.listdir(directory) if filenames.is_table_temp(n)]
 
 
-def test_worker_writes_the_same_table_as_an_in_process_flush() -> None:
-    tables: list[bytes] = []
-    for table_workers in (True, False):
+def test_worker_writes_the_same_table_as_an_in_process_flush(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process, and by the worker from batches in key order (the flush thread sorts) or in
+    the dict's order (the worker sorts): the same table, byte for byte."""
+    tables: dict[str, bytes] = {}
+    sent: list[bool] = []
+    honest_flush = FLUSHES.flush
+
+    def noting_flush(request: FlushRequest, *args: Any) -> Built:
+        sent.append(request.ordered)
+        return honest_flush(request, *args)
+
+    monkeypatch.setattr(FLUSHES, "flush", noting_flush)
+    for mode in ("in-process", "worker sorts", "flush thread sorts"):
+        monkeypatch.setattr(table_worker.COMPACTIONS, "busy",
+                            lambda mode=mode: mode == "flush thread sorts")
+        sent.clear()
         with temp_dir() as directory:
             engine = open_engine(directory, memtable_size_bytes=MEMTABLE,
-                                 table_workers=table_workers, fsync="no").engine
+                                 table_workers=mode != "in-process", fsync="no").engine
             write_mix(engine, {}, random.Random(3), 30_000)
             wait_flushed(engine)
             stats = engine.stats()
             assert stats["flushes"] >= 1
-            assert stats["flushes_by_worker"] == (stats["flushes"] if table_workers else 0)
+            assert stats["flushes_by_worker"] == (0 if mode == "in-process" else stats["flushes"])
+            if mode != "in-process":
+                assert sent[0] is (mode == "flush thread sorts")
             first = min(n for n in os.listdir(directory) if filenames.parse_table_name(n))
             with open(os.path.join(directory, first), "rb") as f:
-                tables.append(f.read())
+                tables[mode] = f.read()
             engine.close()
-    assert tables[0] == tables[1]
+    assert len(set(tables.values())) == 1
 
 
 def test_a_killed_worker_costs_one_in_process_flush_and_a_new_worker_takes_over() -> None:
@@ -173,10 +189,11 @@ def test_an_error_in_the_worker_is_reported_and_the_next_build_works(
     stream in step (table_worker's protocol)."""
     requests: list[FlushRequest] = []
 
-    def first_to_nowhere(directory: str, number: int, options: EngineOptions) -> FlushRequest:
+    def first_to_nowhere(directory: str, number: int, options: EngineOptions,
+                         ordered: bool) -> FlushRequest:
         if not requests:
             directory = os.path.join(directory, "missing", "dir")
-        requests.append(FlushRequest(directory, number, options))
+        requests.append(FlushRequest(directory, number, options, ordered))
         return requests[-1]
 
     monkeypatch.setattr(db, "FlushRequest", first_to_nowhere)
