@@ -268,6 +268,19 @@ class SimNetwork:
             pending.on_reply(None)
 
 
+def call_through_request(request: Callable[[str, Message, float], asyncio.Future[Message]],
+                         peer: str, message: Message, timeout_s: float,
+                         on_done: Callable[[str, Message | BaseException], None]) -> None:
+    """``Transport.call`` of a simulated transport: ``request``'s outcome handed to
+    ``on_done`` (never at once: a future's callbacks run in a later loop turn)."""
+
+    def relay(done: asyncio.Future[Message]) -> None:
+        error = done.exception()
+        on_done(peer, error if error is not None else done.result())
+
+    request(peer, message, timeout_s).add_done_callback(relay)
+
+
 class SimTransport:
     """One node incarnation's ``Transport``; unusable once that incarnation crashed."""
 
@@ -291,14 +304,7 @@ class SimTransport:
 
     def call(self, peer: str, message: Message, timeout_s: float,
              on_done: Callable[[str, Message | BaseException], None]) -> None:
-        """``Transport.call``: ``request``'s outcome handed to ``on_done`` (never at once:
-        a future's callbacks run in a later loop turn)."""
-
-        def relay(done: asyncio.Future[Message]) -> None:
-            error = done.exception()
-            on_done(peer, error if error is not None else done.result())
-
-        self.request(peer, message, timeout_s).add_done_callback(relay)
+        call_through_request(self.request, peer, message, timeout_s, on_done)
 
     def request(self, peer: str, message: Message, timeout_s: float) -> asyncio.Future[Message]:
         """See the module docstring (and ``cluster.transport`` Rule 1)."""

@@ -50,7 +50,7 @@ from engine.fs import BytesLike, OSFileSystem, WritableFile
 from engine.options import EngineOptions
 from tests.engine_helpers import FaultyFS
 from tests.sim.sim_clock import SimClock, SimLoop, SimTimer
-from tests.sim.sim_network import SimNetwork, SimTransport
+from tests.sim.sim_network import SimNetwork, SimTransport, call_through_request
 
 # Called as ``factory(replica, clock, hints=store)`` (ReplicaService's own signature).
 ServiceFactory = Callable[..., ReplicaService]
@@ -149,14 +149,7 @@ class ProcessTransport:
 
     def call(self, peer: str, message: Message, timeout_s: float,
              on_done: Callable[[str, Message | BaseException], None]) -> None:
-        """``Transport.call``: ``request``'s outcome handed to ``on_done`` (never at once:
-        a future's callbacks run in a later loop turn)."""
-
-        def relay(done: asyncio.Future[Message]) -> None:
-            error = done.exception()
-            on_done(peer, error if error is not None else done.result())
-
-        self.request(peer, message, timeout_s).add_done_callback(relay)
+        call_through_request(self.request, peer, message, timeout_s, on_done)
 
     def request(self, peer: str, message: Message, timeout_s: float) -> asyncio.Future[Message]:
         outer: asyncio.Future[Message] = self.loop.create_future()
