@@ -46,8 +46,9 @@ Invariants:
    memtable freezes, well before writers would stall on it (at the freeze after that).
 10. With table_workers on (and the real OSFileSystem), table files are written by the
    worker processes of table_worker.py: a background flush of a frozen memtable of at least
-   WORKER_FLUSH_MIN_BYTES (the flush thread walks the memtable in key order and streams it
-   there in batches, pacing itself as in invariant 9), and a compaction whose inputs all
+   WORKER_FLUSH_MIN_BYTES (the flush thread streams the memtable there in batches: in the
+   dict's order at once, the worker sorting, or, when the worker could fall behind, in key
+   order, paced as in invariant 9), and a compaction whose inputs all
    opened and whose filter is absent or portable (the worker reads the inputs itself). The
    engine opens the table and installs it as it would its own. If the attempt fails (the
    worker died or reported an error, the table does not open), it is reported, its files
@@ -551,9 +552,8 @@ class Engine:
             self._log.sync_closed(frozen.log_number)
             number = self._new_table_number()
             live: LiveTable | object | None = _NOT_BUILT
-            if (background and self._options.table_workers
-                    and frozen.approximate_bytes >= WORKER_FLUSH_MIN_BYTES
-                    and type(self._fs) is OSFileSystem):  # the worker writes to the OS
+            if (background and self._workers_on()
+                    and frozen.approximate_bytes >= WORKER_FLUSH_MIN_BYTES):
                 live = self._build_in_worker(frozen, number)
                 if live is _NOT_BUILT:
                     number = self._new_table_number()  # never reuse a worker's number
@@ -575,7 +575,6 @@ class Engine:
                 return View(view.frozen[:-1]).with_tables(tables)
 
             self._install(edit, swap, live, flushed=frozen)
-            del frozen_all
             crash_point("flush-installed")
             self._counters["flushes"] += 1
             self._counters["flush_bytes_written"] += 0 if live is None else live.meta.file_size
@@ -588,6 +587,11 @@ class Engine:
             self._flushed.notify_all()
         self._compact_wanted.set()
         return True
+
+    def _workers_on(self) -> bool:
+        """May table workers write this engine's tables? (They write to the OS: not under a
+        fault-injecting or simulated FileSystem.)"""
+        return self._options.table_workers and type(self._fs) is OSFileSystem
 
     def _build_in_worker(self, frozen: Memtable, number: int) -> LiveTable | object | None:
         """Table `number` of frozen, built by the flush worker from batches this thread walks
@@ -608,7 +612,7 @@ class Engine:
         else:
             batches = frozen.unordered_batches(_WORKER_BATCH_ENTRIES)
             pause = _no_pause
-        return self._by_worker("flush", number, lambda: FLUSHES.flush(
+        return self._by_worker("flush", "flushes_by_worker", number, lambda: FLUSHES.flush(
             request, batches, pause, self._should_stop))
 
     def _compact_in_worker(self, task: CompactionTask, inputs: Sequence[LiveTable],
@@ -627,11 +631,12 @@ class Engine:
                 cast(PortableFilter, self._filter).absorb(built.keep)
             return built
 
-        return self._by_worker("compaction", number, run)
+        return self._by_worker("compaction", "compactions_by_worker", number, run)
 
-    def _by_worker(self, what: str, number: int, run: Callable[[], Built]
+    def _by_worker(self, what: str, counter: str, number: int, run: Callable[[], Built]
                    ) -> LiveTable | object | None:
-        """run() a worker request for table `number` and open its table (invariant 10)."""
+        """run() a worker request for table `number` and open its table (invariant 10);
+        counter counts the successes."""
         try:
             built = run()
             reader = None if built.meta is None else TableReader.open(self._fs, built.path,
@@ -647,7 +652,7 @@ class Engine:
                 except OSError:
                     pass  # not written, or an orphan the next open removes
             return _NOT_BUILT
-        self._counters["flushes_by_worker" if what == "flush" else "compactions_by_worker"] += 1
+        self._counters[counter] += 1
         if built.meta is None or reader is None:
             return None
         return LiveTable(built.meta, built.path, reader)
@@ -670,8 +675,7 @@ class Engine:
             crash_point("compaction-started")
             live: LiveTable | object | None = _NOT_BUILT
             keep = self._portable_filter()
-            if (self._options.table_workers and keep is not _NOT_PORTABLE
-                    and type(self._fs) is OSFileSystem
+            if (self._workers_on() and keep is not _NOT_PORTABLE
                     and all(isinstance(t.reader, TableReader) for t in inputs)):
                 live = self._compact_in_worker(task, inputs, number,
                                                cast(PortableFilter | None, keep))

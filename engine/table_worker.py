@@ -6,14 +6,15 @@ Two workers per engine process, one for flushes and one for compactions, so that
 compaction never delays a flush (which frees memtable memory). Each is a child interpreter
 running this module's main(), spoken to over a socketpair (docs/formats/table-worker.md).
 
-Flush: the flush thread walks the frozen memtable in key order, as an in-process flush
-does, and streams it in marshalled batches; the worker feeds them to compactor.write_table.
-The engine pays the walk and the marshalling (~0.75 us an entry against ~1.5 us for a whole
-in-process flush: docs/benchmarks.md), and the worker (~1.4 us an entry) keeps up with the
-fastest writer.
+Flush: the flush thread streams the frozen memtable in marshalled batches and the worker
+feeds them to compactor.write_table. Either in the dict's order, sent at once (~0.2 us an
+entry of the engine's GIL time), the worker sorting them first (~2.2 us an entry in all);
+or, when the worker could fall behind (db.py decides), in key order, walked and paced as
+an in-process flush is (~0.75-1 us an entry in the engine), the worker writing as they
+come (~1.4 us an entry, faster than any writer). docs/benchmarks.md has the measurements.
 Compaction: the worker opens the input tables itself and runs the same compaction_entries
 and write_table, with its own token bucket at the engine's rate and a copy of the
-compaction filter (which must be portable: CompactionFilter below).
+compaction filter (which must be portable: PortableFilter below).
 
 Also measured and not kept: a flush worker that rebuilds the memtable from the commit-log
 segments it covers (zero cost to the engine, but parsing and sorting again cost the worker
