@@ -850,6 +850,9 @@ class Engine:
         self._compact_wanted.set()
         for thread in self._threads:
             thread.join()
+        # The memtable's dict is not GC-tracked (memtable invariant 9): the cycle through
+        # its fallback, a bound method of this engine, is broken here instead.
+        self._memtable.chain(_closed_lookup)
         try:
             self._log.close()
         finally:
@@ -945,6 +948,10 @@ def _open_table(fs: FileSystem, directory: str, meta: TableMeta, cache: BlockCac
                f"{meta.min_key!r}..{meta.max_key!r} will fail reads: {error}")
         reader = BrokenTable(path, meta, error)
     return LiveTable(meta, path, reader)
+
+
+def _closed_lookup(key: bytes) -> bytes | None:
+    raise StorageError("engine is closed")
 
 
 def _remove_orphans(fs: FileSystem, directory: str, live: set[int],

@@ -22,6 +22,10 @@ Invariants:
    holds as many keys as the dict). Iteration skips keys in _gone.
 8. A frozen memtable is never modified: freeze() sorts the tail into the runs, so the flush
    thread and the loop thread may iterate it at the same time.
+9. The dict is not tracked by the garbage collector (gc_untrack.py), nor are the runs
+   (sorted_runs invariant 5): it holds only bytes and None, and its one other reference,
+   the chained fallback, is a bound method of the engine, which the engine's threads keep
+   alive anyway until close() replaces it (so no cycle through it is left to collect).
 
 Representation: the dict answers point reads; the order lives beside it in sorted runs, not in
 a SortedList: a put of a new key is a dict store plus a list append (invariant 7), and the
@@ -36,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import filterfalse
 from typing import Any, cast
 
+from engine.gc_untrack import untrack
 from engine.sorted_runs import CHUNK_KEYS, TAIL_KEYS_MAX, SortedRuns
 
 # Rough CPython cost of one entry beyond the key and value bytes: dict slot, list slot and two
@@ -70,6 +75,7 @@ class Memtable:
 
     def __init__(self, *, keep_tombstones: bool = False) -> None:
         self._data: _StandaloneDict = _StandaloneDict()
+        untrack(self._data)  # invariant 9
         self._tail: list[bytes] = []
         self._runs = SortedRuns()
         self._gone: set[bytes] = set()
@@ -104,7 +110,7 @@ class Memtable:
         """
         self._seal_tail()
         frozen = Memtable(keep_tombstones=self.keep_tombstones)
-        frozen._data.update(self._data)
+        frozen._data.update(self._data)  # from an untracked dict: stays untracked
         frozen._runs = self._runs
         frozen._gone = self._gone
         frozen.live_count = self.live_count
@@ -235,6 +241,8 @@ class Memtable:
         (keys, values) lists of 1 to size entries. REQUIRES: as scan()."""
         keys = list(self._data)
         values = list(self._data.values())
+        untrack(keys)  # ~600k references each: not for the GC to walk (invariant 9)
+        untrack(values)
         for at in range(0, len(keys), size):
             yield keys[at:at + size], values[at:at + size]
 
