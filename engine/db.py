@@ -55,10 +55,11 @@ Invariants:
    are removed, and the work runs in-process under a new table number. close() makes a
    worker abandon its table (Stopped), as it does the engine's own threads.
 
-11. A flushed memtable is freed on the loop thread, _FREE_SLICE_ENTRIES keys and values per
-   commit() (its chores), once nothing else references it (a scan's View or iterator keeps
-   it whole until done): dropped at once, its ~600k objects (64 MiB) took ~100 ms to free
-   under the GIL, the longest stall a writer saw.
+11. A flushed memtable is freed on the loop thread a slice per commit() (its chores): its
+   values in one (~10 ms for 64 MiB), then _FREE_SLICE_ENTRIES keys at a time, once nothing
+   else references it (a scan's View or iterator keeps it whole until done): dropped at
+   once, its ~600k objects (64 MiB) took ~100 ms to free under the GIL, the longest stall a
+   writer saw.
 
 Cost, measured with timeit-style loops (best of 5, 100k random 13-byte keys, 100-byte
 values, CPython 3.11 on a busy 2-vCPU VM, so +-20%): see Engine.__doc__ and the numbers in
@@ -114,7 +115,7 @@ _MISSING: object = object()
 _NOT_BUILT: object = object()  # a worker gave up: build the table in-process
 _NOT_PORTABLE: object = object()  # the compaction filter cannot run in a worker
 _DONE: object = object()
-# Keys (and as many values) of a flushed memtable freed per commit (invariant 11): ~1-2 ms.
+# Keys of a flushed memtable freed per commit (invariant 11): ~1 ms.
 _FREE_SLICE_ENTRIES = 16384
 # A frozen memtable this large or larger is built by the flush worker when table_workers is
 # on (invariant 10); a smaller one costs the loop thread little (~1 us of GIL an entry, so

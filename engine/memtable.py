@@ -247,22 +247,25 @@ class Memtable:
             yield keys[at:at + size], values[at:at + size]
 
     def dismantle(self, step: int) -> Iterator[None]:
-        """Empty this memtable a little per next(): one sorted run (at most RUN_KEYS_MAX key
-        references), then about step entries at a time. Freeing a flushed memtable's ~600k
-        objects at once holds the GIL for ~100 ms, a stall for the loop thread; and no big
-        list is built meanwhile, as the GC would traverse it (each element a cache miss:
-        ~40 ms per collection for 600k). REQUIRES: no one else uses this memtable any more."""
+        """Empty this memtable a little per next(): first the dict, at once (the values are
+        freed; the keys live on in the runs), then about step keys at a time, dropped from
+        the runs' ends. Freeing a flushed memtable's ~600k objects at once holds the GIL for
+        tens of ms, a stall for the loop thread; and the dict is not emptied a slice at a
+        time, as popping entries costs ~300 ns each (a probe of the hash index per entry)
+        against ~30-70 ns for clear() (which frees in table order, with no lookup).
+        REQUIRES: no one else uses this memtable any more."""
         runs = self._runs.runs
         self._runs = SortedRuns()
-        self._gone = set()
+        self._gone = set()  # it holds keys too: the runs now hold every key left
         self._tail = []
+        self._data.clear()
+        yield
         while runs:
-            runs.pop()  # the dict still holds its keys: only references go
-            yield
-        popitem = self._data.popitem
-        while self._data:
-            for _ in range(min(step, len(self._data))):
-                popitem()
+            run = runs[-1]
+            if len(run) > step:
+                del run[-step:]  # freed in C; no reader is left (sorted_runs inv. 4)
+            else:
+                runs.pop()
             yield
 
     def items(self) -> Iterator[tuple[bytes, bytes | None]]:

@@ -32,7 +32,7 @@ def test_a_flushed_memtable_is_freed_over_the_next_commits(
             engine.commit()
             commits += 1
             assert commits < 50, "the flushed memtable is never freed"
-        assert commits >= 3  # a slice of 100 entries per commit, not all at once
+        assert commits >= 3  # the values, then 100 keys per commit: not all at once
         assert held is None or len(held) == 0
         assert [k for k, _ in engine.scan()][:2] == [b"key0000000", b"key0000001"]
         engine.close()

@@ -84,3 +84,19 @@ def test_a_closed_engine_is_collected(tmp_path: Path) -> None:
     del engine, get
     gc.collect()
     assert ref() is None
+
+
+def test_dismantle_frees_the_values_first_then_the_keys_a_slice_at_a_time() -> None:
+    memtable = Memtable()
+    keys = _keys(3 * TAIL_KEYS_MAX, seed=5)
+    for key in keys:
+        memtable.put(key, key * 3)
+    frozen = memtable.freeze(1)
+    runs = frozen._runs.runs
+    steps = frozen.dismantle(1000)
+    next(steps)
+    assert len(frozen) == 0 and sum(map(len, runs)) == len(keys)
+    left = [sum(map(len, runs)) for _ in steps]
+    assert left[-1] == 0 and not runs
+    assert all(a - b <= 1000 for a, b in zip([len(keys), *left], left, strict=False))
+    assert len(left) >= len(keys) // 1000
