@@ -13,7 +13,9 @@ rotate() does not fsync the segment it retires (with fsync "no" or "everysec" th
 whole segment of unsynced bytes, tens of milliseconds on the loop thread): it parks the writer
 in `_unsynced` and calls on_rotate (the engine wakes its flush thread), and sync_closed() fsyncs
 and closes it off the loop thread. With fsync "always" every commit already fsynced it, so it
-is closed at once.
+is closed at once. Nor, under "no" and "everysec", does rotate() fsync the segment it creates
+or the directory (invariant 6): under a flush's or a compaction's writes each of those two
+fsyncs took up to ~100 ms (the file system's journal), a stall for every writer.
 
 Invariants:
 1. Records reach the file in the order they were appended to `pending`; after a successful
@@ -37,6 +39,15 @@ Invariants:
    only under _lock; a parked writer is fsynced and closed only under _sync_lock.
 5. At most _UNSYNCED_MAX parked writers: beyond that rotate() fsyncs the oldest itself, so a
    store that never flushes (fsync "no", tiny segments) does not pile up descriptors.
+6. A segment that rotate() created without fsyncs (fsync "no" or "everysec") is made durable,
+   header and directory entry, by the next sync() (the everysec timer, close()): it fsyncs
+   every segment in number order (invariant 3), the active one last, then the directory. So
+   the everysec promise holds as before (a second's records at most). Until then a power
+   loss can lose the new segment, or its header: recovery then replays up to the segment
+   before it (an empty or missing final segment is no damage), and the manifest may already
+   name the lost one as its log_number, since every record below it is in a table; only
+   records the policy had not promised to keep are lost. With "always" the new segment and
+   the directory are fsynced by rotate() itself, before any commit goes into it.
 """
 
 from __future__ import annotations
@@ -73,6 +84,9 @@ class CommitLog:
         self._sync_lock = threading.Lock()  # held around every fsync of a segment (inv. 3)
         # Retired segments not yet fsynced, ascending (invariant 3); still open.
         self._unsynced: list[LogWriter] = []
+        # Segments created by rotate() without fsyncs (invariant 6); a count, so that a sync
+        # racing with a rotation only clears the creations it covered.
+        self._created_unsynced = 0
         # Called (loop thread) after a rotation parked a segment: someone should call
         # sync_closed() soon. The engine sets it to wake its flush thread.
         self.on_rotate: Callable[[], None] | None = None
@@ -142,21 +156,30 @@ class CommitLog:
 
     def sync(self) -> None:
         """fsync the retired segments still unsynced, then the active segment if it has
-        unsynced bytes (invariant 3: in number order). Safe from any thread."""
+        unsynced bytes (invariant 3: in number order), then the directory if a segment was
+        created since (invariant 6). Safe from any thread."""
         with self._sync_lock:
-            self._sync_closed(None)
-            with self._lock:
-                writer = self._writer
-                if writer is None or writer.synced_offset >= writer.offset:
-                    return
-                writer.sync()
-                self.fsyncs += 1
+            self._sync_all()
 
     def sync_closed(self, before: int | None = None) -> None:
         """fsync and close the retired segments still unsynced (only those numbered below
         before, if given), oldest first. Safe from any thread; the flush thread calls it."""
         with self._sync_lock:
             self._sync_closed(before)
+
+    def _sync_all(self) -> None:
+        self._sync_closed(None)
+        with self._lock:
+            created = self._created_unsynced
+            writer = self._writer
+            if writer is not None and writer.synced_offset < writer.offset:
+                writer.sync()
+                self.fsyncs += 1
+        if not created:
+            return
+        self._sync_dir(self._fs, self._directory)
+        with self._lock:
+            self._created_unsynced -= created
 
     def _sync_closed(self, before: int | None) -> None:
         while True:
@@ -189,13 +212,16 @@ class CommitLog:
             self.sync_closed(self._unsynced[0].segment_no + 1)  # invariant 5
         number = self._next_segment_no
         prev = SegmentInfo(old.segment_no, old.offset)
-        new = self._create_segment(self._fs, self._directory, number, prev)
+        durable = self.fsync_always  # invariant 6
+        new = self._create_segment(self._fs, self._directory, number, prev, durable=durable)
         self._next_segment_no = number + 1
         self._rotate_at_offset = self._segment_size_bytes
         synced = old.synced_offset >= old.offset  # always with fsync "always"
         with self._lock:
             self._writer = new
             self._closed_segments.append(prev)
+            if not durable:
+                self._created_unsynced += 1
             if not synced:
                 self._unsynced.append(old)  # invariant 3: fsynced by sync_closed()
         if synced:
@@ -278,15 +304,18 @@ class CommitLog:
 
     @staticmethod
     def _create_segment(fs: FileSystem, directory: str, number: int,
-                        prev: SegmentInfo) -> LogWriter:
-        """Create segment number after prev; on failure remove what was made (best effort)."""
+                        prev: SegmentInfo, *, durable: bool = True) -> LogWriter:
+        """Create segment number after prev, its header and directory entry fsynced if
+        durable (invariant 6); on failure remove what was made (best effort)."""
         path = join(directory, filenames.segment_name(number))
         header = log_format.SegmentHeader(number, prev.number, prev.size)
         try:
-            writer = LogWriter.create(fs, path, header)
+            writer = LogWriter.create(fs, path, header, durable=durable)
         except StorageError:
             CommitLog._remove_quietly(fs, path)
             raise
+        if not durable:
+            return writer
         try:
             CommitLog._sync_dir(fs, directory)
         except StorageError:

@@ -42,7 +42,7 @@ def _c_untrack() -> Callable[[object], None] | None:
 _UNTRACK = _c_untrack()
 
 
-def untrack(obj: dict[bytes, bytes | None] | list[bytes]) -> None:
+def untrack(obj: dict[bytes, bytes | None] | list[bytes] | list[bytes | None]) -> None:
     """Stop the GC from traversing obj (invariant 1 is the caller's to keep)."""
     if _UNTRACK is not None and gc.is_tracked(obj):
         _UNTRACK(obj)

@@ -32,8 +32,10 @@ class LogWriter:
         self._tail_dirty = False  # bytes may exist past offset (invariant 1)
 
     @classmethod
-    def create(cls, fs: FileSystem, path: str, header: log_format.SegmentHeader) -> LogWriter:
-        """Create (or empty) the segment file at path, write its header and fsync it.
+    def create(cls, fs: FileSystem, path: str, header: log_format.SegmentHeader, *,
+               durable: bool = True) -> LogWriter:
+        """Create (or empty) the segment file at path, write its header and, if durable,
+        fsync it (otherwise the writer's first sync() covers the header too).
 
         The caller fsyncs the directory. On failure raises StorageError and leaves at most an
         incomplete header behind, which recovery treats as an empty final segment.
@@ -45,7 +47,8 @@ class LogWriter:
         writer = cls(file, path, header.segment_no, 0)
         try:
             writer.append(log_format.encode_segment_header(header))
-            writer.sync()
+            if durable:
+                writer.sync()
         except StorageError:
             writer.close()
             raise

@@ -108,6 +108,7 @@ class FaultyFS(FileSystem):
     slow_sync_threads: set[int] = field(default_factory=set)
     pwrite_calls: int = 0
     syncs: int = 0
+    dir_syncs: int = 0
     use_after_close: int = 0
     _os: OSFileSystem = field(default_factory=OSFileSystem)
     _open: list[FaultyFile | FileLock] = field(default_factory=list)
@@ -141,6 +142,7 @@ class FaultyFS(FileSystem):
         self._os.remove(path)
 
     def sync_dir(self, path: str) -> None:
+        self.dir_syncs += 1
         self._os.sync_dir(path)
 
     def lock(self, path: str) -> FileLock:
