@@ -6,7 +6,7 @@ request from this node's replica, its anti-entropy trees, gossip, and acknowledg
 only after they were committed.
 
 Rules (numbered across ClusterNode's modules; cluster_node.py says where each lives):
-2. A replica acknowledges a peer's WRITE (and FLUSH) only after its commit log reached the
+2. A replica acknowledges a peer's WRITE (COND_WRITE, FLUSH) only after its commit log reached the
    OS, as a client's write is acknowledged (group commit): an ack is never weaker than the
    appendfsync policy says.
 """
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from cluster.anti_entropy_messages import AntiEntropyError, Fetch, Hashes, Keys, Summary
 from cluster.messages import (
+    CondWrite,
     Count,
     CountReply,
     ErrorCode,
@@ -62,7 +63,7 @@ class PeerHandler:
             raise RemoteError(ErrorCode.SHUTTING_DOWN, "node is stopping")
         if isinstance(message, Read):
             return self.service.handle(peer, message)
-        if isinstance(message, Write):
+        if isinstance(message, (Write, CondWrite)):
             return self._after_commit(self.service.handle(peer, message))
         if isinstance(message, Scan):
             self._check_db(message.db)

@@ -62,6 +62,16 @@ Rules:
    outcome (a difference, a failure, no answer within ``read_speculate_ms``) starts a full
    ``GetFsm`` reading every replica in what is left of the timeout, so answers, read repair
    and NOQUORUM are those of Rules 1-9.
+12. A write without a context under ``read_before_write`` (Rule 3) is a
+   ``ConditionalWrite`` (conditional_write.py) when its key routes to its vnode's cached
+   route (Rule 8: every primary up, no stand-in), no ring change is under way (Rule 7),
+   this node is one of the primaries, and the requirement is a total without
+   per-datacenter groups: the version is built from the local set and sent as a
+   ``CondWrite``, whose replies say whether the read would have added anything. Clean
+   replies up to the requirement answer the write in one round trip; an unclean one starts
+   a second write descending what it held, which answers. Anywhere else (a stand-in, a
+   down primary, a coordinator that is not a replica, LOCAL_QUORUM/EACH_QUORUM, a write
+   with a context) the read-then-write path of Rule 3 runs.
 """
 
 from __future__ import annotations
@@ -74,16 +84,18 @@ from typing import Any, TypeVar
 
 from cluster import keys as keyspace
 from cluster.clock import Clock
+from cluster.conditional_write import ConditionalWrite
 from cluster.consistency import Consistency, NoQuorum, Requirement, required
 from cluster.errors import CorruptionError
 from cluster.get_core import Found
 from cluster.get_fsm import GetFsm, GetRequest
-from cluster.messages import Read
+from cluster.messages import CondWrite, Read
 from cluster.preflist import Placement, Role
 from cluster.put_core import PutOk
-from cluster.put_fsm import PutFsm, PutRequest, Target
+from cluster.put_fsm import PutFsm, PutRequest, Target, build_version
 from cluster.quick_read import QuickRead, Reply
 from cluster.replica_service import ReplicaService
+from cluster.sibling_codec import encode
 from cluster.timer_fifo import TimerFifo
 from cluster.transport import Transport
 from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, Version, winner
@@ -163,12 +175,13 @@ class Coordinator:
         self.timers = TimerFifo(clock)
         self._reads = 0  # Rule 9: counts reads, for the one in read_repair_every asking all
         # FSMs not finished (late replies, repair), and quick reads not answered (Rule 11)
-        self.active: set[GetFsm | PutFsm | QuickRead] = set()
+        self.active: set[GetFsm | PutFsm | QuickRead | ConditionalWrite] = set()
         # Rule 8: what each vnode's keys route to while nothing is down, per placement.
         self._placed: dict[int, Route] = {}
         self._placed_for: Placement | None = None
         self.stats = {"gets": 0, "puts": 0, "noquorum": 0, "read_repairs": 0,
-                      "sloppy_requests": 0, "hints_kept": 0, "quick_fallbacks": 0}
+                      "sloppy_requests": 0, "hints_kept": 0, "quick_fallbacks": 0,
+                      "cond_writes": 0, "cond_second_writes": 0}
 
     # Placement ---------------------------------------------------------------------------
 
@@ -341,6 +354,9 @@ class Coordinator:
             self._start_put_fsm(db, key, value, expire_at_ms, requirement, route, seen,
                                 on_reply, on_version)
             return
+        if self._start_conditional(db, key, value, expire_at_ms, requirement, route,
+                                   on_reply, on_version):
+            return
 
         def read_done(outcome: Found | NoQuorum) -> None:
             if isinstance(outcome, NoQuorum):
@@ -350,6 +366,59 @@ class Coordinator:
                                 outcome.siblings, on_reply, on_version)
 
         self.start_get(db, key, level, read_done)
+
+    def _start_conditional(self, db: int, key: bytes, value: bytes | None, expire_at_ms: int,
+                           requirement: Requirement, route: Route,
+                           on_reply: Callable[[PutOk | NoQuorum], None],
+                           on_version: Callable[[Version], None] | None) -> bool:
+        """Rule 12: the write as a ``ConditionalWrite``; False (nothing done) where it does
+        not apply."""
+        if (route.requirements is None or requirement.per_dc
+                or self.future_placement is not None):
+            return False
+        me = self.node_id
+        targets = route.targets
+        peers = tuple(t.node_id for t in targets if t.node_id != me)
+        if len(peers) == len(targets):
+            return False  # not a replica of the key
+        try:
+            local = self.service.read(db, key)
+        except CorruptionError:
+            return False  # the read-then-write path counts the local replica failed
+        # conditional_write invariant 1: the floor is the local set's own counters
+        version = build_version(local, 0, self.actor, self.clock.wall_ms(), value,
+                                expire_at_ms)
+        self.stats["puts"] += 1
+        self.stats["cond_writes"] += 1
+        if on_version is not None:
+            on_version(version)
+        self.service.merge_onto(db, key, local, (version,))
+        write = ConditionalWrite(self, db, key, version, requirement, peers,
+                                 self._counted(on_reply), on_reply, self.service.hints,
+                                 self.should_hint, on_version)
+        self.active.add(write)
+        if peers:
+            message = CondWrite(db, key, encode((version,)))
+            call = self.transport.call
+            for peer in peers:
+                call(peer, message, self.timeout_s, write.on_peer)
+            write.timer = self.timers.call_later(self.timeout_s, write.on_deadline)
+        write.settle()
+        return True
+
+    def cond_second_write(self, write: ConditionalWrite, seen: Siblings,
+                          on_reply: Callable[[PutOk | NoQuorum], None]) -> None:
+        """conditional_write invariant 2: an unclean replica answered; write a version
+        descending what it held (``seen``), as the read-then-write path would have."""
+        self.stats["cond_second_writes"] += 1
+        version = write.version
+        self._start_put_fsm(write.db, write.key, version[VALUE], version[EXPIRE_AT_MS],
+                            write.requirement, self.route(write.key), seen, on_reply,
+                            write.on_version)
+
+    def cond_done(self, write: ConditionalWrite) -> None:
+        self.active.discard(write)
+        self.stats["hints_kept"] += write.hints_kept
 
     def _with_pending(self, key: bytes, route: Route, requirement: Requirement
                       ) -> tuple[Route, Requirement]:

@@ -26,7 +26,10 @@ from typing import Any
 
 from cluster import anti_entropy_messages as ae
 
-PROTOCOL_VERSION = 1  # the only version this code speaks; bump on any change of a layout
+# The only version this code speaks; bump on any change of a layout. 2 added COND_WRITE and
+# COND_WRITE_REPLY (34, 35); a node of version 1 would close the link on them, so version 1
+# is not spoken (docs/formats/peer-protocol.md, "Versions").
+PROTOCOL_VERSION = 2
 NONCE_BYTES = 32  # AUTH_CHALLENGE nonce
 PROOF_BYTES = 32  # AUTH_RESPONSE proof: an HMAC-SHA256
 NODE_ID_BYTES_MAX = 64  # node ids are 32 hex chars today (cluster/node_meta.py)
@@ -79,6 +82,8 @@ class MsgType(enum.IntEnum):
     GOSSIP_ACK = 31
     GOSSIP_ACK2 = 32
     GOSSIP_ACK2_OK = 33
+    COND_WRITE = 34  # protocol version 2
+    COND_WRITE_REPLY = 35
 
 
 class ErrorCode(enum.IntEnum):
@@ -163,6 +168,27 @@ class Write:
 @dataclass(frozen=True, slots=True)
 class WriteAck:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class CondWrite:
+    """A coordinator's write that also asks for a read's answer (cluster/conditional_write.py):
+    merge ``siblings`` into the replica's (db, key) as a WRITE does, and say whether the
+    replica held, just before, anything the incoming versions do not descend."""
+
+    db: int
+    key: bytes
+    siblings: bytes  # sibling_codec bytes (decoded and validated by the receiver)
+
+
+@dataclass(frozen=True, slots=True)
+class CondWriteReply:
+    """The versions were merged (an ack, as WRITE_ACK). ``clean``: everything the replica
+    held before (its data and any hints it keeps for the key) is descended by an incoming
+    version; when not, ``siblings`` is that previous set (sibling_codec bytes), else None."""
+
+    clean: bool
+    siblings: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +290,7 @@ Message = (
     | WriteAck | Error | Scan | ScanReply | Flush | FlushAck | Count
     | CountReply | GossipSyn | GossipAck | GossipAck2 | GossipAck2Ok | ae.Summary
     | ae.SummaryReply | ae.Hashes | ae.HashesReply | ae.Keys | ae.KeysReply | ae.Fetch
-    | ae.FetchReply | Stream | StreamReply
+    | ae.FetchReply | Stream | StreamReply | CondWrite | CondWriteReply
 )
 
 TYPE_OF: dict[type[Any], MsgType] = {
@@ -291,6 +317,8 @@ TYPE_OF: dict[type[Any], MsgType] = {
     GossipAck2Ok: MsgType.GOSSIP_ACK2_OK,
     Stream: MsgType.STREAM,
     StreamReply: MsgType.STREAM_REPLY,
+    CondWrite: MsgType.COND_WRITE,
+    CondWriteReply: MsgType.COND_WRITE_REPLY,
     **{cls: MsgType[name] for name, cls in ae.CLASS_OF_NAME.items()},
 }
 CLASS_OF: dict[MsgType, type[Any]] = {tag: cls for cls, tag in TYPE_OF.items()}
@@ -301,6 +329,7 @@ REPLY_OF: dict[MsgType, MsgType] = {
     MsgType.PING: MsgType.PONG,
     MsgType.READ: MsgType.READ_REPLY,
     MsgType.WRITE: MsgType.WRITE_ACK,
+    MsgType.COND_WRITE: MsgType.COND_WRITE_REPLY,
     MsgType.SCAN: MsgType.SCAN_REPLY,
     MsgType.FLUSH: MsgType.FLUSH_ACK,
     MsgType.COUNT: MsgType.COUNT_REPLY,
@@ -339,6 +368,10 @@ def _exact_bytes(size: int) -> Check:
 
 def _is_bytes(v: Any) -> bool:
     return type(v) is bytes
+
+
+def _is_bool(v: Any) -> bool:
+    return type(v) is bool
 
 
 def _optional(check: Check) -> Check:
@@ -386,6 +419,8 @@ SCHEMA: dict[MsgType, tuple[tuple[str, Check], ...]] = {
     MsgType.WRITE: (("db", _uint(DB_MAX)), ("key", _is_bytes), ("siblings", _is_bytes),
                     ("hint_for", _optional(_NODE_ID))),
     MsgType.WRITE_ACK: (),
+    MsgType.COND_WRITE: (("db", _uint(DB_MAX)), ("key", _is_bytes), ("siblings", _is_bytes)),
+    MsgType.COND_WRITE_REPLY: (("clean", _is_bool), ("siblings", _optional(_is_bytes))),
     MsgType.SCAN: (("db", _uint(DB_MAX)), ("start", _uint(TOKEN_MAX)),
                    ("count", _uint(SCAN_COUNT_MAX))),
     MsgType.SCAN_REPLY: (("entries", _list_of(_scan_entry, None)),

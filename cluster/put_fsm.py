@@ -176,13 +176,8 @@ class PutFsm:
             floor = max((v[CLOCK].get(actor, (0, 0))[0] for v in stored), default=0)
         else:
             floor = self.service.floor(request.db, request.key)
-        floor = max([floor, *(v[CLOCK].get(actor, (0, 0))[0] for v in request.seen)])
-        clocks: list[VClock] = [v[CLOCK] for v in request.seen]
-        if floor:
-            clocks.append({actor: (floor, 0)})
-        clock = vclock.increment(vclock.merge(clocks), actor, now_ms)
-        timestamp_ms = max([now_ms, *(v[TIMESTAMP_MS] for v in request.seen)])
-        return (clock, timestamp_ms, request.expire_at_ms, actor, request.value)
+        return build_version(request.seen, floor, actor, now_ms, request.value,
+                             request.expire_at_ms)
 
     def _on_write_reply(self, node_id: str, reply: Message | BaseException) -> None:
         if self.state is State.FINISH:
@@ -235,6 +230,19 @@ class PutFsm:
                 self.on_finish(self)
         elif self.state is State.EXECUTE:
             self._to(waiting)
+
+
+def build_version(seen: Siblings, floor: int, actor: bytes, now_ms: int, value: bytes | None,
+                  expire_at_ms: int) -> Version:
+    """Rules 2 and 3: a version descending ``seen`` with ``actor`` bumped above ``floor`` and
+    every counter of ``actor`` in ``seen``, written at ``max(now_ms, newest in seen)``."""
+    floor = max([floor, *(v[CLOCK].get(actor, (0, 0))[0] for v in seen)])
+    clocks: list[VClock] = [v[CLOCK] for v in seen]
+    if floor:
+        clocks.append({actor: (floor, 0)})
+    clock = vclock.increment(vclock.merge(clocks), actor, now_ms)
+    timestamp_ms = max([now_ms, *(v[TIMESTAMP_MS] for v in seen)])
+    return (clock, timestamp_ms, expire_at_ms, actor, value)
 
 
 def targets_of(primaries: Sequence[tuple[str, str]]) -> tuple[Target, ...]:

@@ -28,6 +28,11 @@ Invariants:
    node's own data, and acknowledged; without a hint store it is merged like any write.
    A ``Read`` answers this node's data merged with every hint it holds for the key, so a
    stand-in serves what it stands in for (sloppy quorum reads).
+7. A ``CondWrite`` is a ``Write`` (merged the same way, acknowledged the same way) whose reply
+   also answers a read: "clean" when every version the replica held just before the merge
+   (its data and the hints it holds for the key, what a ``Read`` would have answered) is
+   descended by an incoming version, else the set it held (cluster/conditional_write.py).
+   It never names ``hint_for``: only primaries get one.
 """
 
 from __future__ import annotations
@@ -38,11 +43,20 @@ from cluster import keys as keyspace
 from cluster.clock import Clock
 from cluster.errors import CorruptionError
 from cluster.hints import HintStore
-from cluster.messages import ErrorCode, Message, Read, ReadReply, Write, WriteAck
+from cluster.messages import (
+    CondWrite,
+    CondWriteReply,
+    ErrorCode,
+    Message,
+    Read,
+    ReadReply,
+    Write,
+    WriteAck,
+)
 from cluster.replica import Replica
 from cluster.sibling_codec import decode, encode
 from cluster.transport import RemoteError
-from cluster.vclock import PruneBounds, dominates
+from cluster.vclock import PruneBounds, descends, dominates
 from cluster.version import CLOCK, Siblings, limit, merge, prune_siblings
 
 # Engine keys ``bytes([FLOOR_NAMESPACE]) + keys.engine_key(db, key)`` hold an 8-byte big-endian
@@ -50,6 +64,7 @@ from cluster.version import CLOCK, Siblings, limit, merge, prune_siblings
 # One of the db bytes keys.py reserves for the cluster (240..255). On disk: never change.
 FLOOR_NAMESPACE = 254
 SIBLINGS_MAX_DEFAULT = 64  # as NodeOptions.sibling_limit
+CLEAN = CondWriteReply(True, None)  # one shared reply: a commit round's clean writes share a future
 
 
 class ReplicaService:
@@ -69,7 +84,7 @@ class ReplicaService:
         self.on_change = on_change
         self.stats = {"reads_served": 0, "writes_served": 0, "writes_unchanged": 0,
                       "hinted_writes": 0, "siblings_dropped": 0, "clock_prunes": 0,
-                      "writes_refused": 0, "hints_refused": 0}
+                      "writes_refused": 0, "hints_refused": 0, "cond_writes_unclean": 0}
 
     # The local path ------------------------------------------------------------------
 
@@ -84,8 +99,13 @@ class ReplicaService:
         the stored value is damaged, and whatever the engine raises if it cannot write.
         """
         assert incoming, "nothing to merge"
+        return self.merge_onto(db, key, self.read(db, key), incoming)
+
+    def merge_onto(self, db: int, key: bytes, old: Siblings, incoming: Siblings) -> Siblings:
+        """``merge`` when the caller has just read the stored set ``old`` (``read`` in the
+        same loop turn, so nothing was written in between): saves reading it again."""
+        assert incoming, "nothing to merge"
         ekey = keyspace.engine_key(db, key)
-        old = self.replica.read(ekey)
         now_ms = self.clock.wall_ms()
         new, dropped = limit(_merge(old, incoming), self.sibling_limit)
         new, pruned = prune_siblings(new, now_ms, self.prune)
@@ -119,6 +139,24 @@ class ReplicaService:
             return False
         self.merge(db, key, incoming)
         return True
+
+    def merge_checked(self, db: int, key: bytes, incoming: Siblings) -> Siblings | None:
+        """A COND_WRITE (invariant 7): merge ``incoming`` as ``merge`` does; None when every
+        version held just before (stored, and hinted for the key) is descended by an
+        incoming one ("clean"), else that previous set."""
+        stored = self.read(db, key)
+        before = stored
+        if self.hints is not None and self.hints.stats.per_target:
+            hinted = self.hints.for_key(db, key)
+            if hinted:
+                before = merge(stored, hinted)
+        self.merge_onto(db, key, stored, incoming)
+        clocks = [v[CLOCK] for v in incoming]
+        for held in before:
+            clock = held[CLOCK]
+            if not any(descends(mine, clock) for mine in clocks):
+                return before
+        return None
 
     def floor(self, db: int, key: bytes) -> int:
         """The counter floor kept for a key this node does not replicate (invariant 5)."""
@@ -173,6 +211,22 @@ class ReplicaService:
             if message.hint_for is not None:
                 self.stats["hinted_writes"] += 1
             return WriteAck()
+        if isinstance(message, CondWrite):
+            self._check_db(message.db)
+            try:
+                incoming = decode(message.siblings)
+            except CorruptionError as exc:
+                self.stats["writes_refused"] += 1
+                raise RemoteError(ErrorCode.PROTOCOL, f"write refused: {exc}") from None
+            try:
+                before = self.merge_checked(message.db, message.key, incoming)
+            except CorruptionError as exc:
+                raise RemoteError(ErrorCode.INTERNAL, f"stored value is damaged: {exc}") from None
+            self.stats["writes_served"] += 1
+            if before is None:
+                return CLEAN
+            self.stats["cond_writes_unclean"] += 1
+            return CondWriteReply(False, encode(before))
         raise RemoteError(ErrorCode.UNSUPPORTED, f"{type(message).__name__} is not served here")
 
     def _check_db(self, db: int) -> None:

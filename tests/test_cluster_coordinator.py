@@ -162,7 +162,10 @@ def test_write_through_one_node_read_through_another(make: Callable[..., SimClus
 def test_concurrent_writes_become_siblings_and_a_context_write_resolves_them(
         make: Callable[..., SimCluster]) -> None:
     c = make(NODES3, options=NetworkOptions(delay_ticks_min=5, delay_ticks_max=5))
-    first, second = c.put("n1", b"k", b"a"), c.put("n2", b"k", b"b")  # both read before either
+    # Level ONE: each coordinator's own replica is the whole read, so neither write sees the
+    # other's (at QUORUM a conditional write may find the other's version at a peer and
+    # supersede it, as a read made a little later would: coordinator Rule 12).
+    first, second = c.put("n1", b"k", b"a", Level.ONE), c.put("n2", b"k", b"b", Level.ONE)
     assert isinstance(c.run(first), PutOk) and isinstance(c.run(second), PutOk)
     c.settle()
     found = c.run(c.coordinators["n3"].get(0, b"k", Level.ALL))
@@ -221,16 +224,16 @@ def test_reads_ask_a_quorum_and_one_in_read_repair_every_asks_all_and_repairs(
     c.network.on_message(lambda e: reads.append(e.packet.dst) if e.event == "send"
                          and isinstance(e.packet.message, Read) else None)
     coordinator = c.coordinators[first]
-    # The write's read (before the write, Rule 3) was the first; QUORUM on N=3 from a
-    # replica asks itself and one peer (`last` comes after it in preference order).
-    for _ in range(2):
+    # The write read nothing (a conditional write, Rule 12). QUORUM on N=3 from a replica
+    # asks itself and one peer (`last` comes after it in preference order).
+    for _ in range(3):
         assert value_of(c.run(coordinator.get(0, key, QUORUM))) == b"v"
         c.settle()
-    assert len(reads) == 2 and last not in reads
+    assert len(reads) == 3 and last not in reads
     assert (0, key) not in c.state()[last]
     assert value_of(c.run(coordinator.get(0, key, QUORUM))) == b"v"  # the 4th asks all
     c.settle()
-    assert len(reads) == 4
+    assert len(reads) == 5
     assert c.state()[last][(0, key)] == c.state()[first][(0, key)]
     assert coordinator.stats["read_repairs"] == 1 and not coordinator.active
 

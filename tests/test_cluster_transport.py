@@ -30,6 +30,7 @@ from cluster.transport import (
 )
 
 SECRET = b"a shared cluster secret"
+V = m.PROTOCOL_VERSION
 
 
 def run(coro: Coroutine[Any, Any, None], timeout_s: float = 10.0,
@@ -349,7 +350,7 @@ def test_listener_refuses_a_forged_proof_and_early_requests() -> None:
         server, port = await start_server()
         # A peer without the secret: a forged proof.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(wire.encode(0, m.Hello(1, 1, "intruder", "test"))
+        writer.write(wire.encode(0, m.Hello(V, V, "intruder", "test"))
                      + wire.encode(0, m.AuthChallenge(b"\x07" * 32))
                      + wire.encode(0, m.AuthResponse(b"\x00" * 32)))
         frames = await raw_frames(reader)
@@ -367,7 +368,7 @@ def test_listener_refuses_a_forged_proof_and_early_requests() -> None:
         writer.close()
         # A frame over the handshake limit closes at once.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(wire.encode(0, m.Hello(1, 1, "x", "test")) + b"\x00\x10\x00\x00")
+        writer.write(wire.encode(0, m.Hello(V, V, "x", "test")) + b"\x00\x10\x00\x00")
         frames = await raw_frames(reader)
         assert isinstance(frames[-1].message, m.Error)
         assert "over frame_bytes_max" in frames[-1].message.text
@@ -388,7 +389,7 @@ def test_connecting_side_refuses_a_forged_proof_and_version_mismatch() -> None:
         received: list[m.Message] = []
 
         async def forger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.write(wire.encode(0, m.Hello(1, 1, "server", "test"))
+            writer.write(wire.encode(0, m.Hello(V, V, "server", "test"))
                          + wire.encode(0, m.AuthChallenge(b"\x05" * 32))
                          + wire.encode(0, m.AuthResponse(b"\x00" * 32)))
             received.extend(f.message for f in await raw_frames(reader))
@@ -425,11 +426,11 @@ def test_listener_refuses_version_mismatch_other_cluster_and_wrong_node() -> Non
     async def main() -> None:
         server, port = await start_server()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(wire.encode(0, m.Hello(2, 3, "newer", "test")))
+        writer.write(wire.encode(0, m.Hello(1, 1, "older", "test")))  # before COND_WRITE
         frames = await raw_frames(reader)
         assert frames[-1].message == m.Error(m.ErrorCode.VERSION_MISMATCH,
-                                             "no common protocol version: we speak 1..1, "
-                                             "peer 2..3")
+                                             f"no common protocol version: we speak {V}..{V}, "
+                                             "peer 1..1")
         writer.close()
         for client, code in [(client_to(port, cluster_name="other"),
                               m.ErrorCode.CLUSTER_MISMATCH),

@@ -41,6 +41,9 @@ messages: st.SearchStrategy[m.Message] = st.one_of(
     st.builds(m.Write, st.integers(0, m.DB_MAX), st.binary(max_size=40), st.binary(max_size=40),
               st.none() | node_ids),
     st.builds(m.Error, u16, st.text(max_size=40)),
+    st.builds(m.CondWrite, st.integers(0, m.DB_MAX), st.binary(max_size=40),
+              st.binary(max_size=40)),
+    st.builds(m.CondWriteReply, st.booleans(), st.none() | st.binary(max_size=40)),
 )
 frames = st.lists(st.tuples(request_ids, messages), min_size=1, max_size=5)
 
@@ -91,7 +94,8 @@ def test_tags_and_error_codes_never_renumbered() -> None:
         "FLUSH_ACK": 17, "COUNT": 18, "COUNT_REPLY": 19, "STREAM": 20, "STREAM_REPLY": 21,
         "AE_SUMMARY": 22, "AE_SUMMARY_REPLY": 23, "AE_HASHES": 24, "AE_HASHES_REPLY": 25,
         "AE_KEYS": 26, "AE_KEYS_REPLY": 27, "AE_FETCH": 28, "AE_FETCH_REPLY": 29,
-        "GOSSIP_SYN": 30, "GOSSIP_ACK": 31, "GOSSIP_ACK2": 32, "GOSSIP_ACK2_OK": 33}
+        "GOSSIP_SYN": 30, "GOSSIP_ACK": 31, "GOSSIP_ACK2": 32, "GOSSIP_ACK2_OK": 33,
+        "COND_WRITE": 34, "COND_WRITE_REPLY": 35}
     assert {c.name: c.value for c in m.ErrorCode} == {
         "PROTOCOL": 1, "VERSION_MISMATCH": 2, "CLUSTER_MISMATCH": 3, "AUTH_FAILED": 4,
         "WRONG_NODE": 5, "UNSUPPORTED": 6, "OVERLOADED": 7, "INTERNAL": 8, "SHUTTING_DOWN": 9}
@@ -139,6 +143,9 @@ BAD = [
     (frame_of(m.MsgType.WRITE, [0, b"k", None, None]), "invalid field siblings"),
     (frame_of(m.MsgType.WRITE, [0, b"k", b"s", b"node"]), "invalid field hint_for"),
     (frame_of(m.MsgType.WRITE, [0, b"k", b"s", ""]), "invalid field hint_for"),
+    (frame_of(m.MsgType.COND_WRITE, [0, b"k", None]), "invalid field siblings"),
+    (frame_of(m.MsgType.COND_WRITE_REPLY, [1, None]), "invalid field clean"),
+    (frame_of(m.MsgType.COND_WRITE_REPLY, [False, "s"]), "invalid field siblings"),
     (frame_of(m.MsgType.WRITE, [0, b"k", b"s", "n" * 65]), "invalid field hint_for"),
     (frame_of(m.MsgType.HELLO, [1, 1, "a", ""]), "invalid field cluster_name"),
     (frame_of(m.MsgType.HELLO, [1, 0x10000, "a", "c"]), "invalid field version_max"),
@@ -244,11 +251,14 @@ def run_handshake(a: Handshake, b: Handshake) -> None:
         to_a, to_b = next_b, next_a
 
 
+V = m.PROTOCOL_VERSION
+
+
 def sides(secret_b: bytes = SECRET, **b_kwargs: Any) -> tuple[Handshake, Handshake]:
     a = Handshake(Role.INITIATOR, "node-a", "c1", SECRET, random.Random(1),
                   expected_peer_id="node-b")
     b_args: dict[str, Any] = {"node_id": "node-b", "cluster_name": "c1"} | b_kwargs
-    versions = b_args.pop("versions", (1, 1))
+    versions = b_args.pop("versions", (V, V))
     b = Handshake(Role.ACCEPTOR, b_args["node_id"], b_args["cluster_name"], secret_b,
                   random.Random(2), versions=versions)
     return a, b
@@ -258,7 +268,7 @@ def test_handshake_authenticates_both_sides() -> None:
     a, b = sides()
     run_handshake(a, b)
     assert a.done and b.done
-    assert (a.peer_id, b.peer_id, a.version, b.version) == ("node-b", "node-a", 1, 1)
+    assert (a.peer_id, b.peer_id, a.version, b.version) == ("node-b", "node-a", V, V)
 
 
 def test_handshake_wrong_secret_refused() -> None:
@@ -270,7 +280,8 @@ def test_handshake_wrong_secret_refused() -> None:
 
 
 @pytest.mark.parametrize(("b_kwargs", "code"), [
-    ({"versions": (2, 3)}, m.ErrorCode.VERSION_MISMATCH),
+    ({"versions": (V + 1, V + 2)}, m.ErrorCode.VERSION_MISMATCH),
+    ({"versions": (1, 1)}, m.ErrorCode.VERSION_MISMATCH),  # version 1 lacks COND_WRITE
     ({"cluster_name": "c2"}, m.ErrorCode.CLUSTER_MISMATCH),
     ({"node_id": "node-x"}, m.ErrorCode.WRONG_NODE),
     ({"node_id": "node-a"}, m.ErrorCode.WRONG_NODE),
@@ -306,7 +317,7 @@ def test_reflected_nonce_and_replayed_proof_refused() -> None:
     hello_a, challenge_a = a.start()
     b.start()
     b.receive(hello_a)
-    a.receive(m.Hello(1, 1, "node-b", "c1"))
+    a.receive(m.Hello(V, V, "node-b", "c1"))
     with pytest.raises(HandshakeError, match="reflected"):
         a.receive(challenge_a)  # an attacker sends our own nonce back
     # A proof b made for a1's nonce does not verify on another connection (a2's nonce).

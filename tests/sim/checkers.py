@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cluster import vclock
-from cluster.messages import Write, WriteAck
+from cluster.messages import CondWrite, CondWriteReply, Write, WriteAck
 from cluster.sibling_codec import decode
 from cluster.version import CLOCK, VALUE, Siblings, Version, merge
 from tests.sim.sim_network import TraceEvent
@@ -196,9 +196,10 @@ def check_all(history: History, state: State,
 class AckObserver:
     """Records, from the messages themselves, each version a replica acknowledged storing.
 
-    Attach with ``network.on_message(observer)``. A WRITE delivered to a replica and its
-    WRITE_ACK delivered back to the coordinator mean the replica stored (merged) those
-    versions: they must never be lost afterwards, whatever the coordinator told its client.
+    Attach with ``network.on_message(observer)``. A WRITE (or COND_WRITE) delivered to a
+    replica and its WRITE_ACK (COND_WRITE_REPLY) delivered back to the coordinator mean the
+    replica stored (merged) those versions: they must never be lost afterwards, whatever
+    the coordinator told its client.
     When the WRITE named ``hint_for``, the receiver stood in for that owner and kept the
     versions as a hint: they are also in ``hinted`` as (owner, key, version).
     """
@@ -216,7 +217,10 @@ class AckObserver:
         if isinstance(message, Write):
             self._writes[packet.request_id] = ((message.db, message.key),
                                                decode(message.siblings), message.hint_for)
-        elif isinstance(message, WriteAck):
+        elif isinstance(message, CondWrite):  # merged as a WRITE; its reply is the ack
+            self._writes[packet.request_id] = ((message.db, message.key),
+                                               decode(message.siblings), None)
+        elif isinstance(message, (WriteAck, CondWriteReply)):
             write = self._writes.pop(packet.request_id, None)
             assert write is not None, f"ack of a write never delivered: {packet}"
             key, siblings, owner = write
