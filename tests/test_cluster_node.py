@@ -3,6 +3,7 @@ we control. Directories come from ``harness()``/``temp_dir()`` context managers.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import tempfile
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from cluster import node as node_module
 from cluster import sibling_codec
-from cluster.clock import ManualClock
+from cluster.clock import LoopClock, ManualClock
 from cluster.errors import CorruptionError
 from cluster.node import Entry, Node, NodeOptions, _engine_key
 from cluster.version import Siblings
@@ -667,3 +668,27 @@ def test_active_expiry_survives_a_failing_cycle() -> None:
         h.clock.advance(1)
         assert any("disk full" in message for message in messages)
         assert run(node.dbsize(0)) == 0  # a later cycle reclaimed it
+
+
+def test_a_node_on_the_loop_clock_stamps_versions_with_the_system_wall_clock() -> None:
+    """With a LoopClock the node reads the system clock's function directly (one frame less
+    per SET): a new key and an overwrite are both stamped with the system wall time."""
+    async def scenario(path: Path) -> None:
+        node = Node.open(str(path), NodeOptions(fsync="no"),
+                         LoopClock(asyncio.get_running_loop()))
+        try:
+            for value in (b"new", b"overwrite"):
+                before = time.time_ns() // 1_000_000
+                node.put_now(0, b"k", value)
+                after = time.time_ns() // 1_000_000
+                entry = node.get_now(0, b"k")
+                assert entry is not None and entry.value == value
+                ((clock, timestamp_ms, _, _, _),) = sibling_codec.decode(
+                    node._eget(_engine_key(0, b"k")))
+                assert before <= timestamp_ms <= after
+                assert clock[node.actor][1] == timestamp_ms
+        finally:
+            await node.close()
+
+    with temp_dir() as path:
+        asyncio.run(scenario(path / "node"))
