@@ -67,6 +67,7 @@ _BULK_HEADERS_MAX = len(_BULK_HEADERS)
 # reply: _reply_count tells replies from pieces by its identity.
 _CRLF = bytes(bytearray(b"\r\n"))  # a fresh object: literals b"\\r\\n" may be shared
 _Coroutine = types.CoroutineType
+_SUSPENDED = object()  # _run_one: the command waits for the cluster; its reply comes later
 
 DENIED = (
     "DENIED respkv is running in protected mode because protected mode is enabled and no "
@@ -194,6 +195,8 @@ class RespConnection(asyncio.Protocol):
             self._backlog.extend(commands)
             if len(self._backlog) > BACKLOG_HIGH_WATER:
                 self._pause_reading()
+        elif len(commands) == 1 and not self._busy:
+            self._run_one(commands[0])  # an unpipelined client's read
         elif commands:
             self._run_commands(commands)  # beside suspended reads, reads may start
         if self._pending_protocol_error is not None and not (self._busy or self._stalled):
@@ -311,6 +314,43 @@ class RespConnection(asyncio.Protocol):
                         self._backlog[:0] = commands[index:]
                         self._pause_reading()
                         break
+        if out and not self._closed:
+            self._flush()
+
+    def _run_one(self, argv: list[bytes]) -> None:
+        """``_run_commands([argv])`` when no command is suspended (so no reply waits in
+        ``_slots``): the read of an unpipelined client, without the batch loop's bookkeeping
+        (the loop, the backlog and output-batch checks), which cost ~0.15 us a request."""
+        client = self.client
+        assert client is not None
+        out = self._out
+        try:
+            result = dispatch(client, argv)
+            if type(result) is _Coroutine:
+                try:
+                    first = result.send(None)
+                except StopIteration as done:
+                    result = done.value
+                else:
+                    self._suspend(result, first, argv)
+                    result = _SUSPENDED
+            kind = type(result)
+            if kind is Raw:
+                out.append(result.data)
+            elif kind is bytes:
+                size = len(result)
+                if size < _BULK_HEADERS_MAX:
+                    out += (_BULK_HEADERS[size], result, _CRLF)
+                elif size < _INLINE_BULK_BYTES_MAX:
+                    out.append(b"$%d\r\n%b\r\n" % (size, result))
+                else:
+                    out += (b"$%d\r\n" % size, result, _CRLF)
+            elif result is not _SUSPENDED:
+                out.append(encode(result, client.resp == 3))
+        except Exception as exc:
+            out.append(self._error_reply(argv, exc))
+        if client.close_after_reply:
+            self._backlog.clear()
         if out and not self._closed:
             self._flush()
 

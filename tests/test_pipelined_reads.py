@@ -131,3 +131,29 @@ def test_at_most_overlap_max_reads_wait_at_once(tmp_path: Path) -> None:
         await server.state.node.close()
 
     asyncio.run(scenario())
+
+
+def test_an_unpipelined_read_waits_and_the_next_reads_keep_their_order(
+        tmp_path: Path) -> None:
+    """One command per read on an idle connection (RespConnection._run_one): a read that
+    waits for the cluster holds the replies of the reads after it, which start at once."""
+    async def scenario() -> None:
+        server, connection, transport, node = await _connection(tmp_path)
+        connection.data_received(command(b"GET", b"a"))
+        connection.data_received(command(b"GET", b"b"))
+        connection.data_received(command(b"PING"))
+        assert node.started == ["get a", "get b"]
+        node.answer("get b", b"B")
+        await _turns()
+        assert transport.written == b""
+        node.answer("get a", b"A")
+        await _turns()
+        assert transport.written == b"$1\r\nA\r\n$1\r\nB\r\n+PONG\r\n"
+        connection.data_received(command(b"SET", b"k", b"v"))  # idle again: _run_one
+        assert node.started[-1] == "put k"
+        node.answer("put k")
+        await _turns()
+        assert transport.written.endswith(b"+PONG\r\n+OK\r\n")
+        await server.state.node.close()
+
+    asyncio.run(scenario())
