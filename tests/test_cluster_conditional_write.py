@@ -12,6 +12,7 @@ import pytest
 
 from cluster import vclock
 from cluster.consistency import Level, NoQuorum
+from cluster.hints import HintStore
 from cluster.messages import CondWrite, CondWriteReply, ErrorCode, Message, Read, Write
 from cluster.put_core import PutOk
 from cluster.replica_service import CLEAN
@@ -186,3 +187,35 @@ def test_where_it_does_not_apply_the_read_comes_first(tmp_path: Path) -> None:
         assert c.coordinators[replica].stats["cond_writes"] == 0
     finally:
         c.close()
+
+
+def test_a_peer_the_version_did_not_reach_gets_a_hint(cluster: SimCluster) -> None:
+    c = cluster
+    first, second, third = c.replicas_of((0, b"k"))
+    hints = c.services[first].hints = HintStore.open(c.engines[first], c.clock.wall_ms)
+    c.network.cut(first, third)
+    assert isinstance(c.run(c.put(first, b"k", b"v")), PutOk)  # second answered clean
+    c.settle()  # third's request times out
+    version = next(v for _, v in c.history.written if v[VALUE] == b"v")
+    assert hints.targets() == [third]
+    assert hints.get(third, 0, b"k") == (version,)
+    assert c.coordinators[first].stats["hints_kept"] == 1
+    assert not c.coordinators[first].active
+
+
+def test_a_replica_counts_the_hints_it_holds_for_the_key(cluster: SimCluster) -> None:
+    """What a READ of this replica would answer includes its hints (replica_service
+    invariant 6), so the clean check does too."""
+    c = cluster
+    first, second, _ = c.replicas_of((0, b"k"))
+    service = c.services[second]
+    service.hints = HintStore.open(c.engines[second], c.clock.wall_ms)
+    hinted: Version = ({b"n9": (1, 0)}, 1, 0, b"n9", b"kept for n9")
+    assert service.hints.add("n9", 0, b"k", (hinted,))
+    mine: Version = ({b"n1": (1, 0)}, 2, 0, b"n1", b"new")  # does not descend the hint
+    reply = service.handle(first, CondWrite(0, b"k", encode((mine,))))
+    assert isinstance(reply, CondWriteReply) and not reply.clean
+    assert reply.siblings is not None and decode(reply.siblings) == (hinted,)
+    assert service.read(0, b"k") == (mine,)  # merged into the data; the hint stays a hint
+    over: Version = ({b"n1": (2, 0), b"n9": (1, 0)}, 3, 0, b"n1", b"newer")
+    assert service.handle(first, CondWrite(0, b"k", encode((over,)))) is CLEAN
