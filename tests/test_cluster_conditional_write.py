@@ -191,7 +191,7 @@ def test_where_it_does_not_apply_the_read_comes_first(tmp_path: Path) -> None:
 
 def test_a_peer_the_version_did_not_reach_gets_a_hint(cluster: SimCluster) -> None:
     c = cluster
-    first, second, third = c.replicas_of((0, b"k"))
+    first, _, third = c.replicas_of((0, b"k"))
     hints = c.services[first].hints = HintStore.open(c.engines[first], c.clock.wall_ms)
     c.network.cut(first, third)
     assert isinstance(c.run(c.put(first, b"k", b"v")), PutOk)  # second answered clean
