@@ -60,6 +60,10 @@ Invariants:
    else references it (a scan's View or iterator keeps it whole until done): dropped at
    once, its ~600k objects (64 MiB) took ~100 ms to free under the GIL, the longest stall a
    writer saw.
+12. With table workers on, the flush thread starts the flush worker once the first memtable
+   is half full, so the first flush does not wait for the worker's interpreter to start
+   (~0.4 s: with small memtables, writers stalled on it); an engine that never fills half
+   a memtable starts none (every server of the test suite would pay an interpreter).
 
 Cost, measured with timeit-style loops (best of 5, 100k random 13-byte keys, 100-byte
 values, CPython 3.11 on a busy 2-vCPU VM, so +-20%): see Engine.__doc__ and the numbers in
@@ -211,6 +215,11 @@ class Engine:
         if tables:
             memtable.chain(self._get_older)
         self._memtable_size_bytes = options.memtable_size_bytes
+        # commit() calls _maintain() from this fill on: half the memtable size while the
+        # flush worker is to be started ahead of the first flush (invariant 12).
+        self._maintain_at = options.memtable_size_bytes
+        self._warm_workers = False  # start the flush worker when the fill passes _maintain_at
+        self._warm_wanted = False  # ... which the flush thread does when it sees this
         # Negative once closed: the size check in put() then doubles as the "closed" check.
         self._value_bytes_max = options.value_bytes_max
         self._key_bytes_max = options.key_bytes_max
@@ -224,6 +233,9 @@ class Engine:
             self._compact_wanted.set()
             # A rotation parks the old segment unsynced; the flush thread fsyncs it (inv. 8).
             log.on_rotate = self._flush_wanted.set
+            if self._workers_on() and FLUSHES.pid() is None:
+                self._warm_workers = True
+                self._maintain_at = options.memtable_size_bytes // 2
 
     @classmethod
     def open(cls, directory: str, options: EngineOptions | None = None, *,
@@ -356,6 +368,7 @@ class Engine:
             table_workers=old.table_workers if table_workers is None else table_workers)
         self._options = options
         self._memtable_size_bytes = options.memtable_size_bytes
+        self._maintain_at = options.memtable_size_bytes // (2 if self._warm_workers else 1)
         self._cache.resize(options.block_cache_bytes)
         self._limiter.rate_bytes_per_s = options.compaction_throughput_bytes_per_s
 
@@ -375,7 +388,7 @@ class Engine:
         caller should refuse writes until a commit() succeeds.
         """
         self._log.commit()
-        if self._memtable.approximate_bytes >= self._memtable_size_bytes or self._chores_due:
+        if self._memtable.approximate_bytes >= self._maintain_at or self._chores_due:
             self._maintain()
 
     def sync(self) -> None:
@@ -489,6 +502,11 @@ class Engine:
             self._collect_obsolete()
         if self._flushed_memtables or self._dismantling is not None:
             self._free_flushed_slice()
+        if self._warm_workers and self._memtable.approximate_bytes >= self._maintain_at:
+            self._warm_workers = False  # invariant 12
+            self._maintain_at = self._memtable_size_bytes
+            self._warm_wanted = True
+            self._flush_wanted.set()
         if self._memtable.approximate_bytes >= self._memtable_size_bytes:
             self._make_room()
             self._freeze()
@@ -787,6 +805,12 @@ class Engine:
             self._flush_wanted.clear()
             if self._stopping:
                 return
+            if self._warm_wanted:
+                self._warm_wanted = False
+                try:
+                    FLUSHES.start()  # invariant 12
+                except OSError as exc:  # the flush will try again, or run in-process
+                    self._report(f"engine: cannot start the flush worker yet: {exc}")
             try:
                 self._log.sync_closed()  # segments parked by rotate() (invariant 8)
                 while self._flush_one(background=True):

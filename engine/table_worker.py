@@ -238,6 +238,12 @@ class TableWorker:
                 raise self._died(exc) from exc
         return _answer(reply)
 
+    def start(self) -> None:
+        """Start the worker process now if none runs (a request would start it anyway).
+        Raises OSError if it cannot start."""
+        with self._lock:
+            self._connection()
+
     def busy(self) -> bool:
         """Is a request being served? (A hint: it may change at once.)"""
         return self._lock.locked()

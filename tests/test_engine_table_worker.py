@@ -380,3 +380,43 @@ def test_close_abandons_a_compaction_in_the_worker_at_once() -> None:
         reopened = open_engine(directory)
         assert_holds(reopened.engine, model)
         reopened.engine.close()
+
+
+def test_the_flush_worker_starts_once_the_first_memtable_is_half_full() -> None:
+    """db.py invariant 12: started ahead of the first flush, and not by an engine that never
+    fills half a memtable."""
+    FLUSHES._died(OSError("test: no worker running"))
+    assert FLUSHES.pid() is None
+    with temp_dir() as directory:
+        engine = open_engine(directory, memtable_size_bytes=MEMTABLE, table_workers=True,
+                             fsync="no").engine
+        memtable = engine._memtable
+        i = 0
+
+        def fill_to(share: float) -> None:
+            nonlocal i
+            while memtable.approximate_bytes < share * MEMTABLE:
+                engine.put(b"key%08d" % i, b"v" * 100)
+                i += 1
+                if i % 100 == 0:
+                    engine.commit()
+            engine.commit()
+
+        fill_to(0.4)
+        time.sleep(0.3)
+        assert FLUSHES.pid() is None
+        fill_to(0.55)
+        deadline = time.monotonic() + 20
+        while FLUSHES.pid() is None:
+            assert time.monotonic() < deadline, "the flush worker was not started"
+            time.sleep(0.01)
+        assert engine.stats()["flushes"] == 0
+        fill_to(0.99)
+        while engine.stats()["flushes"] + engine.stats()["frozen_memtables"] == 0:
+            engine.put(b"key%08d" % i, b"v" * 100)  # the commit past the size freezes it
+            i += 1
+            engine.commit()
+        wait_flushed(engine)
+        assert engine.stats()["flushes_by_worker"] == 1
+        assert engine.get(b"key00000000") == b"v" * 100
+        engine.close()
