@@ -190,12 +190,7 @@ class ReplicaService:
                     return ReadReply(encode(merge(stored, hinted)))
             return ReadReply(raw)
         if isinstance(message, Write):
-            self._check_db(message.db)
-            try:
-                incoming = decode(message.siblings)
-            except CorruptionError as exc:
-                self.stats["writes_refused"] += 1
-                raise RemoteError(ErrorCode.PROTOCOL, f"write refused: {exc}") from None
+            incoming = self._incoming(message)
             if message.hint_for is not None and self.hints is not None:
                 self.stats["hinted_writes"] += 1
                 if not self.hints.add(message.hint_for, message.db, message.key, incoming):
@@ -212,12 +207,7 @@ class ReplicaService:
                 self.stats["hinted_writes"] += 1
             return WriteAck()
         if isinstance(message, CondWrite):
-            self._check_db(message.db)
-            try:
-                incoming = decode(message.siblings)
-            except CorruptionError as exc:
-                self.stats["writes_refused"] += 1
-                raise RemoteError(ErrorCode.PROTOCOL, f"write refused: {exc}") from None
+            incoming = self._incoming(message)
             try:
                 before = self.merge_checked(message.db, message.key, incoming)
             except CorruptionError as exc:
@@ -228,6 +218,15 @@ class ReplicaService:
             self.stats["cond_writes_unclean"] += 1
             return CondWriteReply(False, encode(before))
         raise RemoteError(ErrorCode.UNSUPPORTED, f"{type(message).__name__} is not served here")
+
+    def _incoming(self, message: Write | CondWrite) -> Siblings:
+        """The sibling set a write carries, its db checked; a damaged one is refused."""
+        self._check_db(message.db)
+        try:
+            return decode(message.siblings)
+        except CorruptionError as exc:
+            self.stats["writes_refused"] += 1
+            raise RemoteError(ErrorCode.PROTOCOL, f"write refused: {exc}") from None
 
     def _check_db(self, db: int) -> None:
         if db >= self.replica.databases:
