@@ -215,11 +215,10 @@ class Engine:
         if tables:
             memtable.chain(self._get_older)
         self._memtable_size_bytes = options.memtable_size_bytes
-        # commit() calls _maintain() from this fill on: half the memtable size while the
-        # flush worker is to be started ahead of the first flush (invariant 12).
+        # commit() calls _maintain() from this fill on: below the memtable size (half of it)
+        # while the flush worker is to be started ahead of the first flush (invariant 12).
         self._maintain_at = options.memtable_size_bytes
-        self._warm_workers = False  # start the flush worker when the fill passes _maintain_at
-        self._warm_wanted = False  # ... which the flush thread does when it sees this
+        self._warm_wanted = False  # the flush thread is to start the flush worker
         # Negative once closed: the size check in put() then doubles as the "closed" check.
         self._value_bytes_max = options.value_bytes_max
         self._key_bytes_max = options.key_bytes_max
@@ -234,7 +233,6 @@ class Engine:
             # A rotation parks the old segment unsynced; the flush thread fsyncs it (inv. 8).
             log.on_rotate = self._flush_wanted.set
             if self._workers_on() and FLUSHES.pid() is None:
-                self._warm_workers = True
                 self._maintain_at = options.memtable_size_bytes // 2
 
     @classmethod
@@ -367,8 +365,9 @@ class Engine:
                 is None else compaction_throughput_bytes_per_s),
             table_workers=old.table_workers if table_workers is None else table_workers)
         self._options = options
+        warming = self._maintain_at < self._memtable_size_bytes  # invariant 12
         self._memtable_size_bytes = options.memtable_size_bytes
-        self._maintain_at = options.memtable_size_bytes // (2 if self._warm_workers else 1)
+        self._maintain_at = options.memtable_size_bytes // (2 if warming else 1)
         self._cache.resize(options.block_cache_bytes)
         self._limiter.rate_bytes_per_s = options.compaction_throughput_bytes_per_s
 
@@ -502,9 +501,9 @@ class Engine:
             self._collect_obsolete()
         if self._flushed_memtables or self._dismantling is not None:
             self._free_flushed_slice()
-        if self._warm_workers and self._memtable.approximate_bytes >= self._maintain_at:
-            self._warm_workers = False  # invariant 12
-            self._maintain_at = self._memtable_size_bytes
+        if (self._maintain_at < self._memtable_size_bytes
+                and self._memtable.approximate_bytes >= self._maintain_at):
+            self._maintain_at = self._memtable_size_bytes  # invariant 12: once
             self._warm_wanted = True
             self._flush_wanted.set()
         if self._memtable.approximate_bytes >= self._memtable_size_bytes:
