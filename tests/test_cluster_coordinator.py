@@ -457,6 +457,12 @@ def test_service_reports_a_damaged_stored_value(make: Callable[..., SimCluster])
 # -- Quick reads (Rule 11) ---------------------------------------------------------------------
 
 
+def _quick_read_cluster(make: Callable[..., SimCluster]) -> SimCluster:
+    """Three nodes whose reads ask every replica only once in 1000 (Rule 9 stays out)."""
+    return make(NODES3, coordinator_options=CoordinatorOptions(request_timeout_ms=TIMEOUT_MS,
+                                                               read_repair_every=1000))
+
+
 def _reads_sent(c: SimCluster) -> list[str]:
     sent: list[str] = []
     c.network.on_message(lambda e: sent.append(e.packet.dst) if e.event == "send"
@@ -466,8 +472,7 @@ def _reads_sent(c: SimCluster) -> list[str]:
 
 def test_quick_read_of_agreeing_replicas_asks_one_peer_and_builds_no_fsm(
         make: Callable[..., SimCluster]) -> None:
-    c = make(NODES3, coordinator_options=CoordinatorOptions(request_timeout_ms=TIMEOUT_MS,
-                                                            read_repair_every=1000))
+    c = _quick_read_cluster(make)
     key = b"k"
     first, second, _ = c.replicas_of((0, key))
     assert isinstance(c.run(c.put(first, key, b"v")), PutOk)
@@ -487,8 +492,7 @@ def test_quick_read_of_agreeing_replicas_asks_one_peer_and_builds_no_fsm(
 
 def test_quick_read_hands_a_difference_to_the_fsm_which_merges_and_repairs(
         make: Callable[..., SimCluster]) -> None:
-    c = make(NODES3, coordinator_options=CoordinatorOptions(request_timeout_ms=TIMEOUT_MS,
-                                                            read_repair_every=1000))
+    c = _quick_read_cluster(make)
     key = b"k"
     first, second, third = c.replicas_of((0, key))
     c.network.partition({first}, {second})
@@ -509,8 +513,7 @@ def test_quick_read_hands_a_difference_to_the_fsm_which_merges_and_repairs(
 
 def test_quick_read_of_a_silent_peer_falls_back_within_the_request_timeout(
         make: Callable[..., SimCluster]) -> None:
-    c = make(NODES3, coordinator_options=CoordinatorOptions(request_timeout_ms=TIMEOUT_MS,
-                                                            read_repair_every=1000))
+    c = _quick_read_cluster(make)
     key = b"k"
     first, second, third = c.replicas_of((0, key))
     assert isinstance(c.run(c.put(first, key, b"v")), PutOk)
