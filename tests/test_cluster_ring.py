@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from itertools import pairwise
 
 import pytest
@@ -160,15 +159,16 @@ def test_keys_land_on_the_ring_by_the_engine_token() -> None:
         assert keys.split(keys.engine_key(0, key))[1] == tok  # the one hash, reused
 
 
-def test_build_is_cheap_for_100_nodes() -> None:
+def test_build_of_100_nodes_is_complete_and_ordered() -> None:
+    """A 100-node ring of 256 tokens each: every vnode present once, in token order. (How
+    long Ring.build takes is a benchmark question, not asserted here.)"""
     members = [NodeInfo(f"n{i:03d}", tokens.generate(random.Random(i), 256), f"dc{i % 2}")
                for i in range(100)]
-    started = time.perf_counter()
     ring = Ring.build(members)
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    print(f"Ring.build 100 nodes x 256 tokens: {elapsed_ms:.1f} ms")
     assert len(ring) == 25_600
-    assert elapsed_ms < 500  # measured ~30 ms (~65 ms at 512 tokens) on the 2-core box
+    assert list(ring.tokens) == sorted({t for m in members for t in m.tokens})
+    owner_of = {t: m.node_id for m in members for t in m.tokens}
+    assert list(ring.owners) == [owner_of[t] for t in ring.tokens]
 
 
 BALANCE_SEEDS = range(20)
