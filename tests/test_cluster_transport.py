@@ -170,7 +170,7 @@ def test_unanswered_request_times_out_and_late_reply_is_dropped() -> None:
         late = client.request("server", m.Read(0, b"late"), 0.1)
         timeout = await error_of(never)
         assert isinstance(timeout, PeerTimeout) and "no reply from peer server" in str(timeout)
-        assert 0.15 < time.monotonic() - started < 1.0
+        assert 0.15 < time.monotonic() - started < 5.0  # loose: a loaded machine is slow, not wrong
         assert isinstance(await error_of(late), PeerTimeout)
         assert await client.request("server", m.Read(0, b"fast"), 1) == m.ReadReply(b"fast")
         await until(lambda: client.stats.late_replies == 1)
@@ -304,7 +304,7 @@ def test_peer_vanishes_mid_request_then_comes_back() -> None:
             error = await error_of(future)
             assert isinstance(error, PeerUnavailable), error
             assert "peer server: connection lost" in str(error)
-        assert time.monotonic() - started < 1.0  # at once, not at the 30 s deadline
+        assert time.monotonic() - started < 10.0  # at once, not at the 30 s deadline
         assert client.link_state("server") in (LinkState.BACKOFF, LinkState.CONNECTING)
         await until(lambda: client.link_state("server") is LinkState.BACKOFF)
         fast = await error_of(client.request("server", m.Ping(), 30))
