@@ -1,9 +1,10 @@
 """Active expiry: reclaim keys whose time has come, a little at a time, off the request path.
 
 Redis reclaims expired keys lazily (on access) and actively (a timer samples keys with an
-expiry and spends at most ~25% of a 100 ms period doing so). respkv keeps an exact index
-instead of sampling (``Replica.due``: every key's next due time, sorted), so a cycle simply
-takes the due entries from the front of each db's index.
+expiry and spends at most ~25% of a 100 ms period doing so). respkv keeps an index instead of
+sampling (``Replica.due``: every key's next due time, to the slot of about a second it falls
+in), so a cycle simply takes the keys of the slots that have passed from each db's index: a key
+is reclaimed within about a second and a period of its expiry.
 
 Rules:
 1. A cycle never runs longer than ``budget_ms`` (plus one chunk of CHUNK_KEYS keys): a million
@@ -13,6 +14,8 @@ Rules:
    round-robin from where the last cycle stopped, so no db starves.
 3. Expired keys are invisible from the instant they expire whether or not a cycle has run
    (Node.get checks); cycles only reclaim space and fix the counters.
+4. A key taken from the index leaves it only if its reclaim succeeded: when ``expire_due``
+   raises (a full disk), the chunk goes back into the index at the current slot.
 """
 
 from __future__ import annotations
@@ -81,18 +84,14 @@ class ActiveExpiry:
         for step in range(databases):
             db = (self._next_db + step) % databases
             due = replica.due[db]
-            while due and due[0][0] <= now_ms:
-                chunk = []
-                for entry in due.islice(0, CHUNK_KEYS):
-                    if entry[0] > now_ms:
-                        break
-                    chunk.append(entry)
-                replica.expire_due(db, chunk, now_ms)
-                if due and due[0] == chunk[0]:  # cannot happen (Replica invariant 1)
-                    replica.report(f"expiry index entry {chunk[0]!r} did not leave the index")
-                    for entry in chunk:
-                        due.discard(entry)
-                for _, ekey in chunk:
+            while chunk := due.take(now_ms, CHUNK_KEYS):
+                try:
+                    replica.expire_due(db, chunk, now_ms)
+                except BaseException:
+                    for ekey in chunk:  # retried once the current slot has passed (Rule 4)
+                        due.add(now_ms, ekey)
+                    raise
+                for ekey in chunk:
                     self._on_reclaimed(db, ekey)
                 if clock.monotonic() >= deadline:
                     capped = True

@@ -9,9 +9,9 @@ structures in step with the engine:
 - ``keys[db]``: keys whose winner is a value, expired-but-not-yet-reclaimed included (what
   Redis's DBSIZE counts);
 - ``expires[db]``: those of them whose winner has an expiry (INFO keyspace ``expires=``);
-- ``due[db]``: a sorted list of ``(due_ms, engine_key)``: when a key next needs attention
-  (its winner expires, or, all its versions dead, it may be purged). The active expiry cycle
-  walks it from the front.
+- ``due[db]``: a ``DueIndex`` (cluster/due_index.py) of ``(due_ms, engine_key)``: when a key
+  next needs attention (its winner expires, or, all its versions dead, it may be purged),
+  to about a second. The active expiry cycle takes the keys of the slots that have passed.
 
 Invariants:
 1. ``keys`` and ``expires`` always equal what ``key_state`` of every stored sibling set gives,
@@ -23,7 +23,7 @@ Invariants:
 3. REQUIRES for ``apply``: ``old`` is what the engine holds for the key right now (``()`` if
    nothing). The bookkeeping is a diff of ``old`` and ``new``; a wrong ``old`` corrupts it.
 4. Bookkeeping happens only after the engine accepted the write: if the engine raises,
-   nothing here changed.
+   nothing here changed (the expiry cycle puts the keys it took for ``expire_due`` back).
 5. The engine's compaction removes only keys whose removal these counters already reflect:
    ``PurgeFilter`` drops a stored sibling set only when ``key_state`` counts it nowhere (its
    winner is a tombstone, so it is in neither ``keys`` nor ``expires``) and its purge time
@@ -47,10 +47,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from sortedcontainers import SortedList
-
 from cluster import keys as keyspace
 from cluster.clock import system_wall_ms
+from cluster.due_index import DueIndex
 from cluster.errors import CorruptionError
 from cluster.sibling_codec import decode, encode
 from cluster.version import EXPIRE_AT_MS, VALUE, Siblings, expire, purge_at, winner
@@ -115,9 +114,7 @@ def key_state(siblings: Siblings, grace_ms: int) -> KeyState:
     """Counters and due time of one stored sibling set (see the module docstring)."""
     if len(siblings) == 1:
         _, timestamp_ms, expire_at_ms, _, value = siblings[0]
-        if value is not None:
-            return _LIVE if not expire_at_ms else (1, 1, expire_at_ms)
-        return (0, 0, max(timestamp_ms, expire_at_ms) + grace_ms)
+        return single_state(timestamp_ms, expire_at_ms, value, grace_ms)
     if not siblings:
         return ABSENT
     top = winner(siblings)
@@ -125,6 +122,14 @@ def key_state(siblings: Siblings, grace_ms: int) -> KeyState:
         expire_at_ms = top[EXPIRE_AT_MS]
         return _LIVE if not expire_at_ms else (1, 1, expire_at_ms)
     return (0, 0, purge_at(siblings, grace_ms))
+
+
+def single_state(timestamp_ms: int, expire_at_ms: int, value: bytes | None,
+                 grace_ms: int) -> KeyState:
+    """``key_state`` of a set of one version with these fields."""
+    if value is not None:
+        return _LIVE if not expire_at_ms else (1, 1, expire_at_ms)
+    return (0, 0, max(timestamp_ms, expire_at_ms) + grace_ms)
 
 
 class Replica:
@@ -143,7 +148,7 @@ class Replica:
         self.report = reporter
         self.keys = [0] * databases
         self.expires = [0] * databases
-        self.due: list[SortedList] = [SortedList() for _ in range(databases)]
+        self.due: list[DueIndex] = [DueIndex() for _ in range(databases)]
         self.stats = {
             "expired_keys": 0,
             "tombstones_purged": 0,
@@ -226,6 +231,18 @@ class Replica:
         if self.on_store is not None:
             self.on_store(ekey, (), (({actor: (1, now_ms)}, now_ms, 0, actor, value),))
 
+    def store_live(self, db: int, ekey: bytes, data: bytes, old: KeyState,
+                   expire_at_ms: int) -> None:
+        """``apply`` for a write whose new set is one live version expiring at
+        ``expire_at_ms`` (0 = never), already encoded as ``data``, over a stored set whose
+        ``key_state`` is ``old`` (ABSENT if none): no set is built or compared.
+        REQUIRES: no store hook (``on_store`` is None), which needs the sets."""
+        assert self.on_store is None
+        self._put(ekey, data)
+        new = (1, 1, expire_at_ms) if expire_at_ms else _LIVE
+        if old != new:
+            self._account(db, ekey, old, new)
+
     def apply_many(self, db: int, changes: Sequence[tuple[bytes, Siblings, Siblings]],
                    now_ms: int) -> None:
         """``apply`` for several keys as one atomic engine batch.
@@ -266,25 +283,27 @@ class Replica:
             self.stats["expired_keys"] += 1
         self.apply(db, ekey, old, expire(old, now_ms), now_ms)
 
-    def expire_due(self, db: int, entries: Sequence[tuple[int, bytes]], now_ms: int) -> None:
-        """``expire_key`` for several due index entries of ``db``, as one engine batch.
+    def expire_due(self, db: int, ekeys: Sequence[bytes], now_ms: int) -> None:
+        """``expire_key`` for keys of ``db`` taken from ``due[db]`` (``DueIndex.take``), as one
+        engine batch.
 
-        REQUIRES: the entries are distinct keys taken from ``due[db]`` with due_ms <= now_ms.
-        Every entry leaves the index. An entry whose key compaction purged, or whose key now
-        has another due time (purged, then written again), is dropped silently (invariant 5);
-        one whose key is damaged is reported and dropped.
+        A key whose stored set is not due by ``now_ms`` (a stale entry: compaction purged the
+        key, or it was written again with another due time, which has its own entry) or is
+        taken twice is skipped (invariant 5); one whose value is damaged is reported and
+        dropped. If it raises, nothing changed (invariant 4): the caller, which took the keys,
+        puts them back.
         """
         changes: list[tuple[bytes, Siblings, Siblings]] = []
         expired = 0
         grace_ms = self.grace_ms
-        for due_ms, ekey in entries:
+        for ekey in dict.fromkeys(ekeys):  # a key may be in two slots (DueIndex invariant 1)
             try:
                 old = self.read(ekey)
             except (CorruptionError, StorageError) as exc:  # damaged value or table block
-                old = ()
                 self.report(f"cannot expire key {ekey!r}: {exc}")
-            if not old or key_state(old, grace_ms)[2] != due_ms:
-                self.due[db].discard((due_ms, ekey))
+                continue
+            due_ms = key_state(old, grace_ms)[2] if old else None
+            if due_ms is None or due_ms > now_ms:
                 continue
             top = winner(old)
             if top[VALUE] is not None and 0 < top[EXPIRE_AT_MS] <= now_ms:
@@ -299,9 +318,9 @@ class Replica:
         if old[2] != new[2]:
             due = self.due[db]
             if old[2] is not None:
-                due.discard((old[2], ekey))
-            if new[2] is not None and (new[2], ekey) not in due:  # see invariant 5
-                due.add((new[2], ekey))
+                due.discard(old[2], ekey)
+            if new[2] is not None:
+                due.add(new[2], ekey)
 
     # Whole-db operations ---------------------------------------------------------------
 
@@ -324,7 +343,7 @@ class Replica:
             start = batch[-1][0] + b"\x00"
         self.keys[db] = 0
         self.expires[db] = 0
-        self.due[db] = SortedList()
+        self.due[db] = DueIndex()
         if self.on_flush is not None:
             self.on_flush(db)
 
@@ -354,4 +373,4 @@ class Replica:
                         "number of databases) and cannot be reached")
         self.keys = keys
         self.expires = expires
-        self.due = [SortedList(entries) for entries in due]
+        self.due = [DueIndex(entries) for entries in due]

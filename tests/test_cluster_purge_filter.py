@@ -9,6 +9,7 @@ import tempfile
 from typing import Any
 
 from cluster.clock import ManualClock, system_wall_ms
+from cluster.due_index import SLOT_SHIFT
 from cluster.node import Node, NodeOptions, _engine_key
 from cluster.replica import PurgeFilter, key_state
 from cluster.sibling_codec import encode
@@ -82,7 +83,8 @@ def test_counters_stay_exact_across_flush_compaction_expiry_and_reopen() -> None
         assert counts == keyspace_model(node)
         assert counts[0][1] == 240 and counts[0][2] == 80  # 300 - 60 deleted; expiring
 
-        clock.advance(2.0)  # tombstones and expired values are due; no expiry cycle has run
+        clock.advance(2.1)  # tombstones and expired values are due, and their index slots
+        # have passed (T0 is slot-aligned: 1.5 s is in [1.024, 2.048)); no cycle has run
         engine.compact(full=True)
         purged = node.stats()["compaction_purged_keys"]
         assert purged == 2 * 60  # the tombstones; expired values are kept (still counted)
@@ -101,9 +103,10 @@ def test_counters_stay_exact_across_flush_compaction_expiry_and_reopen() -> None
         assert after == keyspace_model(node)
         assert after[0] == (0, 241 - 80, 0) and after[1] == (3, 240 - 80, 0)
         replica = node._replica
-        for due in replica.due:  # no stale entry left: each names a stored key at its time
-            for due_ms, ekey in due:
-                assert key_state(replica.read(ekey), GRACE_MS)[2] == due_ms
+        for due in replica.due:  # no stale entry left: each names a stored key in its slot
+            for slot_ms, ekey in due:
+                due_ms = key_state(replica.read(ekey), GRACE_MS)[2]
+                assert due_ms is not None and due_ms >> SLOT_SHIFT == slot_ms >> SLOT_SHIFT
         assert sum(map(len, replica.due)) == 2 * 80  # the expired values' new tombstones
 
         engine.flush()
