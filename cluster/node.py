@@ -48,7 +48,7 @@ from cluster import keys as keyspace
 from cluster import node_meta, vclock
 from cluster.clock import Clock, LoopClock, system_wall_ms
 from cluster.expiry import ActiveExpiry
-from cluster.replica import PurgeFilter, Replica
+from cluster.replica import ABSENT, PurgeFilter, Replica, single_state
 from cluster.sibling_codec import (
     BIN_HEADERS,
     SINGLE_FIELDS,
@@ -87,6 +87,8 @@ _DB_BYTES = tuple(keyspace.db_start(db) for db in range(keyspace.DATABASES_MAX))
 _hash_bytes = keyspace.hash_bytes  # the one hash the node uses; tests patch it to collide tokens
 _decode_single = decode_single_trusted  # values were validated by Replica.rebuild at open
 _SINGLE_FIELDS = SINGLE_FIELDS
+_ABSENT = ABSENT
+_single_state = single_state
 _encode_single = encode_single
 _increment = vclock.increment
 _join = b"".join
@@ -310,15 +312,22 @@ class Node:
         if context is None:
             raw = self._eget(ekey)
             if raw is None:
-                if expire_at_ms:
-                    self._apply(db, ekey, (), (
-                        ({actor: (1, now_ms)}, now_ms, expire_at_ms, actor, value),), now_ms)
-                else:
+                if not expire_at_ms:
                     self._store_new(db, ekey, self._encode_now(now_ms, value, 1), actor,
                                     now_ms, value)
+                elif self._replica.on_store is None:
+                    self._replica.store_live(db, ekey, _encode_single(
+                        now_ms, expire_at_ms, actor, value, 1, now_ms), _ABSENT, expire_at_ms)
+                else:
+                    self._apply(db, ekey, (), (
+                        ({actor: (1, now_ms)}, now_ms, expire_at_ms, actor, value),), now_ms)
             else:
                 single = _decode_single(raw)
-                if (single is not None and not expire_at_ms and len(single) == _SINGLE_FIELDS
+                if (single is not None and (expire_at_ms or single[2])
+                        and len(single) == _SINGLE_FIELDS and single[6] == actor
+                        and self._replica.on_store is None):
+                    self._put_single(db, ekey, single, now_ms, expire_at_ms, value)
+                elif (single is not None and not expire_at_ms and len(single) == _SINGLE_FIELDS
                         and single[6] == actor and not single[2] and single[4] is not None):
                     # The fast path of SET: _put_over with _encode_now inlined (two frames
                     # per SET), for a value and counter the joined encoding covers.
@@ -360,6 +369,19 @@ class Node:
         self._seq += 1
         for listener in self._listeners:
             listener(db, key)
+
+    def _put_single(self, db: int, ekey: bytes, single: Single, now_ms: int,
+                    expire_at_ms: int, value: bytes) -> None:
+        """Store ``value`` expiring at ``expire_at_ms`` (0 = never) over ``single``: the key's
+        one version, whose clock is this node's actor alone. What the general path (a version
+        bumping that clock, then ``Replica.apply``) stores, without building either set: the
+        SET ... EX of a key this node wrote last. REQUIRES: no store hook."""
+        timestamp_ms = single[1]
+        data = _encode_single(max(timestamp_ms, now_ms), expire_at_ms, self.actor, value,
+                              single[7] + 1, now_ms)
+        replica = self._replica
+        replica.store_live(db, ekey, data, _single_state(
+            timestamp_ms, single[2], single[4], replica.grace_ms), expire_at_ms)
 
     def _put_over(self, ekey: bytes, single: Single, now_ms: int, value: bytes) -> None:
         """Store ``value`` (no expiry) over ``single``: the key's one live version, without

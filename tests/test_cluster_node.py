@@ -14,17 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cluster import expiry as expiry_module
 from cluster import node as node_module
 from cluster import sibling_codec
 from cluster.clock import LoopClock, ManualClock
+from cluster.due_index import SLOT_SHIFT
 from cluster.errors import CorruptionError
 from cluster.node import Entry, Node, NodeOptions, _engine_key
 from cluster.version import Siblings
 from tests.inprocess import finish as run
 
-T0 = 1_700_000_000_000
+T0 = 1_700_000_000_000  # a multiple of the expiry index's slot (1 << SLOT_SHIFT ms)
+SLOT_S = (1 << SLOT_SHIFT) / 1000  # active expiry reclaims a key within a slot of its time
 
 
 class Harness:
@@ -220,7 +224,7 @@ def test_tombstone_kept_for_grace_then_purged() -> None:
         h.clock.advance(9.9)
         node.run_expire_cycle()
         assert h.stored(0, b"k") != ()
-        h.clock.advance(0.1)
+        h.clock.advance(0.1 + SLOT_S)  # the purge time's slot has passed
         node.run_expire_cycle()
         assert h.stored(0, b"k") == ()
         assert node.stats()["tombstones_purged"] == 1
@@ -288,7 +292,8 @@ def test_put_removes_expiry() -> None:
         run(h.node.put(0, b"k", b"v", T0 + 10))
         run(h.node.put(0, b"k", b"w"))
         assert h.node.keyspace() == [(0, 1, 0)]
-        assert h.node._replica.due[0].count((T0 + 10, _engine_key(0, b"k"))) == 0
+        assert (T0 + 10, _engine_key(0, b"k")) not in h.node._replica.due[0]
+        assert not h.node._replica.due[0]
         h.clock.advance(1)
         assert run(h.node.get(0, b"k")) is not None
 
@@ -302,8 +307,10 @@ def test_active_expiry_cycle() -> None:
         run(node.put(0, b"keep", b"v"))
         run(node.put(3, b"k", b"v", T0 + 200))
         h.clock.advance(0.5)
-        assert run(node.dbsize(0)) == 300  # 1 due at 500 ms, reclaimed by the next cycle
-        h.clock.advance(1)
+        # Expired keys (k0 at 500 ms) count until a cycle reclaims them, which happens once
+        # the slot of their time has passed: [T0, T0 + 1024 ms) here.
+        assert run(node.dbsize(0)) == 301
+        h.clock.advance(0.5 + SLOT_S)  # past the slot of the last expiry, 799 ms
         assert run(node.dbsize(0)) == 1 and run(node.dbsize(3)) == 0
         assert node.keyspace() == [(0, 1, 0)]
         stats = node.stats()
@@ -328,7 +335,7 @@ def test_active_expiry_respects_its_time_budget() -> None:
         node = Node.open(path, options, clock, random.Random(1))
         keys = 20_000
         run(node.write_many(0, [(b"k%d" % i, b"v", T0 + 1) for i in range(keys)]))
-        clock.step_wall_ms(10)
+        clock.step_wall_ms(1 << SLOT_SHIFT)  # the keys' slot has passed
         cycles = 0
         per_cycle = []
         while (left := run(node.dbsize(0))):
@@ -354,7 +361,7 @@ def test_counters_and_expiry_index_survive_reopen() -> None:
         run(h.node.delete(5, b"d"))
         node = h.reopen()
         assert node.keyspace() == [(0, 2, 1), (5, 1, 0)]
-        h.clock.advance(1)
+        h.clock.advance(1 + SLOT_S)
         node.run_expire_cycle()
         assert node.keyspace() == [(0, 1, 0), (5, 1, 0)]
 
@@ -670,7 +677,8 @@ def test_active_expiry_survives_a_failing_cycle() -> None:
         node._replica.expire_due = flaky  # type: ignore[method-assign]
         node.start()
         run(node.put(0, b"k", b"v", T0 + 10))
-        h.clock.advance(1)
+        h.clock.advance(1 + 2 * SLOT_S)  # its slot passed, it failed, and the retry's slot too
+        assert calls[0] >= 2
         assert any("disk full" in message for message in messages)
         assert run(node.dbsize(0)) == 0  # a later cycle reclaimed it
 
@@ -697,3 +705,49 @@ def test_a_node_on_the_loop_clock_stamps_versions_with_the_system_wall_clock() -
 
     with temp_dir() as path:
         asyncio.run(scenario(path / "node"))
+
+
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("put"), st.sampled_from([b"a", b"b", b"c"]), st.binary(max_size=300),
+              st.sampled_from([0, 0, 5, 900, 3000, 60_000])),
+    st.tuples(st.just("delete"), st.sampled_from([b"a", b"b", b"c"]), st.just(b""),
+              st.just(0)),
+    st.tuples(st.just("advance"), st.just(b""), st.just(b""), st.integers(1, 2500)),
+), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_OPS, st.sampled_from([0, 2000]))
+def test_expiring_writes_store_what_the_general_path_stores(
+        ops: list[tuple[str, bytes, bytes, int]], grace_ms: int) -> None:
+    """put_now's shortcuts for writes with an expiry, or over one (``Replica.store_live``),
+    store the same bytes and keep the same counters and expiry index as the general path
+    (a version built by ``_version``, then ``Replica.apply``), which a store hook forces."""
+    with temp_dir() as path:
+        clock = ManualClock(T0)
+        options = NodeOptions(fsync="no", tombstone_grace_ms=grace_ms)
+        nodes = [Node.open(str(path / name), options, clock, random.Random(1))
+                 for name in ("short", "general")]
+        hooked: list[object] = []
+        nodes[1]._replica.on_store = lambda *args: hooked.append(args)
+        assert nodes[0].actor == nodes[1].actor
+        try:
+            for op, key, value, n in ops:
+                for node in nodes:
+                    if op == "put":
+                        node.put_now(0, key, value, clock.wall_ms() + n if n else 0)
+                    elif op == "delete":
+                        run(node.delete(0, key))
+                    else:
+                        node.run_expire_cycle()
+                if op == "advance":
+                    clock.advance(n / 1000)
+                short, general = nodes
+                for key in (b"a", b"b", b"c"):
+                    assert short._eget(_engine_key(0, key)) == general._eget(_engine_key(0, key))
+                assert short.keyspace() == general.keyspace()
+                assert sorted(short._replica.due[0]) == sorted(general._replica.due[0])
+            assert hooked or not any(op == "put" for op, *_ in ops)  # the hook was live
+        finally:
+            for node in nodes:
+                run(node.close())
