@@ -48,6 +48,7 @@ from cluster.cluster_session import Session
 from cluster.cluster_view import ViewUpkeep
 from cluster.consistency import Consistency, Level
 from cluster.coordinator import Coordinator, CoordinatorOptions
+from cluster.departures import TOMBSTONE_S_DEFAULT, Departures
 from cluster.endpoint_state import OWNERS, AppField, FieldValue, Status
 from cluster.errors import ClusterError
 from cluster.failure_detector import DetectorOptions, FailureDetector
@@ -100,6 +101,9 @@ class ClusterOptions:
     handoff_rate: int = 1000  # hints delivered per second per target
     # Membership (issue 5)
     phi_convict_threshold: float = 8.0
+    # gossip-tombstone-seconds: how long a departed node's tombstone is gossiped before every
+    # node drops it, and its record then kept (cluster.departures); 0 = kept forever.
+    tombstone_s: int = TOMBSTONE_S_DEFAULT
     stream_rate_bytes_per_s: int = 32 * 1024 * 1024  # join and decommission streaming
     # Anti-entropy (issue 6): a full pass of Merkle-tree repair every this many seconds
     # (0: only on CLUSTER REPAIR), and the time per gossip round given to building trees.
@@ -211,7 +215,8 @@ class ClusterNode(KeyOperations, FanOutOperations, PeerHandler, ViewUpkeep,
         fs = OSFileSystem()
         node = Node.open(directory, node_options, clock, reporter=reporter)
         try:
-            known = members_file.read(fs, directory)
+            stored = members_file.read(fs, directory)
+            known = stored.states
             mine = next((s for s in known if s.node_id == node.node_id), None)
             if mine is not None and mine.is_tombstone:
                 raise ClusterError(
@@ -244,7 +249,8 @@ class ClusterNode(KeyOperations, FanOutOperations, PeerHandler, ViewUpkeep,
                 AppField.TOKENS: tokens, AppField.LOAD: 0}
             others = [s for s in known if s.node_id != node.node_id]
             gossiper = Gossiper(node.node_id, generation, app, rng, seeds=options.peers,
-                                known=others)
+                                known=others, wall_ms=clock.wall_ms,
+                                departures=Departures(options.tombstone_s, stored.departed))
             cluster_node = cls(node, options, Membership(me, options.peers), gossiper, clock,
                                rng)
             try:

@@ -11,7 +11,9 @@ Rules (numbered across ClusterNode's modules; cluster_node.py says where each li
    random live peer (now and then a seed or a down peer); phi-accrual failure detection on
    the heartbeats decides who is up, and a lost link makes a peer down at once. Every change
    of the view rebuilds the placement (owners), the pending placement (joining, leaving)
-   and is saved in ``cluster.state``.
+   and is saved in ``cluster.state``. A departed node whose tombstone gossip drops
+   (gossip-tombstone-seconds, ``cluster.departures``) is forgotten here too: its hints
+   (never deliverable), its peer link and its down time; its departure record is saved.
 """
 
 from __future__ import annotations
@@ -79,7 +81,13 @@ class ViewUpkeep:
                 log.warning("commit after repair failed: %s", exc)
 
     def _on_gossip(self: ClusterNode, applied: Applied) -> None:
-        if applied.new or applied.restarted or applied.ring_changed:
+        for node_id in applied.dropped:
+            dropped = self.hints.drop_target(node_id)
+            self.transport.remove_peer(node_id)
+            self._down_since.pop(node_id, None)
+            log.warning("departed node %s forgotten (its tombstone expired; %d hints for it "
+                        "dropped)", node_id, dropped)
+        if applied.new or applied.restarted or applied.ring_changed or applied.forgotten:
             self._view_changed()
         elif applied.self_contested:
             self._persist()
@@ -94,7 +102,8 @@ class ViewUpkeep:
     def _view_changed(self: ClusterNode) -> None:
         was_ready = self.ready
         membership = self.membership
-        membership.update(self.gossiper.states.values(), self.gossiper.view())
+        membership.update(self.gossiper.states.values(), self.gossiper.view(),
+                          self.gossiper.departures.addresses())
         for member in membership.others():
             self.transport.add_peer(member.node_id, member.peer_host, member.peer_port)
         replication = self.cluster_options.replication
@@ -138,6 +147,7 @@ class ViewUpkeep:
 
     def _persist(self: ClusterNode) -> None:
         try:
-            members_file.write(self._fs, self.node.directory, self.gossiper.states.values())
+            members_file.write(self._fs, self.node.directory, self.gossiper.states.values(),
+                               self.gossiper.departures.records.values())
         except OSError as exc:
             log.warning("cannot save %s: %s", members_file.STATE_NAME, exc)

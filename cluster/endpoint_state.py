@@ -13,10 +13,10 @@ every second, the tokens (up to 4096 x 8 bytes) almost never, and whole records 
 every node's tokens in every exchange.
 
 Invariants:
-1. Only the owner writes its state, with one exception: ``forged_removal`` (an operator
-   removing a dead node), which publishes the dead node's state under ``generation + 1``
-   with status ``REMOVED`` (Cassandra's ``advertiseRemoving``), so it supersedes whatever
-   copy of the dead incarnation is still around.
+1. Only the owner writes its state, with one exception: ``departure(state, REMOVED, now)``
+   (an operator removing a dead node), which publishes the dead node's state under a higher
+   generation with status ``REMOVED`` (Cassandra's ``advertiseRemoving``), so it supersedes
+   whatever copy of the dead incarnation is still around.
 2. Order: a higher generation wins outright (the new incarnation's full state replaces the
    old); within a generation each field is kept at its highest (version, value) and the
    heartbeat at its highest version. Equal versions with different values cannot come from
@@ -30,6 +30,10 @@ Invariants:
    ``S``'s fields. A copy of a different generation must be sent whole (``Gossiper`` does).
 5. ``decode_state`` is a trust boundary: anything malformed raises ``ValueError``; a decoded
    state satisfies every limit below (ids, names, ports, tokens strictly ascending, counts).
+6. A tombstone (LEFT, REMOVED) is made by ``departure`` only: its generation is the
+   wall-clock second it was made, raised past the incarnation it ends. So it supersedes
+   that incarnation everywhere, and its age travels with it: every node agrees (up to clock
+   skew) when it has been gossiped long enough to be dropped (``cluster.departures``).
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ class Status(enum.IntEnum):
     JOINING = 1  # taking tokens, streaming its ranges; not yet an owner
     NORMAL = 2  # owns its tokens
     LEAVING = 3  # still owns its tokens while it streams them away (decommission)
-    LEFT = 4  # decommissioned: owns nothing; kept as a tombstone so gossip does not revive it
-    REMOVED = 5  # removed by an operator while dead (``forged_removal``); a tombstone too
+    LEFT = 4  # decommissioned: owns nothing; a tombstone (gossiped, then dropped: departures)
+    REMOVED = 5  # removed by an operator while dead (``departure``); a tombstone too
 
 
 TOMBSTONES = frozenset({Status.LEFT, Status.REMOVED})
@@ -155,12 +159,15 @@ def with_fields(state: EndpointState, version: int,
                          MappingProxyType(fields))
 
 
-def forged_removal(state: EndpointState) -> EndpointState:
-    """The dead node's state as an operator's node republishes it (invariant 1)."""
-    assert state.generation < VERSION_MAX
-    generation = state.generation + 1
+def departure(state: EndpointState, status: Status, now_s: int) -> EndpointState:
+    """``state`` ended as a tombstone (invariants 1, 6): the leaving node's own LEFT, or an
+    operator's REMOVED of a dead node. Deterministic, so two operators forging the same
+    removal in the same second agree. REQUIRES ``status`` in TOMBSTONES."""
+    assert status in TOMBSTONES, status
+    generation = max(state.generation + 1, now_s)
+    assert generation <= VERSION_MAX
     fields = {tag: Versioned(held.value, 1) for tag, held in state.fields.items()}
-    fields[AppField.STATUS] = Versioned(Status.REMOVED, 2)
+    fields[AppField.STATUS] = Versioned(status, 2)
     return EndpointState(state.node_id, generation, 2, MappingProxyType(fields))
 
 

@@ -36,6 +36,10 @@ Invariants:
    only sorted collections: one seed replays a run exactly.
 5. Tombstones (LEFT, REMOVED) are gossiped like any state, so they reach every node and
    outrank the older incarnation; they are never gossip targets and never in the ring.
+   Once expired (``cluster.departures``) a tombstone is dropped, and one that arrives
+   expired is not stored; a record of it refuses that node's states no newer than it, and
+   answers a peer that still lists one with a reminder (the tombstone), in the ACK of its
+   SYN or the ACK2 of its ACK.
 6. Message decoders are trust boundaries: a malformed SYN/ACK/ACK2 raises ``ValueError``
    before anything is applied, and each message lists at most ``NODES_MAX`` nodes, each once.
 """
@@ -43,12 +47,14 @@ Invariants:
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from cluster.departures import Departures
 from cluster.endpoint_state import (
     OWNERS,
+    TOMBSTONES,
     Address,
     AppField,
     EndpointState,
@@ -57,8 +63,8 @@ from cluster.endpoint_state import (
     check_node_id,
     check_version,
     decode_state,
+    departure,
     encode_state,
-    forged_removal,
     merge,
     states_by_id,
     with_fields,
@@ -172,6 +178,11 @@ class Applied:
     # The fields whose value changed (every field of a new or restarted node).
     changed: dict[str, frozenset[AppField]] = field(default_factory=dict)
     self_contested: bool = False  # invariant 1: our generation moved
+    # Invariant 5: nodes taken out of the map (an expired tombstone, or a state an expired
+    # tombstone superseded on arrival), and whether the departure records changed.
+    dropped: list[str] = field(default_factory=list)
+    records_changed: bool = False
+    stale: list[str] = field(default_factory=list)  # live states a record refused
 
     @property
     def ring_changed(self) -> bool:
@@ -187,6 +198,14 @@ class Applied:
         for node_id, tags in other.changed.items():
             self.changed[node_id] = self.changed.get(node_id, frozenset()) | tags
         self.self_contested |= other.self_contested
+        self.dropped += other.dropped
+        self.records_changed |= other.records_changed
+        self.stale += other.stale
+
+    @property
+    def forgotten(self) -> bool:
+        """Whether nodes or departure records went: the view and the saved file change."""
+        return bool(self.dropped) or self.records_changed
 
 
 class Gossiper:
@@ -194,19 +213,27 @@ class Gossiper:
 
     REQUIRES: ``generation`` exceeds every generation this node id used before (the caller
     derives it from the start time and persists it, as Cassandra does).
+
+    ``wall_ms`` stamps departures and times their expiry (the default, for the exchange
+    alone, stamps a departure just past the incarnation it ends); ``departures`` holds the
+    expiry policy and the records kept from an earlier run (default: tombstones forever).
     """
 
     def __init__(self, node_id: str, generation: int, app: Mapping[AppField, FieldValue],
                  rng: random.Random, seeds: Iterable[Address] = (),
-                 known: Iterable[EndpointState] = ()) -> None:
+                 known: Iterable[EndpointState] = (), *,
+                 wall_ms: Callable[[], int] = lambda: 0,
+                 departures: Departures | None = None) -> None:
         self.node_id = check_node_id(node_id)
         self.rng = rng
+        self.wall_ms = wall_ms
+        self.departures = departures if departures is not None else Departures(0)
         self._version = 1
         me = with_fields(EndpointState(node_id, check_version(generation, "generation"), 0),
                          1, app)
         self._states: dict[str, EndpointState] = {node_id: me}
         for state in known:
-            if state.node_id != node_id:
+            if state.node_id != node_id and self.departures.refusing(state) is None:
                 merged = merge(self._states.get(state.node_id), state)
                 if merged is not None:
                     self._states[state.node_id] = merged
@@ -224,7 +251,16 @@ class Gossiper:
         return self._states
 
     def set_fields(self, values: Mapping[AppField, FieldValue]) -> None:
-        """Publish new values of our own fields (status, tokens, load ...)."""
+        """Publish new values of our own fields (status, tokens, load ...). Leaving (status
+        LEFT, alone) is a departure (endpoint_state invariant 6): our state under a new
+        generation stamped now, so every node drops it at the same time."""
+        status = values.get(AppField.STATUS)
+        if status in TOMBSTONES:
+            assert isinstance(status, Status) and len(values) == 1, values
+            left = departure(self.me, status, self._now_s())
+            self._states[self.node_id] = left
+            self._version = left.max_version
+            return
         self._version += 1
         self._states[self.node_id] = with_fields(self.me, self._version, values)
 
@@ -242,14 +278,34 @@ class Gossiper:
         other node. The caller checks it is down: a live node reasserts itself
         (invariant 1)."""
         assert node_id != self.node_id and node_id in self._states, node_id
-        removed = forged_removal(self._states[node_id])
+        removed = departure(self._states[node_id], Status.REMOVED, self._now_s())
         self._states[node_id] = removed
         return removed
 
-    def drop(self, node_id: str) -> None:
-        """Delete a tombstone locally (after the caller's quarantine); REQUIRES a tombstone."""
-        assert self._states[node_id].is_tombstone, node_id
-        del self._states[node_id]
+    def expire(self) -> Applied:
+        """Drop the tombstones gossiped long enough and end the records whose time is over
+        (invariant 5); call it every round."""
+        applied = Applied()
+        if not self.departures.tombstone_s:
+            return applied
+        now_s = self._now_s()
+        for node_id, state in sorted(self._states.items()):
+            if node_id != self.node_id and self.departures.expired(state, now_s):
+                self._drop(state, now_s, applied)
+        applied.records_changed |= bool(self.departures.lapse(now_s))
+        return applied
+
+    def _drop(self, tombstone: EndpointState, now_s: int, applied: Applied) -> None:
+        held = self._states.pop(tombstone.node_id, None)
+        self.departures.remember(tombstone, now_s)
+        applied.records_changed = True
+        if held is not None:
+            applied.dropped.append(tombstone.node_id)
+            if not held.is_tombstone:  # we had missed the departure: the ring loses it
+                applied.changed[tombstone.node_id] = frozenset({AppField.STATUS})
+
+    def _now_s(self) -> int:
+        return self.wall_ms() // 1000
 
     # One round ---------------------------------------------------------------------------
 
@@ -294,11 +350,16 @@ class Gossiper:
         requests: list[Digest] = []
         states: list[EndpointState] = []
         listed = set()
+        records = self.departures.records
         for digest in syn.digests:
             listed.add(digest.node_id)
             ours = self._states.get(digest.node_id)
             if ours is None:
-                requests.append(Digest(digest.node_id, 0, 0))
+                record = records.get(digest.node_id)
+                if record is not None and digest.generation <= record.generation:
+                    states.append(record.tombstone)  # a reminder (invariant 5)
+                else:  # unknown, or a new incarnation of a departed node (ends the record)
+                    requests.append(Digest(digest.node_id, 0, 0))
             elif digest.generation > ours.generation:
                 requests.append(Digest(digest.node_id, ours.generation, 0))
             elif digest.generation < ours.generation:
@@ -313,7 +374,10 @@ class Gossiper:
     def on_ack(self, ack: Ack) -> tuple[Ack2, Applied]:
         """The initiator's side: apply what came, answer what was asked."""
         applied = self.apply(ack.states)
-        return Ack2(tuple(self._answer(ack.requests))), applied
+        records = self.departures.records
+        reminders = [records[node_id].tombstone for node_id in applied.stale
+                     if node_id in records]
+        return Ack2((*self._answer(ack.requests), *reminders)), applied
 
     def on_ack2(self, ack2: Ack2) -> Applied:
         return self.apply(ack2.states)
@@ -333,14 +397,24 @@ class Gossiper:
     def apply(self, states: Iterable[EndpointState]) -> Applied:
         """Merge peer states into ours (invariants 1, 2)."""
         applied = Applied()
+        now_s = self._now_s()
         for remote in states:
             if remote.node_id == self.node_id:
                 self._contest(remote, applied)
+                continue
+            if self.departures.refusing(remote) is not None:
+                if not remote.is_tombstone:
+                    applied.stale.append(remote.node_id)
                 continue
             local = self._states.get(remote.node_id)
             merged = merge(local, remote)
             if merged is None:
                 continue
+            if self.departures.expired(merged, now_s):  # we missed it: never store it
+                self._drop(merged, now_s, applied)
+                continue
+            if self.departures.end(remote.node_id):  # a new incarnation (invariant 5)
+                applied.records_changed = True
             self._states[remote.node_id] = merged
             if local is None:
                 applied.new.append(remote.node_id)
@@ -362,9 +436,11 @@ class Gossiper:
 
     def _contest(self, remote: EndpointState, applied: Applied) -> None:
         me = self.me
-        if (remote.generation, remote.max_version) <= (me.generation, me.max_version):
-            return
-        if remote.generation >= me.generation:
+        # A removal forged in the second we restarted shares our generation (departure's
+        # stamp) and would win on its status version: it must be superseded too.
+        ended = (remote.generation == me.generation and remote.is_tombstone
+                 and not me.is_tombstone)
+        if (remote.generation, remote.max_version) > (me.generation, me.max_version) or ended:
             assert remote.generation < 2**63 - 1
             # Restart our version counter in a generation no one holds (invariant 1).
             fresh = EndpointState(self.node_id, remote.generation + 1, 0)

@@ -18,6 +18,8 @@ Rules:
    available whose link is not in back-off (a dead link fails fast before phi rises).
 4. Messages from peers are decoded by ``gossip``'s trust-boundary decoders; a malformed one
    is answered ``PROTOCOL`` (serve) or dropped and counted (replies), never applied.
+5. Every round first drops the tombstones gossiped long enough (``Gossiper.expire``); the
+   owner hears of it as of any change (``Applied.dropped``), and the detector forgets them.
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ class GossipService:
         self.stats["gossip_rounds"] += 1
         for transition in self.detector.check():
             _log_transition(transition)
+        expired = self.gossiper.expire()  # Rule 5
+        if expired.forgotten:
+            self._applied(expired)
         for target in self.gossiper.tick(self.detector.available()):
             self._send_syn(target)
         if self.on_tick is not None:
@@ -170,6 +175,8 @@ class GossipService:
             state = self.gossiper.states.get(node_id)
             if state is not None and state.is_tombstone:
                 self.detector.remove(node_id)
+        for node_id in applied.dropped:
+            self.detector.remove(node_id)
         self.on_applied(applied)
 
 

@@ -12,11 +12,15 @@ Invariants:
 1. ``complete`` is True only when every configured peer address (``cluster-peers`` and
    ``seeds``) is the peer address of some known node: until then the ring may be partial
    and the node must not coordinate requests (a write placed on a partial ring would land
-   where later reads do not look).
+   where later reads do not look). A node that departed counts as known (its tombstone, or
+   its departure record once the tombstone is dropped), and an address once known stays
+   known while the process runs: the ring without a departed node is whole, so forgetting
+   it must not make a running node wait for it.
 2. ``ring()`` holds the owners only (NORMAL and LEAVING); joining nodes are in ``members``
    and in ``future_ring()``, never in ``ring()``.
 3. ``decode_file`` is a trust boundary: anything malformed raises ``CorruptionError``,
-   never a half-built list.
+   never a half-built list. It reads format version 1 (states only: no departure records)
+   and 2.
 
 Format of ``cluster.state``: docs/formats/cluster-state.md.
 """
@@ -27,9 +31,11 @@ import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgpack
 
+from cluster.departures import Departed, decode_record, encode_record
 from cluster.endpoint_state import EndpointState, Status, decode_state, encode_state
 from cluster.errors import CorruptionError
 from cluster.gossip import View
@@ -38,7 +44,8 @@ from engine.fs import FileSystem, join, replace_file
 
 STATE_NAME = "cluster.state"
 MAGIC = b"RKVGSTA\n"
-FORMAT_VERSION = 1  # On disk: bump on any change of layout; decoders reject unknown versions.
+FORMAT_VERSION = 2  # On disk: bump on any change of layout; decoders reject unknown versions.
+_READABLE_VERSIONS = (1, 2)  # 1: a bare array of states, before departure records
 _HEADER = struct.Struct(">8sBI")  # magic, version, body length
 _TRAILER = struct.Struct(">I")  # CRC-32 of header and body
 FILE_BYTES_MAX = 64 * 1024 * 1024
@@ -87,8 +94,10 @@ class Membership:
         self._future_ring: Ring | None = None
         self._complete: bool | None = None
 
-    def update(self, states: Iterable[EndpointState], view: View) -> None:
-        """Rebuild from the gossiper's states and view."""
+    def update(self, states: Iterable[EndpointState], view: View,
+               departed: Iterable[tuple[str, int]] = ()) -> None:
+        """Rebuild from the gossiper's states and view; ``departed``: the peer addresses of
+        the departure records (invariant 1)."""
         by_id = {s.node_id: s for s in states}
         members: dict[str, Member] = {}
         status: dict[str, Status] = {}
@@ -107,7 +116,7 @@ class Membership:
         self.status = status
         # A configured peer that left the ring (LEFT, REMOVED) is known too: the ring
         # without it is whole, and waiting for its address would block this node forever.
-        self.addresses = set(view.addresses) | {
+        self.addresses |= set(view.addresses) | set(departed) | {
             s.peer_address for s in by_id.values()
             if s.is_tombstone and s.peer_address is not None}
         self._owners = list(view.owners)
@@ -173,21 +182,31 @@ def _member_of(state: EndpointState, info: NodeInfo) -> Member | None:
 # -- The file ------------------------------------------------------------------------------
 
 
-def encode_file(states: Iterable[EndpointState]) -> bytes:
-    body = msgpack.packb([encode_state(s) for s in sorted(states, key=lambda s: s.node_id)],
+class Stored(NamedTuple):
+    """What ``cluster.state`` holds: the gossip states, and the departure records."""
+
+    states: list[EndpointState]
+    departed: list[Departed]
+
+
+def encode_file(states: Iterable[EndpointState], departed: Iterable[Departed] = ()) -> bytes:
+    body = msgpack.packb([[encode_state(s) for s in sorted(states, key=lambda s: s.node_id)],
+                          [encode_record(r) for r in sorted(departed,
+                                                            key=lambda r: r.node_id)]],
                          use_bin_type=True)
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(body))
     return head + body + _TRAILER.pack(zlib.crc32(head + body))
 
 
-def decode_file(data: bytes) -> list[EndpointState]:
-    """The endpoint states of a ``cluster.state`` file; CorruptionError if it is not one."""
+def decode_file(data: bytes) -> Stored:
+    """The states and records of a ``cluster.state`` file; CorruptionError if it is not
+    one (invariant 3)."""
     if len(data) < _HEADER.size + _TRAILER.size:
         raise CorruptionError(f"{STATE_NAME}: {len(data)} bytes is too short")
     magic, version, length = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CorruptionError(f"{STATE_NAME}: bad magic {magic!r}")
-    if version != FORMAT_VERSION:
+    if version not in _READABLE_VERSIONS:
         raise CorruptionError(f"{STATE_NAME}: unknown format version {version}")
     if _HEADER.size + length + _TRAILER.size != len(data):
         raise CorruptionError(f"{STATE_NAME}: length {length} does not match the file size")
@@ -195,21 +214,26 @@ def decode_file(data: bytes) -> list[EndpointState]:
     if zlib.crc32(data[:-_TRAILER.size]) != crc:
         raise CorruptionError(f"{STATE_NAME}: checksum mismatch")
     try:
-        records = msgpack.unpackb(data[_HEADER.size:-_TRAILER.size], raw=False)
-        if not isinstance(records, list):
-            raise ValueError("not a list of endpoint states")
-        return [decode_state(record) for record in records]
+        body = msgpack.unpackb(data[_HEADER.size:-_TRAILER.size], raw=False)
+        if version == 1:
+            body = [body, []]
+        if not isinstance(body, list) or len(body) != 2:
+            raise ValueError("not [states, departed]")
+        states, departed = body
+        if not isinstance(states, list) or not isinstance(departed, list):
+            raise ValueError("not lists of endpoint states and departure records")
+        return Stored([decode_state(s) for s in states], [decode_record(r) for r in departed])
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CorruptionError(f"{STATE_NAME}: {exc}") from None
 
 
-def read(fs: FileSystem, directory: str) -> list[EndpointState]:
-    """The endpoint states stored in ``directory`` ([] if none); CorruptionError if damaged."""
+def read(fs: FileSystem, directory: str) -> Stored:
+    """What is stored in ``directory`` (nothing if no file); CorruptionError if damaged."""
     path = join(directory, STATE_NAME)
     try:
         size = fs.size(path)
     except FileNotFoundError:
-        return []
+        return Stored([], [])
     if size > FILE_BYTES_MAX:
         raise CorruptionError(f"{STATE_NAME}: {size} bytes is too large")
     file = fs.open_read(path)
@@ -219,6 +243,8 @@ def read(fs: FileSystem, directory: str) -> list[EndpointState]:
         file.close()
 
 
-def write(fs: FileSystem, directory: str, states: Iterable[EndpointState]) -> None:
-    """Durably replace the stored states (temporary file, fsync, rename, fsync dir)."""
-    replace_file(fs, directory, STATE_NAME, encode_file(states))
+def write(fs: FileSystem, directory: str, states: Iterable[EndpointState],
+          departed: Iterable[Departed] = ()) -> None:
+    """Durably replace the stored states and records (temporary file, fsync, rename, fsync
+    dir)."""
+    replace_file(fs, directory, STATE_NAME, encode_file(states, departed))

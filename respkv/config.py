@@ -182,6 +182,7 @@ class Config:
     write_consistency: str
     request_timeout: int  # ms
     gc_grace_seconds: int
+    gossip_tombstone_seconds: int  # 0 = departed nodes' tombstones are kept forever
     anti_entropy_interval: int  # seconds, 0 = on demand only
     write_read: str  # "quorum" or "local"
     read_repair_every: int  # one read in this many asks every replica

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from cluster import consistency
+from cluster.departures import TOMBSTONE_S_DEFAULT
 from cluster.preflist import ReplicationFactorError, format_replication, parse_replication
 
 __all__ = [
@@ -622,6 +623,11 @@ DIRECTIVES: tuple[Directive[Any], ...] = (
     integer("gc-grace-seconds", 864_000, 0, 10 * 365 * 86_400,
             "Seconds a tombstone is kept in a cluster before it may be purged (Cassandra's "
             "gc_grace_seconds), so no replica resurrects a deleted key.",
+            mutability=_IMMUTABLE),
+    integer("gossip-tombstone-seconds", TOMBSTONE_S_DEFAULT, 0, 10 * 365 * 86_400,
+            "Seconds a departed node (decommissioned or CLUSTER FORGET) stays in gossip as a "
+            "tombstone before every node drops it, then is remembered as long again so no "
+            "stale copy revives it (Cassandra's expire time of LEFT states); 0 = forever.",
             mutability=_IMMUTABLE),
 )
 

@@ -352,6 +352,7 @@ def cluster_options(config: Config) -> ClusterOptions:
         handoff_rate=config.hinted_handoff_throttle,
         stream_rate_bytes_per_s=config.stream_throughput,
         phi_convict_threshold=config.phi_convict_threshold,
+        tombstone_s=config.gossip_tombstone_seconds,
         exchange_interval_s=config.gossip_interval / 1000,
         anti_entropy_interval_s=float(config.anti_entropy_interval),
         read_before_write=config.write_read == "quorum",

@@ -226,7 +226,7 @@ def test_restart_remembers_members_and_tokens(tmp_path: Path) -> None:
         await a.put(0, b"k", b"v", level=Level.ALL)
         await close_all(nodes)
         # Restart one node alone: its peers are down, but it knows the ring from its file.
-        stored = members_file.read(OSFileSystem(), str(tmp_path / "n0"))
+        stored = members_file.read(OSFileSystem(), str(tmp_path / "n0")).states
         assert {m.node_id: m.tokens for m in stored} == before
         clock = LoopClock(asyncio.get_running_loop())
         me = a.membership.me

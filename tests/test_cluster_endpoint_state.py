@@ -19,8 +19,8 @@ from cluster.endpoint_state import (
     Status,
     Versioned,
     decode_state,
+    departure,
     encode_state,
-    forged_removal,
     merge,
     with_fields,
 )
@@ -210,13 +210,23 @@ def test_delta_brings_an_up_to_date_copy_forward(s: EndpointState, since: int) -
     assert (merged or older).fields == s.fields
 
 
-def test_forged_removal_supersedes_the_dead_incarnation() -> None:
+def test_a_departure_supersedes_the_incarnation_it_ends() -> None:
     dead = with_fields(state(generation=100), 50, {AppField.LOAD: 3})
-    removed = forged_removal(dead)
+    removed = departure(dead, Status.REMOVED, now_s=0)  # a clock behind the generation
     assert removed.generation == 101 and removed.status is Status.REMOVED
     assert removed.is_tombstone and removed.tokens == dead.tokens
     assert merge(dead, removed) == removed and merge(removed, dead) is None
-    assert forged_removal(dead) == removed  # two operators forging agree
+    assert departure(dead, Status.REMOVED, 0) == removed  # two operators forging agree
+
+
+def test_a_departure_carries_the_second_it_was_made() -> None:
+    """Invariant 6: the tombstone's generation is its wall-clock stamp, so its age travels."""
+    live = with_fields(state(generation=100), 50, {AppField.LOAD: 3})
+    left = departure(live, Status.LEFT, now_s=5000)
+    assert left.generation == 5000 and left.status is Status.LEFT
+    assert merge(live, left) == left and merge(left, live) is None
+    with pytest.raises(AssertionError):
+        departure(live, Status.NORMAL, 5000)
 
 
 def test_node_info_needs_every_required_field() -> None:

@@ -39,7 +39,7 @@ from cluster.endpoint_state import (
     EndpointState,
     FieldValue,
     Status,
-    forged_removal,
+    departure,
     with_fields,
 )
 from cluster.failure_detector import DetectorOptions, Liveness
@@ -267,7 +267,7 @@ def test_one_address_two_nodes_the_newer_generation_keeps_it() -> None:
 def test_view_separates_owners_joining_leaving_and_tombstones() -> None:
     states = [gossiper(1).me, gossiper(2, status=Status.JOINING).me,
               gossiper(3, status=Status.LEAVING).me, gossiper(4, status=Status.LEFT).me,
-              forged_removal(gossiper(5).me)]
+              departure(gossiper(5).me, Status.REMOVED, 0)]
     v = view(states)
     assert [i.node_id for i in v.owners] == ["n1", "n3"]
     assert [i.node_id for i in v.joining] == ["n2"]

@@ -83,10 +83,10 @@ def test_an_expected_address_keeps_the_view_incomplete_until_known() -> None:
 
 def test_file_round_trip(tmp_path: Path) -> None:
     fs = OSFileSystem()
-    assert members.read(fs, str(tmp_path)) == []
+    assert members.read(fs, str(tmp_path)) == ([], [])
     states = [state("b", 17002), state("a", 17001, Status.JOINING, 3)]
     members.write(fs, str(tmp_path), states)
-    assert members.read(fs, str(tmp_path)) == sorted(states, key=lambda s: s.node_id)
+    assert members.read(fs, str(tmp_path)) == (sorted(states, key=lambda s: s.node_id), [])
 
 
 def test_file_damage_is_detected(tmp_path: Path) -> None:

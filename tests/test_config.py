@@ -42,7 +42,7 @@ RESPKV_ONLY = {"replication-factor", "memtable-size", "block-cache-size", "compa
                "gc-grace-seconds", "sloppy-quorum", "max-hint-window", "hint-max-count",
                "hint-max-bytes", "hinted-handoff-throttle", "seeds", "phi-convict-threshold",
                "anti-entropy-interval", "write-read", "read-repair-every", "read-speculate-ms",
-               "stream-throughput", "gossip-interval"}
+               "stream-throughput", "gossip-interval", "gossip-tombstone-seconds"}
 
 
 def fatal(line_number: int, line: str, reason: str) -> str:

@@ -11,7 +11,8 @@ message after a uniform delay in ``[delay_ms_min, delay_ms_max]``, drops it with
 With ``wire`` on, every message goes through ``to_wire`` / msgpack / ``from_wire``, so the
 codec is exercised exactly as a real peer would use it. This is the wiring ClusterNode needs,
 in miniature: heartbeats the gossiper reports (``Applied.alive``) feed the detector, and the
-detector's available set is the gossiper's live set.
+detector's available set is the gossiper's live set. With ``tombstone_s`` set, each round
+first drops the tombstones gossiped that long (``Gossiper.expire``), timed by the sim clock.
 
 Invariants:
 1. One seed gives one run: every random choice comes from ``random.Random(seed)`` (network)
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from cluster.departures import Departures
 from cluster.endpoint_state import Address, AppField, EndpointState, FieldValue, Status
 from cluster.failure_detector import DetectorOptions, FailureDetector, Liveness, Transition
 from cluster.gossip import Ack, Ack2, Applied, Gossiper, Syn
@@ -48,6 +50,7 @@ class GossipSimOptions:
     tokens_per_node: int = 8
     wire: bool = True
     detector: DetectorOptions = field(default_factory=DetectorOptions)
+    tombstone_s: int = 0  # gossip-tombstone-seconds (0: tombstones kept forever)
 
 
 def address_of(index: int) -> Address:
@@ -76,7 +79,9 @@ class SimNode:
             AppField.LOAD: 0,
         }
         self.gossiper = Gossiper(self.node_id, generation, app,
-                                 random.Random(sim.rng.getrandbits(64)), sim.seed_addresses)
+                                 random.Random(sim.rng.getrandbits(64)), sim.seed_addresses,
+                                 wall_ms=sim.clock.wall_ms,
+                                 departures=Departures(sim.options.tombstone_s))
         self.detector = FailureDetector(sim.clock, sim.options.detector)
         self.rng = random.Random(sim.rng.getrandbits(64))
         self.alive = True
@@ -90,6 +95,7 @@ class SimNode:
         self.rounds += 1
         for transition in self.detector.check():
             self.sim.record(self, transition)
+        self.absorb(self.gossiper.expire())
         for target in self.gossiper.tick(self.detector.available()):
             self.sim.send(self, target.address, self.gossiper.make_syn())
         opts = self.sim.options
@@ -113,6 +119,8 @@ class SimNode:
                 self.sim.record(self, transition)
         if applied.self_contested:
             self.sim.contested.append((self.sim.clock.now, self.node_id))
+        for node_id in applied.dropped:
+            self.detector.remove(node_id)
 
 
 class GossipSim:
