@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from respkv.commands.strings import (
     format_long_double,
     parse_long_double,
 )
+from respkv.dispatch import resolve
 from respkv.replies import OK, CommandError
 from respkv.server_state import Stats
 from tests.conftest import Differential
@@ -973,3 +974,20 @@ def test_random_command_mix(diff: Differential) -> None:
     for _ in range(600):
         diff.call(*pick(makers)())
     diff.call("MGET", "a", "b", "c", b"\x00k\r\n")
+
+
+@pytest.mark.parametrize("argv", [
+    (b"SET", b"k", b"v"), (b"SET", b"k", b"v", b"EX", b"100"), (b"SET", b"k", b"v", b"PXAT",
+                                                                 b"9999999999999"),
+    (b"SETEX", b"k", b"100", b"v"), (b"PSETEX", b"k", b"100", b"v"), (b"INCR", b"n"),
+    (b"DECR", b"n"), (b"INCRBY", b"n", b"5"), (b"DECRBY", b"n", b"5"),
+], ids=lambda argv: b" ".join(argv).decode())
+def test_blind_writes_and_counters_answer_without_a_coroutine(local: Local,
+                                                              argv: tuple[bytes, ...]) -> None:
+    """In a cluster of one these complete at once (no coroutine to create and drive), as GET
+    and plain SET do; what they store is checked by the tests above."""
+    spec = resolve(list(argv))
+    assert spec.handler is not None
+    reply = spec.handler(local.client, list(argv))
+    assert not isinstance(reply, Coroutine), reply
+    assert reply in (OK, 1, -1, 5, -5)

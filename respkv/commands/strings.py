@@ -26,6 +26,7 @@ from respkv.commands.table import command
 from respkv.replies import OK, CommandError
 
 if TYPE_CHECKING:
+    from cluster.node import Entry
     from respkv.client import Client
 
 # SET / GETEX option flags, as redis-server's OBJ_SET_* / OBJ_* bits.
@@ -176,26 +177,39 @@ async def _get_async(client: Client, argv: list[bytes]) -> object:
     ],
 )
 def set_(client: Client, argv: list[bytes]) -> object:
-    # Plain SET in a cluster of one completes without a coroutine (see get()).
-    if len(argv) == 3 and client.node.local_only:
+    # A SET whose result does not depend on the current value (no NX, XX, GET or KEEPTTL)
+    # completes without a coroutine in a cluster of one (see get()).
+    if len(argv) == 3 and client.node.local_only:  # the hottest case, _blind_set inlined
         client.node.put_now(client.db, argv[1], argv[2])
-        return OK
-    return _set_with_options(client, argv)
-
-
-async def _set_with_options(client: Client, argv: list[bytes]) -> object:
-    if len(argv) == 3:
-        await client.node.put(client.db, argv[1], argv[2])
         return OK
     flags, expire = _parse_expire_options(argv, 3, True)
     expire_at = _expire_at_ms(client, expire, flags, "set") if flags & _EXPIRES else 0
+    if not flags & (_NX | _XX | _GET | _KEEPTTL):
+        return _blind_set(client, argv[1], argv[2], expire_at)
+    return _set_conditional(client, argv, flags, expire_at)
+
+
+def _blind_set(client: Client, key: bytes, value: bytes, expire_at: int) -> object:
+    """Set ``key`` whatever its current value (SET without NX/XX/GET/KEEPTTL, SETEX, PSETEX):
+    at once in a cluster of one, else the coroutine that writes through the coordinator."""
+    node = client.node
+    if node.local_only:
+        node.put_now(client.db, key, value, expire_at)
+        return OK
+    return _put_async(client, key, value, expire_at)
+
+
+async def _put_async(client: Client, key: bytes, value: bytes, expire_at: int) -> object:
+    await client.node.put(client.db, key, value, expire_at)
+    return OK
+
+
+async def _set_conditional(client: Client, argv: list[bytes], flags: int,
+                           expire_at: int) -> object:
+    """SET with NX, XX, GET or KEEPTTL: the outcome depends on the current value."""
     node = client.node
     db = client.db
     key = argv[1]
-    if not flags & (_NX | _XX | _GET | _KEEPTTL):
-        # Nothing depends on the current value: a blind write, like plain SET.
-        await node.put(db, key, argv[2], expire_at)
-        return OK
     entry = await node.get(db, key)
     if flags & _GET:
         _count_lookup(client, entry is not None)
@@ -224,10 +238,8 @@ async def setnx(client: Client, argv: list[bytes]) -> object:
     return 1
 
 
-async def _set_expiring(client: Client, argv: list[bytes], flags: int, name: str) -> object:
-    expire_at = _expire_at_ms(client, argv[2], flags, name)
-    await client.node.put(client.db, argv[1], argv[3], expire_at)
-    return OK
+def _set_expiring(client: Client, argv: list[bytes], flags: int, name: str) -> object:
+    return _blind_set(client, argv[1], argv[3], _expire_at_ms(client, argv[2], flags, name))
 
 
 @command(
@@ -236,8 +248,8 @@ async def _set_expiring(client: Client, argv: list[bytes], flags: int, name: str
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0},
                {"name": "seconds", "type": "integer"}, {"name": "value", "type": "string"}],
 )
-async def setex(client: Client, argv: list[bytes]) -> object:
-    return await _set_expiring(client, argv, _EX, "setex")
+def setex(client: Client, argv: list[bytes]) -> object:
+    return _set_expiring(client, argv, _EX, "setex")
 
 
 @command(
@@ -246,8 +258,8 @@ async def setex(client: Client, argv: list[bytes]) -> object:
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0},
                {"name": "milliseconds", "type": "integer"}, {"name": "value", "type": "string"}],
 )
-async def psetex(client: Client, argv: list[bytes]) -> object:
-    return await _set_expiring(client, argv, _PX, "psetex")
+def psetex(client: Client, argv: list[bytes]) -> object:
+    return _set_expiring(client, argv, _PX, "psetex")
 
 
 @command(
@@ -509,19 +521,32 @@ async def setrange(client: Client, argv: list[bytes]) -> object:
 # Counters -------------------------------------------------------------------------------------
 
 
-async def _incr_by(client: Client, key: bytes, delta: int) -> int:
+def _incr_by(client: Client, key: bytes, delta: int) -> object:
+    """INCR and its family: without a coroutine in a cluster of one (see get())."""
+    node = client.node
+    if not node.local_only:
+        return _incr_by_async(client, key, delta)
+    entry = node.get_now(client.db, key)
+    result = _incremented(entry, delta)
+    expire_at, context = (0, None) if entry is None else (entry.expire_at_ms, entry.context)
+    node.put_now(client.db, key, b"%d" % result, expire_at, context=context)
+    return result
+
+
+async def _incr_by_async(client: Client, key: bytes, delta: int) -> int:
     node = client.node
     entry = await node.get(client.db, key)
-    current = 0 if entry is None else parse_int(entry.value)
-    result = current + delta
+    result = _incremented(entry, delta)
+    expire_at, context = (0, None) if entry is None else (entry.expire_at_ms, entry.context)
+    await node.put(client.db, key, b"%d" % result, expire_at, context=context)
+    return result
+
+
+def _incremented(entry: Entry | None, delta: int) -> int:
+    """The value INCRBY ``delta`` leaves (the TTL stays, as in Redis)."""
+    result = (0 if entry is None else parse_int(entry.value)) + delta
     if result > INT64_MAX or result < INT64_MIN:
         raise CommandError(errors.OVERFLOW)
-    if entry is None:
-        await node.put(client.db, key, b"%d" % result)
-    else:
-        await node.put(
-            client.db, key, b"%d" % result, entry.expire_at_ms, context=entry.context
-        )
     return result
 
 
@@ -532,16 +557,16 @@ _KEY_ARG: list[dict[str, Any]] = [{"name": "key", "type": "key", "key_spec_index
     "incr", 2, "write denyoom fast", (1, 1, 1), group="string", acl="@write @string @fast",
     summary="Increment the integer value of a key by one", since="1.0.0", arguments=_KEY_ARG,
 )
-async def incr(client: Client, argv: list[bytes]) -> object:
-    return await _incr_by(client, argv[1], 1)
+def incr(client: Client, argv: list[bytes]) -> object:
+    return _incr_by(client, argv[1], 1)
 
 
 @command(
     "decr", 2, "write denyoom fast", (1, 1, 1), group="string", acl="@write @string @fast",
     summary="Decrement the integer value of a key by one", since="1.0.0", arguments=_KEY_ARG,
 )
-async def decr(client: Client, argv: list[bytes]) -> object:
-    return await _incr_by(client, argv[1], -1)
+def decr(client: Client, argv: list[bytes]) -> object:
+    return _incr_by(client, argv[1], -1)
 
 
 @command(
@@ -550,8 +575,8 @@ async def decr(client: Client, argv: list[bytes]) -> object:
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0},
                {"name": "increment", "type": "integer"}],
 )
-async def incrby(client: Client, argv: list[bytes]) -> object:
-    return await _incr_by(client, argv[1], parse_int(argv[2]))
+def incrby(client: Client, argv: list[bytes]) -> object:
+    return _incr_by(client, argv[1], parse_int(argv[2]))
 
 
 @command(
@@ -560,11 +585,11 @@ async def incrby(client: Client, argv: list[bytes]) -> object:
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0},
                {"name": "decrement", "type": "integer"}],
 )
-async def decrby(client: Client, argv: list[bytes]) -> object:
+def decrby(client: Client, argv: list[bytes]) -> object:
     decrement = parse_int(argv[2])
     if decrement == INT64_MIN:
         raise CommandError("ERR decrement would overflow")
-    return await _incr_by(client, argv[1], -decrement)
+    return _incr_by(client, argv[1], -decrement)
 
 
 @command(
