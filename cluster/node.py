@@ -358,6 +358,9 @@ class Node:
                 and single[6] == actor and not single[2] and not expire_at_ms
                 and single[4] is not None):
             self._put_over(ekey, single, now_ms, value)
+        elif (fresh and single is not None and len(single) == _SINGLE_FIELDS
+                and single[6] == actor and self._replica.on_store is None):
+            self._put_single(db, ekey, single, now_ms, expire_at_ms, value)  # EXPIRE, INCR
         else:
             if fresh:
                 old = seen = _as_siblings(ctx[0])  # nothing changed since it was read (Rule 3)

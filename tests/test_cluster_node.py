@@ -712,6 +712,8 @@ _OPS = st.lists(st.one_of(
               st.sampled_from([0, 0, 5, 900, 3000, 60_000])),
     st.tuples(st.just("delete"), st.sampled_from([b"a", b"b", b"c"]), st.just(b""),
               st.just(0)),
+    st.tuples(st.just("reput"), st.sampled_from([b"a", b"b", b"c"]), st.binary(max_size=20),
+              st.sampled_from([0, 5, 900, 60_000])),
     st.tuples(st.just("advance"), st.just(b""), st.just(b""), st.integers(1, 2500)),
 ), max_size=40)
 
@@ -721,8 +723,9 @@ _OPS = st.lists(st.one_of(
 def test_expiring_writes_store_what_the_general_path_stores(
         ops: list[tuple[str, bytes, bytes, int]], grace_ms: int) -> None:
     """put_now's shortcuts for writes with an expiry, or over one (``Replica.store_live``),
-    store the same bytes and keep the same counters and expiry index as the general path
-    (a version built by ``_version``, then ``Replica.apply``), which a store hook forces."""
+    with or without the context of a read (EXPIRE, INCR: "reput"), store the same bytes and
+    keep the same counters and expiry index as the general path (a version built by
+    ``_version``, then ``Replica.apply``), which a store hook forces."""
     with temp_dir() as path:
         clock = ManualClock(T0)
         options = NodeOptions(fsync="no", tombstone_grace_ms=grace_ms)
@@ -738,6 +741,11 @@ def test_expiring_writes_store_what_the_general_path_stores(
                         node.put_now(0, key, value, clock.wall_ms() + n if n else 0)
                     elif op == "delete":
                         run(node.delete(0, key))
+                    elif op == "reput":
+                        entry = node.get_now(0, key)
+                        if entry is not None:
+                            node.put_now(0, key, value, clock.wall_ms() + n if n else 0,
+                                         context=entry.context)
                     else:
                         node.run_expire_cycle()
                 if op == "advance":
