@@ -5,8 +5,9 @@ Invariants:
    charged_bytes <= capacity_bytes (least recently used blocks are evicted first).
 2. A block whose charge alone exceeds capacity_bytes is not cached (a 20 MB value must not
    flush the whole cache for one read).
-3. Keys are (table_id, block_offset): table ids are never reused within one process, so a
-   deleted table's blocks can only age out, never be served for another table.
+3. Keys are ints, ``key_base(table_id) + block index``: table ids are never reused within one
+   process, so a deleted table's blocks can only age out, never be served for another table.
+   (An int: no per-block key object kept, and cheaper to hash than a tuple.)
 4. hits + misses == number of get() calls.
 5. Not thread-safe: used from the event-loop thread only. Background work (compaction,
    scans) reads tables without the cache, or with fill=False.
@@ -19,7 +20,8 @@ from itertools import count
 
 from engine.block import SearchBlock
 
-CacheKey = tuple[int, int]
+CacheKey = int
+BLOCK_INDEX_BITS = 40  # a table has fewer than 2**40 data blocks (its offsets are u64)
 ENTRY_OVERHEAD_BYTES = 64  # per object of a cached block beyond its payload, for the charge
 
 _table_ids = count(1)
@@ -28,6 +30,11 @@ _table_ids = count(1)
 def new_table_id() -> int:
     """A process-unique id for a table reader's cache keys (invariant 3)."""
     return next(_table_ids)
+
+
+def key_base(table_id: int) -> int:
+    """The cache key of data block i of table ``table_id`` is ``key_base(table_id) + i``."""
+    return table_id << BLOCK_INDEX_BITS
 
 
 def charge(parsed: SearchBlock) -> int:

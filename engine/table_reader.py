@@ -7,11 +7,14 @@ Invariants:
 2. get() reads at most one data block, and none when the key is outside [min_key, max_key] or
    the bloom filter rules it out.
 3. The index (last key of each data block -> handle) and the bloom filter stay in memory for
-   the reader's lifetime; data blocks go through the BlockCache, if one is given, as
-   block.SearchBlock (the block's bytes as read, CRC checked first, when it is read from the
-   file): get() binary-searches its restart points and decodes part of one interval, never
-   the whole block. lookup() is get() with the bloom hash computed once by the caller for
-   every table it asks.
+   the reader's lifetime, the index as compactly as Python allows: a list of the keys and one
+   array of the blocks' start offsets (the blocks lie back to back, so a handle is two of
+   them), ~70 bytes a block instead of ~250 with a handle, its ints and a cache key object
+   each (a 3 GiB store of 1 KiB values has ~750k blocks). Data blocks go through the
+   BlockCache, if one is given, as block.SearchBlock (the block's bytes as read, CRC checked
+   first, when it is read from the file): get() binary-searches its restart points and
+   decodes part of one interval, never the whole block. lookup() is get() with the bloom hash
+   computed once by the caller for every table it asks.
 4. scan() yields (key, value | None) with tombstones as None, keys strictly increasing, and
    never inserts into the cache (a full scan must not evict the working set).
 5. One file handle; data blocks are read with pread (no shared position, so a scan on a
@@ -22,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import threading
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from itertools import accumulate, repeat
@@ -40,7 +44,7 @@ class TableReader:
     """Open with TableReader.open(); close() when no reader or scan uses it any more."""
 
     def __init__(self, path: str, file: ReadableFile, file_size: int, props: Properties,
-                 index_keys: list[bytes], handles: list[BlockHandle],
+                 index_keys: list[bytes], ends: array[int],
                  bloom_filter: bloom.BloomFilter, cache: BlockCache | None) -> None:
         """Private: use TableReader.open()."""
         self.path = path
@@ -51,13 +55,13 @@ class TableReader:
         self._file = file
         self._lock = threading.Lock()
         self._index_keys = index_keys
-        self._handles = handles
+        # ends[i] is where data block i begins, ends[i + 1] where it (with its trailer) ends.
+        self._ends = ends
+        self.block_count = len(ends) - 1
         self._bloom = bloom_filter
         self._may_contain = bloom_filter.may_contain_hash
         self._cache = cache
-        self._id = block_cache.new_table_id()
-        # Cache key of each data block, built once so a cache hit allocates nothing.
-        self._cache_keys = [(self._id, handle.offset) for handle in handles]
+        self._cache_base = block_cache.key_base(block_cache.new_table_id())
 
     @classmethod
     def open(cls, fs: FileSystem, path: str, cache: BlockCache | None = None) -> TableReader:
@@ -87,15 +91,14 @@ class TableReader:
         index_keys, raw_handles = block.decode(bytes(_read_sealed(file, path, footer.index,
                                                                   "index")),
                                                path, footer.index.offset)
-        handles = _contiguous_handles(raw_handles, path, footer.index.offset)
-        data_end = handles[-1].offset + handles[-1].size + table_format.BLOCK_TRAILER_SIZE
-        if (data_end != footer.bloom.offset or len(handles) != props.data_block_count
+        ends = _contiguous_ends(raw_handles, path, footer.index.offset)
+        if (ends[-1] != footer.bloom.offset or len(ends) - 1 != props.data_block_count
                 or index_keys[-1] != props.max_key):
             raise CorruptionError(path, "index disagrees with properties or block layout",
                                   footer.index.offset)
         bloom_filter = bloom.decode(bytes(_read_sealed(file, path, footer.bloom, "bloom")),
                                     path, footer.bloom.offset)
-        return cls(path, file, size, props, index_keys, handles, bloom_filter, cache)
+        return cls(path, file, size, props, index_keys, ends, bloom_filter, cache)
 
     def may_contain(self, key: bytes) -> bool:
         """False if the key range or bloom filter rules key out (no I/O)."""
@@ -116,7 +119,7 @@ class TableReader:
         if cache is None:
             parsed = self._parse(index)
         else:
-            cache_key = self._cache_keys[index]
+            cache_key = self._cache_base + index
             parsed = cache.get(cache_key)
             if parsed is None:
                 parsed = self._parse(index)
@@ -143,7 +146,7 @@ class TableReader:
         """scan() as (keys, values) lists, one per data block (whole blocks unsliced)."""
         index = bisect_left(self._index_keys, start)
         first = True
-        while index < len(self._handles):
+        while index < self.block_count:
             try:
                 keys, values = self._block(index, fill=False)
             except CorruptionError as exc:
@@ -166,9 +169,14 @@ class TableReader:
                 return
             index += 1
 
+    def handle(self, index: int) -> BlockHandle:
+        """Where data block ``index`` lies in the file (its size without the trailer)."""
+        offset = self._ends[index]
+        return BlockHandle(offset, self._ends[index + 1] - offset - table_format.BLOCK_TRAILER_SIZE)
+
     def _parse(self, index: int) -> block.SearchBlock:
         """Read data block index, check its CRC (invariant 1), and wrap it for find()."""
-        handle = self._handles[index]
+        handle = self.handle(index)
         return block.parse(self._read_checked(handle), self.path, handle.offset, handle.size)
 
     def _read_checked(self, handle: BlockHandle) -> bytes:
@@ -185,10 +193,10 @@ class TableReader:
         """Every entry of data block index, checked; scans never fill the cache (inv. 4)."""
         assert not fill, "get() fills the cache with parsed blocks, not decoded ones"
         if self._cache is not None:
-            cached = self._cache.peek(self._cache_keys[index])
+            cached = self._cache.peek(self._cache_base + index)
             if cached is not None:
                 return cached.decode()
-        handle = self._handles[index]
+        handle = self.handle(index)
         raw = self._read_checked(handle)
         return block.decode(raw, self.path, handle.offset, handle.size)
 
@@ -197,9 +205,10 @@ class TableReader:
             self._file.close()
 
 
-def _contiguous_handles(raw: list[bytes | None], path: str, at: int) -> list[BlockHandle]:
-    """The index values as handles, checked to lie back to back from offset 0 (one C-level
-    unpack of them all: a table holds a handle per ~4 KiB, ~10k for a flushed memtable)."""
+def _contiguous_ends(raw: list[bytes | None], path: str, at: int) -> array[int]:
+    """The index values (handles), checked to lie back to back from offset 0, as the array of
+    the blocks' start offsets and the end of the last one (invariant 3). One C-level unpack
+    of them all: a table holds a handle per ~4 KiB, ~10k for a flushed memtable."""
     if not raw or None in raw:
         raise CorruptionError(path, "index values are not block handles", at)
     values = cast(list[bytes], raw)
@@ -212,7 +221,7 @@ def _contiguous_handles(raw: list[bytes | None], path: str, at: int) -> list[Blo
         bad = next(i for i, (o, e) in enumerate(zip(offsets, ends, strict=False)) if o != e)
         raise CorruptionError(path, f"index handle {bad} at offset {offsets[bad]} is not "
                               f"contiguous", at)
-    return list(map(BlockHandle, offsets, sizes))
+    return array("q", ends)
 
 
 def _read_sealed(file: ReadableFile, path: str, handle: BlockHandle, name: str) -> memoryview:

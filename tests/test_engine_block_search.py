@@ -126,7 +126,7 @@ def test_damaged_block_is_detected_by_checksum_before_any_search(
         reader = TableReader.open(FS, path, cache)
         try:
             assert reader.properties.data_block_count > 3
-            handle = reader._handles[1]
+            handle = reader.handle(1)
             key = reader._index_keys[1]  # last key of block 1
             middle = handle.offset + handle.size // 2
             byte = read_bytes(path)[middle]
@@ -174,7 +174,7 @@ def test_cached_block_is_read_and_checked_once() -> None:
             assert (cache.hits, cache.misses) == (len(block_keys) - 1, 1)
             # The cached block is its bytes as read (CRC trailer included), not a copy.
             (parsed,) = (entry[0] for entry in cache._blocks.values())
-            assert len(parsed.data) == reader._handles[0].size + 4
+            assert len(parsed.data) == reader.handle(0).size + 4
             keys, _ = parsed.decode()
             assert keys[: len(block_keys)] == [k for k, _ in block_keys]
         finally:

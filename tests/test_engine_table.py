@@ -205,7 +205,7 @@ def test_blocks_are_cut_after_the_entry_that_reaches_the_target() -> None:
         try:
             # 4 + 70 * n >= 256 first at n = 4: every block but the last holds 4 entries.
             assert reader.properties.data_block_count == 25
-            assert all(h.size == 4 + 70 * 4 for h in reader._handles)
+            assert all(reader.handle(i).size == 4 + 70 * 4 for i in range(reader.block_count))
             assert list(reader.scan()) == entries
         finally:
             reader.close()
@@ -356,7 +356,7 @@ def test_any_flipped_byte_of_a_block_fails_get_naming_the_file(cached: bool) -> 
         write_table(path, entries)
         original = read_bytes(path)
         probe = TableReader.open(FS, path)
-        handle, last_key = probe._handles[0], probe._index_keys[0]
+        handle, last_key = probe.handle(0), probe._index_keys[0]
         probe.close()
         key = next(k for k, v in entries if v is not None and k <= last_key)
         for offset in range(0, handle.size + 4, 7):

@@ -93,8 +93,8 @@ def test_damaged_table_block_fails_its_keys_with_a_clear_error_and_nothing_else(
     path = max(table_files(tmp_path / "data"), key=lambda p: p.stat().st_size)
     reader = TableReader.open(OSFileSystem(), str(path))
     try:
-        index = len(reader._handles) // 2
-        handle = reader._handles[index]
+        index = reader.block_count // 2
+        handle = reader.handle(index)
         damaged = {ekey[PREFIX_BYTES:] for ekey in reader._block(index, fill=False)[0]}
         in_table = {ekey[PREFIX_BYTES:] for ekey, _ in reader.scan()}
     finally:
