@@ -15,7 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from tests.fuzz_gen import Check, Step
@@ -95,19 +95,21 @@ def replies_match(step: Step, mine: bytes, ref: bytes) -> bool:
 
 
 class FuzzRun:
-    """One sequence on one connection to each server (invariant 1)."""
+    """One sequence on one connection to each server per client (invariant 1): `ours` and
+    `theirs` are client 0's, `more` holds the pairs of clients 1, 2 ..."""
 
-    def __init__(self, ours: Connection, theirs: Connection, label: str) -> None:
-        self.ours = ours
-        self.theirs = theirs
+    def __init__(self, ours: Connection, theirs: Connection, label: str,
+                 more: Sequence[tuple[Connection, Connection]] = ()) -> None:
+        self.pairs = [(ours, theirs), *more]
         self.label = label
         self.history: list[str] = []
-        self.queued: list[Step] | None = None  # the steps queued since MULTI
+        # Per client, the steps queued since its MULTI (None: not in a transaction).
+        self.queued: list[list[Step] | None] = [None] * len(self.pairs)
 
     def run(self, steps: Iterable[Step], batches: random.Random | None = None) -> int:
         """Send every step, one at a time, or with `batches` in pipelined batches of 1 to
-        PIPELINE_MAX commands (a SCAN or RANDOMKEY step always alone: it needs its replies
-        before it can go on)."""
+        PIPELINE_MAX commands of one client (a SCAN or RANDOMKEY step always alone: it needs
+        its replies before it can go on)."""
         count = 0
         batch: list[Step] = []
         for step in steps:
@@ -115,6 +117,9 @@ class FuzzRun:
             if batches is None:
                 self.step(step)
                 continue
+            if batch and batch[0].client != step.client:
+                self.pipelined(batch)
+                batch = []
             if step.check in (Check.SCAN, Check.RANDOMKEY):
                 self.pipelined(batch)
                 batch = []
@@ -128,18 +133,20 @@ class FuzzRun:
         return count
 
     def pipelined(self, batch: list[Step]) -> None:
-        """The steps sent to each server in one write, their replies judged in order."""
+        """One client's steps sent to each server in one write, replies judged in order."""
         if not batch:
             return
+        ours, theirs = self.pairs[batch[0].client]
         self.history.extend(f"{step}  (pipelined)" for step in batch)
-        mine = self.ours.pipeline(step.args for step in batch)
-        ref = self.theirs.pipeline(step.args for step in batch)
+        mine = ours.pipeline(step.args for step in batch)
+        ref = theirs.pipeline(step.args for step in batch)
         for step, a, b in zip(batch, mine, ref, strict=True):
             self._judge(step, a, b)
 
     def _send(self, step: Step) -> tuple[bytes, bytes]:
         self.history.append(str(step))
-        return self.ours.call(*step.args), self.theirs.call(*step.args)
+        ours, theirs = self.pairs[step.client]
+        return ours.call(*step.args), theirs.call(*step.args)
 
     def fail(self, why: str, mine: bytes, ref: bytes) -> None:
         lines = "\n".join(f"  {i:4d}  {line}" for i, line in enumerate(self.history))
@@ -149,7 +156,7 @@ class FuzzRun:
         )
 
     def step(self, step: Step) -> None:
-        if self.queued is None and step.check is Check.SCAN:
+        if self.queued[step.client] is None and step.check is Check.SCAN:
             self._scan(step)
             return
         mine, ref = self._send(step)
@@ -157,28 +164,29 @@ class FuzzRun:
 
     def _judge(self, step: Step, mine: bytes, ref: bytes) -> None:
         name = step.args[0].upper()
-        if self.queued is not None:
+        if self.queued[step.client] is not None:
             self._in_multi(step, name, mine, ref)
         elif step.check is Check.RANDOMKEY:
-            self._randomkey(mine, ref)
+            self._randomkey(step, mine, ref)
         else:
             if not replies_match(step, mine, ref):
                 self.fail(f"{step.check.value} mismatch", mine, ref)
             if name == b"MULTI" and ref == OK:
-                self.queued = []
+                self.queued[step.client] = []
 
     def _in_multi(self, step: Step, name: bytes, mine: bytes, ref: bytes) -> None:
-        assert self.queued is not None
+        queued = self.queued[step.client]
+        assert queued is not None
         if name == b"EXEC":
-            queued, self.queued = self.queued, None
+            self.queued[step.client] = None
             self._exec(queued, mine, ref)
             return
         if mine != ref:
             self.fail("reply at MULTI queue time", mine, ref)
         if name in (b"DISCARD", b"RESET") and len(step.args) == 1:
-            self.queued = None
+            self.queued[step.client] = None
         elif ref == QUEUED:
-            self.queued.append(step)
+            queued.append(step)
 
     def _exec(self, queued: list[Step], mine: bytes, ref: bytes) -> None:
         mine_items, ref_items = elements(mine), elements(ref)
@@ -192,22 +200,23 @@ class FuzzRun:
             if not replies_match(step, a, b):
                 self.fail(f"EXEC reply element {i} ({step})", mine, ref)
 
-    def _randomkey(self, mine: bytes, ref: bytes) -> None:
+    def _randomkey(self, step: Step, mine: bytes, ref: bytes) -> None:
         mine_key, ref_key = bulk_value(mine), bulk_value(ref)
         if mine_key is None or ref_key is None:
             if mine != ref:
                 self.fail("RANDOMKEY: nil on one side only", mine, ref)
             return
         for key in (mine_key, ref_key):
-            a, b = self._send(Step((b"EXISTS", key)))
+            a, b = self._send(Step((b"EXISTS", key), client=step.client))
             if a != b or a != b":1\r\n":
                 self.fail(f"RANDOMKEY's key {key!r} does not exist on both", a, b)
 
     def _scan(self, step: Step) -> None:
         """A full SCAN iteration on each side with the step's options; the key sets match."""
         options = step.args[2:]
-        mine, first_mine = self._iterate(self.ours, options)
-        ref, first_ref = self._iterate(self.theirs, options)
+        ours, theirs = self.pairs[step.client]
+        mine, first_mine = self._iterate(ours, options)
+        ref, first_ref = self._iterate(theirs, options)
         self.history.append(f"{step}  (iterated to cursor 0)")
         if mine is None or ref is None:
             if first_mine != first_ref:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
@@ -51,9 +51,11 @@ class Step:
     args: tuple[bytes, ...]
     check: Check = Check.EXACT
     tolerant: bool = False  # for EXPIRETIME/PEXPIRETIME: a relative expiry may be involved
+    client: int = 0  # which of the run's connections to each server sends it
 
     def __str__(self) -> str:
-        return " ".join(_show(a) for a in self.args)
+        text = " ".join(_show(a) for a in self.args)
+        return f"[client {self.client}] {text}" if self.client else text
 
 
 def _show(arg: bytes) -> str:
@@ -109,15 +111,20 @@ class Generator:
     it); `cluster` leaves out what docs/commands.md lists as differing in a cluster of
     several nodes: WATCH (refused), and a SET whose absolute expiry has passed (the replicas
     the read does not reach keep the expired value until their own expiry removes it, and
-    DBSIZE counts it until then).
+    DBSIZE counts it until then). With `clients` > 1 the steps are spread over that many
+    connections (a quarter of the steps switch to a random one), each with its own MULTI
+    state, so one client's writes land between another's WATCH, MULTI and EXEC.
     """
 
-    def __init__(self, seed: int, now_s: int, *, cluster: bool = False) -> None:
+    def __init__(self, seed: int, now_s: int, *, cluster: bool = False,
+                 clients: int = 1) -> None:
         self.rng = random.Random(seed)
         self.now_s = now_s
         self.watch = not cluster
         self.past_sets = not cluster
-        self.in_multi = False
+        self.clients = clients
+        self.client = 0
+        self._in_multi = [False] * clients
         self.tainted: set[bytes] = set()
         # Keys whose value APPEND, SETRANGE, INCRBYFLOAT or COPY may have built: Redis's
         # OBJECT ENCODING/REFCOUNT of those tell how, respkv's only what the value is.
@@ -131,7 +138,8 @@ class Generator:
             (3, self._exists), (2, self._type), (3, self._rename), (3, self._copy),
             (2, self._move), (2, self._keys), (2, self._scan), (1, self._randomkey),
             (2, self._dbsize), (1, self._flushdb), (6, self._expire), (5, self._ttl),
-            (2, self._persist), (2, self._select), (3, self._multi), (1, self._watch),
+            (2, self._persist), (2, self._select), (3, self._multi),
+            (1 if clients == 1 else 4, self._watch),
             (2, self._misc), (4, self._bad), (2, self._object),
         ]
         self._weights = [w for w, _ in self._rules]
@@ -139,27 +147,35 @@ class Generator:
     def steps(self, count: int) -> Iterator[Step]:
         made = 0
         while made < count:
+            if self.clients > 1 and self.rng.random() < 0.25:
+                self.client = self.rng.randrange(self.clients)
             step = self.rng.choices(self._rules, self._weights)[0][1]()
             if self.in_multi and step.check in (Check.SCAN, Check.RANDOMKEY):
                 continue  # invariant 4
             made += 1
-            self._track(step)
-            yield step
+            yield self._track(step)
             while self._follow:
-                yield self._follow.pop(0)
-        if self.in_multi:
-            yield self._track(Step((b"EXEC",)))
+                yield self._track(self._follow.pop(0))
+        for client in range(self.clients):
+            self.client = client
+            if self.in_multi:
+                yield self._track(Step((b"EXEC",)))
 
     # State the generator must follow --------------------------------------------------------
 
+    @property
+    def in_multi(self) -> bool:
+        return self._in_multi[self.client]
+
     def _track(self, step: Step) -> Step:
+        """The step, sent by the current client, whose MULTI state it updates."""
         name = step.args[0].upper()
         if name == b"MULTI" and len(step.args) == 1:
-            self.in_multi = True
+            self._in_multi[self.client] = True
         elif name == b"EXEC" or (name in (b"DISCARD", b"RESET") and len(step.args) == 1):
             # EXEC ends the transaction even when refused for its arity (EXECABORT).
-            self.in_multi = False
-        return step
+            self._in_multi[self.client] = False
+        return replace(step, client=self.client)
 
     # Building blocks ------------------------------------------------------------------------
 

@@ -68,6 +68,24 @@ def test_random_sequences_match_redis(
     assert sent >= fuzz_length()
 
 
+@pytest.mark.parametrize("seed", fuzz_seeds())
+def test_random_sequences_of_three_clients_match_redis(
+    respkv_port: int, redis_port: int, seed: int
+) -> None:
+    """Three clients, each with its own MULTI and WATCH state: one's writes land between
+    another's WATCH and EXEC, inside its MULTI, under its SELECTed database."""
+    pairs = [(RawConnection(respkv_port), RawConnection(redis_port)) for _ in range(3)]
+    try:
+        label = f"seed {seed}, RESP2, three clients (RESPKV_FUZZ_SEED={seed})"
+        run = FuzzRun(*pairs[0], label, more=pairs[1:])
+        sent = run.run(Generator(seed, int(time.time()), clients=3).steps(fuzz_length()))
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+    assert sent >= fuzz_length()
+
+
 @pytest.fixture(scope="module")
 def flushing_respkv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A respkv-server of its own with the smallest memtable (4 KiB)."""
@@ -136,6 +154,28 @@ def test_random_sequences_through_one_cluster_node_match_redis(
         label = f"seed {seed}, RESP{protocol}, {mode}, 3-node cluster (RESPKV_FUZZ_SEED={seed})"
         steps = Generator(seed, int(time.time()), cluster=True).steps(fuzz_length())
         sent = FuzzRun(ours, theirs, label).run(steps, random.Random(seed) if pipelined else None)
+    assert sent >= fuzz_length()
+
+
+@pytest.mark.parametrize("seed", fuzz_seeds()[:CLUSTER_SEEDS] if fuzz_default()
+                         else fuzz_seeds())
+def test_random_sequences_of_three_clients_through_cluster_nodes_match_redis(
+    cluster: LocalCluster, redis_port: int, seed: int
+) -> None:
+    """Three clients, each through its own node of the 3-node cluster: a client's write is
+    acknowledged by a quorum before the next step, and every read asks a quorum, so each
+    client reads the others' writes too."""
+    pairs = [(cluster.connect(i), RawConnection(redis_port)) for i in range(3)]
+    try:
+        assert pairs[0][0].call("FLUSHALL") == b"+OK\r\n"
+        label = f"seed {seed}, RESP2, three clients on three nodes (RESPKV_FUZZ_SEED={seed})"
+        run = FuzzRun(*pairs[0], label, more=pairs[1:])
+        steps = Generator(seed, int(time.time()), cluster=True, clients=3).steps(fuzz_length())
+        sent = run.run(steps)
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
     assert sent >= fuzz_length()
 
 
