@@ -63,7 +63,7 @@ from cluster.peer_transport import PeerTransport
 from cluster.preflist import Placement, Replication
 from cluster.repair import Repairer
 from cluster.replica_service import ReplicaService
-from cluster.transport import TransportConfig
+from cluster.transport import DeferredReply, TransportConfig
 from cluster.tree_set import TreeSet
 from engine.fs import OSFileSystem
 
@@ -192,8 +192,8 @@ class ClusterNode(KeyOperations, FanOutOperations, PeerHandler, ViewUpkeep,
             commit=self._commit_handoff, report=lambda message: log.warning("%s", message),
             delivered=lambda target, done, sent: log.info(
                 "handed off %d of %d hints to node %s", done, sent, target))
-        # Rule 2: replies waiting for the next commit, one shared future per distinct reply.
-        self._commit_waiters: dict[Message, asyncio.Future[Message]] = {}
+        # Rule 2: replies waiting for the next commit, one DeferredReply per distinct reply.
+        self._commit_waiters: dict[Message, DeferredReply] = {}
         self._commit_scheduled: bool = False
         self._closed: bool = False
         self.peer_address: tuple[str, int] = (options.peer_host, options.peer_port)
@@ -401,9 +401,9 @@ class ClusterNode(KeyOperations, FanOutOperations, PeerHandler, ViewUpkeep,
             await asyncio.sleep(0)
         for fsm in list(self.coordinator.active):  # a local-only FSM waiting for nothing
             log.info("stopping with an unfinished request: %r", fsm)
-        for future in self._commit_waiters.values():
-            if not future.done():
-                future.set_exception(ClusterError("node is stopping"))
+        waiters, self._commit_waiters = self._commit_waiters, {}
+        for answer in waiters.values():
+            answer.settle(ClusterError("node is stopping"))
         self._write_alive()
         await self.node.close()
 

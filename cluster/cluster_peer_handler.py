@@ -8,12 +8,12 @@ only after they were committed.
 Rules (numbered across ClusterNode's modules; cluster_node.py says where each lives):
 2. A replica acknowledges a peer's WRITE (COND_WRITE, FLUSH) only after its commit log reached the
    OS, as a client's write is acknowledged (group commit): an ack is never weaker than the
-   appendfsync policy says.
+   appendfsync policy says. The acks of a commit round are written in the commit's own loop
+   turn (``DeferredReply``, ``flush_replies``), not one or two turns later.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from cluster.anti_entropy_messages import AntiEntropyError, Fetch, Hashes, Keys, Summary
@@ -35,7 +35,7 @@ from cluster.messages import (
 )
 from cluster.sibling_codec import encode
 from cluster.stream_source import serve_stream
-from cluster.transport import RemoteError
+from cluster.transport import DeferredReply, RemoteError
 
 if TYPE_CHECKING:
     from cluster.cluster_node import ClusterNode
@@ -52,9 +52,9 @@ class PeerHandler:
 
     # Declared here for mypy, which cannot infer it through the import cycle with
     # cluster_node.py; ClusterNode.__init__ creates it (Rule 2: replies waiting for a commit).
-    _commit_waiters: dict[Message, asyncio.Future[Message]]
+    _commit_waiters: dict[Message, DeferredReply]
 
-    def _serve(self: ClusterNode, peer: str, message: Message) -> Message | asyncio.Future[Message]:
+    def _serve(self: ClusterNode, peer: str, message: Message) -> Message | DeferredReply:
         """The transport's handler: answers a peer's request (maybe after commit, Rule 2)."""
         if isinstance(message, (GossipSyn, GossipAck2)):
             self.transport.retry_now(peer)  # it reached us: our link to it may reconnect now
@@ -90,16 +90,16 @@ class PeerHandler:
         if db >= self.node.options.databases:
             raise RemoteError(ErrorCode.UNSUPPORTED, f"db {db} is out of range")
 
-    def _after_commit(self: ClusterNode, reply: Message) -> Message | asyncio.Future[Message]:
+    def _after_commit(self: ClusterNode, reply: Message) -> Message | DeferredReply:
         """``reply`` once the pending log is committed (Rule 2). The requests of one commit
-        round that answer the same reply (every WRITE answers WriteAck) share one future:
-        the transport reads it once per request, and a round of many writes makes one."""
+        round that answer the same reply (every WRITE answers WriteAck) share one
+        ``DeferredReply``."""
         if not self.node.pending_log:
             return reply
         answers = self._commit_waiters
         answer = answers.get(reply)
         if answer is None:
-            answer = answers[reply] = self._loop.create_future()
+            answer = answers[reply] = DeferredReply()
         if not self._commit_scheduled:
             self._commit_scheduled = True
             self._loop.call_soon(self._commit)
@@ -114,10 +114,9 @@ class PeerHandler:
                 self.node.commit()
         except Exception as exc:  # OSError (disk full ...): the writes are not acknowledged
             error = exc
-        for reply, future in waiters.items():
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(RemoteError(ErrorCode.INTERNAL, f"commit failed: {error}"))
-            else:
-                future.set_result(reply)
+        for reply, answer in waiters.items():
+            answer.settle(reply if error is None
+                          else RemoteError(ErrorCode.INTERNAL, f"commit failed: {error}"))
+        # The acks go out now (the commit is the round's end), not with the next turn's
+        # batch: before that turn the loop reads and serves whatever arrived meanwhile.
+        self.transport.flush_replies()

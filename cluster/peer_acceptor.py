@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, cast
 from cluster.messages import REPLY_OF, REQUESTS, TYPE_OF, Error, ErrorCode, Message, Ping, Pong
 from cluster.peer_auth import HandshakeError, Role
 from cluster.peer_connection import PeerConnection, clip_error_text
-from cluster.transport import RemoteError
+from cluster.transport import DeferredReply, RemoteError
 from cluster.wire import Frame, WireError
 
 if TYPE_CHECKING:
@@ -64,27 +64,48 @@ class PeerAcceptor:
         except Exception as exc:
             self._reply(conn, request_id, message, _error_of(exc))
             return
-        # A reply message (a dict lookup), or a future (a C type check), before the
-        # Awaitable ABC check, which costs more than the rest of serving a READ.
-        if type(result) in TYPE_OF or not isinstance(result, (asyncio.Future, Awaitable)):
+        # A reply message (a dict lookup), a DeferredReply or a future (C type checks),
+        # before the Awaitable ABC check, which costs more than the rest of serving a READ.
+        if type(result) in TYPE_OF:
             self._reply(conn, request_id, message, cast(Message, result))
             return
-        conn.serving += 1
-        if conn.serving >= self.serve_max:
-            conn.set_read_paused(True)  # Rule 4
+        if isinstance(result, DeferredReply):
+            self._hold(conn)
+            result.then(lambda outcome: self._settled(conn, request_id, message, outcome))
+            return
+        if not isinstance(result, (asyncio.Future, Awaitable)):
+            self._reply(conn, request_id, message, result)
+            return
+        self._hold(conn)
         future = result if isinstance(result, asyncio.Future) else asyncio.ensure_future(result)
         future.add_done_callback(lambda done: self._finish(conn, request_id, message, done))
 
-    def _finish(self, conn: PeerConnection, request_id: int, request: Message,
-                done: asyncio.Future[Message]) -> None:
+    def _hold(self, conn: PeerConnection) -> None:
+        """One more request of ``conn`` waits for its reply (Rule 4)."""
+        conn.serving += 1
+        if conn.serving >= self.serve_max:
+            conn.set_read_paused(True)
+
+    def _settled(self, conn: PeerConnection, request_id: int, request: Message,
+                 outcome: Message | BaseException) -> None:
         conn.serving -= 1
-        if done.cancelled():
-            reply: Message = Error(ErrorCode.INTERNAL, "handler cancelled")
-        else:
-            exc = done.exception()
-            reply = done.result() if exc is None else _error_of(exc)
+        reply = _error_of(outcome) if isinstance(outcome, BaseException) else outcome
         self._reply(conn, request_id, request, reply)
         self.on_writable(conn)
+
+    def flush(self) -> None:
+        """Write every connection's queued replies now (see ``PeerTransport.flush_replies``)."""
+        for conn in self.conns:
+            conn.flush()
+
+    def _finish(self, conn: PeerConnection, request_id: int, request: Message,
+                done: asyncio.Future[Message]) -> None:
+        if done.cancelled():
+            outcome: Message | BaseException = Error(ErrorCode.INTERNAL, "handler cancelled")
+        else:
+            exc = done.exception()
+            outcome = done.result() if exc is None else exc
+        self._settled(conn, request_id, request, outcome)
 
     @staticmethod
     def _reply(conn: PeerConnection, request_id: int, request: Message, reply: Message) -> None:

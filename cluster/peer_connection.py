@@ -9,8 +9,9 @@ Rules (numbered across the transport's modules; transport.py says where each liv
    possible.
 6. Frames a connection sends in one loop turn (requests, replies) are written together, in
    the order they were sent, with one ``transport.write`` when the turn's callbacks are done
-   (``loop.call_soon``), or at once past ``_OUT_BATCH_BYTES_MAX``: under load one syscall
-   (and one wake-up of the peer) carries many frames. An error frame is written before the
+   (``loop.call_soon``), or at once past ``_OUT_BATCH_BYTES_MAX`` or when the owner flushes
+   (``PeerTransport.flush_replies``): under load one syscall (and one wake-up of the peer)
+   carries many frames. An error frame is written before the
    connection closes; an aborted connection drops what it had queued.
 """
 

@@ -139,6 +139,11 @@ class PeerTransport:
             return
         link.submit(pending, timeout_s)
 
+    def flush_replies(self) -> None:
+        """Write the replies queued on incoming connections now rather than with the rest of
+        the next loop turn: for a caller that settles ``DeferredReply``s at a turn's end."""
+        self._inbound.flush()
+
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Accept peers on host:port (port 0: any free port); returns the bound address."""
         assert self._server is None

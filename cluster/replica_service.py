@@ -64,7 +64,7 @@ from cluster.version import CLOCK, Siblings, limit, merge, prune_siblings
 # One of the db bytes keys.py reserves for the cluster (240..255). On disk: never change.
 FLOOR_NAMESPACE = 254
 SIBLINGS_MAX_DEFAULT = 64  # as NodeOptions.sibling_limit
-CLEAN = CondWriteReply(True, None)  # one shared reply: a commit round's clean writes share a future
+CLEAN = CondWriteReply(True, None)  # one shared reply: a commit round's clean writes share one wait
 
 
 class ReplicaService:

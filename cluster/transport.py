@@ -34,9 +34,43 @@ from cluster.errors import ClusterError
 from cluster.messages import ErrorCode, Message
 from cluster.wire import FRAME_BYTES_MAX_DEFAULT
 
-Handler = Callable[[str, Message], "Message | Awaitable[Message]"]
-"""Serves one request: (peer node id, request) -> reply, or an awaitable of it. Raising
-``RemoteError`` answers ERROR with its code; any other exception answers ERROR INTERNAL."""
+Handler = Callable[[str, Message], "Message | DeferredReply | Awaitable[Message]"]
+"""Serves one request: (peer node id, request) -> reply, a ``DeferredReply`` of it, or an
+awaitable of it. Raising ``RemoteError`` answers ERROR with its code; any other exception
+answers ERROR INTERNAL."""
+
+
+class DeferredReply:
+    """A reply a handler gives later: ``settle(outcome)`` runs every callback ``then()``
+    registered, at once, in the settler's own loop turn.
+
+    Why not a future: a future's done-callbacks run a loop turn after ``set_result``, and the
+    reply frame then waits one more turn for its connection's batched write; before each of
+    those turns the loop reads and serves whatever else arrived, so under load each hop
+    costs a batch of other requests' work (docs/benchmarks.md, "Cluster": the replicas' acks
+    of a commit round). One ``DeferredReply`` may answer many requests (every WRITE of a
+    commit round answers the same WriteAck)."""
+
+    __slots__ = ("_callbacks", "outcome")
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[Message | BaseException], None]] = []
+        self.outcome: Message | BaseException | None = None
+
+    def then(self, callback: Callable[[Message | BaseException], None]) -> None:
+        """Run ``callback(outcome)`` when settled (at once if it already is)."""
+        if self.outcome is None:
+            self._callbacks.append(callback)
+        else:
+            callback(self.outcome)
+
+    def settle(self, outcome: Message | BaseException) -> None:
+        """REQUIRES: not settled yet. Runs the callbacks in the order they were registered."""
+        assert self.outcome is None, "settled twice"
+        self.outcome = outcome
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(outcome)
 
 
 class PeerUnavailable(ClusterError):

@@ -19,10 +19,11 @@ from cluster.cluster_node import ClusterDown, ClusterNode, ClusterOptions
 from cluster.consistency import Level, NoQuorumError
 from cluster.endpoint_state import Status
 from cluster.errors import ClusterError
-from cluster.messages import GossipAck2, GossipSyn
+from cluster.messages import GossipAck2, GossipSyn, Write, WriteAck
 from cluster.node import NodeOptions
 from cluster.preflist import Replication
-from cluster.transport import RemoteError
+from cluster.sibling_codec import encode_single
+from cluster.transport import DeferredReply, RemoteError
 from engine.fs import OSFileSystem
 from tests.servers import free_port
 
@@ -116,6 +117,30 @@ def test_peer_writes_are_acknowledged_after_commit(tmp_path: Path) -> None:
             await nodes[0].put(0, b"durable", b"v", level=Level.ALL)
             for node in nodes[1:]:
                 assert not node.has_uncommitted
+        finally:
+            await close_all(nodes)
+    run(body)
+
+
+def test_a_commit_round_settles_its_peer_acks_in_its_own_turn(tmp_path: Path) -> None:
+    async def body() -> None:
+        nodes = await open_cluster(tmp_path)
+        try:
+            replica = nodes[1]
+            siblings = encode_single(1000, 0, nodes[0].actor, b"v", 1, 1000)
+            first = replica._serve("peer", Write(0, b"a", siblings))
+            second = replica._serve("peer", Write(0, b"b", siblings))
+            # Rule 2: not acknowledged before the commit; one wait for the round's WriteAcks.
+            assert isinstance(first, DeferredReply) and first is second
+            assert first.outcome is None and replica.has_uncommitted
+            flushed: list[bool] = []
+            flush = replica.transport.flush_replies
+            replica.transport.flush_replies = lambda: flushed.append(True)  # type: ignore[method-assign]
+            replica._commit()
+            replica.transport.flush_replies = flush  # type: ignore[method-assign]
+            # Settled and written in the commit's turn, not a loop turn or two later.
+            assert first.outcome == WriteAck() and not replica.has_uncommitted
+            assert flushed == [True]
         finally:
             await close_all(nodes)
     run(body)

@@ -20,6 +20,7 @@ from cluster.peer_auth import Handshake, HandshakeError, Role
 from cluster.peer_link import LinkState, backoff_s
 from cluster.peer_transport import PeerTransport
 from cluster.transport import (
+    DeferredReply,
     Handler,
     PeerOverloaded,
     PeerTimeout,
@@ -145,6 +146,46 @@ def test_concurrent_requests_multiplexed_and_answered_out_of_order() -> None:
         replies = await asyncio.gather(*futures)
         assert replies == [m.ReadReply(b"%d" % i) for i in range(count)]
         assert client.stats.connects == 1 and len(server._inbound.conns) == 1
+        await client.close()
+        await server.close()
+    run(main())
+
+
+def test_deferred_reply_answers_every_request_sharing_it_and_flushes_on_demand() -> None:
+    async def main() -> None:
+        shared = DeferredReply()
+        failing = DeferredReply()
+        arrived: list[bytes] = []
+
+        def handler(_peer: str, message: m.Message) -> m.Message | DeferredReply:
+            assert isinstance(message, m.Write)
+            arrived.append(message.key)
+            return failing if message.key == b"bad" else shared
+
+        server, port = await start_server(handler)
+        client = client_to(port)
+        futures = [client.request("server", m.Write(0, b"k%d" % i, b"s"), 5) for i in range(3)]
+        bad = client.request("server", m.Write(0, b"bad", b"s"), 5)
+        await until(lambda: len(arrived) == 4)
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in (*futures, bad))  # nothing answers before settle
+        [conn] = server._inbound.conns
+        assert conn.serving == 4
+        shared.settle(m.WriteAck())
+        failing.settle(RemoteError(m.ErrorCode.INTERNAL, "commit failed: disk full"))
+        # Settling queues the replies (callbacks run at once: no loop turn) ...
+        assert conn.serving == 0 and conn._out
+        server.flush_replies()
+        assert not conn._out  # ... and flush_replies writes them now, not next turn
+        assert await asyncio.gather(*futures) == [m.WriteAck()] * 3
+        error = await error_of(bad)
+        assert isinstance(error, RemoteError) and error.code == m.ErrorCode.INTERNAL
+        assert "disk full" in error.text
+        late: list[m.Message | BaseException] = []
+        shared.then(late.append)  # registered after settling: runs at once
+        assert late == [m.WriteAck()]
+        with pytest.raises(AssertionError):
+            shared.settle(m.WriteAck())
         await client.close()
         await server.close()
     run(main())
