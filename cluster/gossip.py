@@ -22,8 +22,10 @@ Invariants:
 1. A node never takes a peer's copy of its own state (the owner rule of
    ``endpoint_state``); if a peer holds a copy of ours that is newer than ours (a forged
    removal while we were cut off, or our own previous incarnation after a clock step back),
-   we move our generation past it, so our live state supersedes it everywhere
-   (``Applied.self_contested`` says so; the caller should persist the generation).
+   or a removal of our own generation (forged in the second we started: ``departure``
+   stamps the wall-clock second), we move our generation past it, so our live state
+   supersedes it everywhere (``Applied.self_contested`` says so; the caller should persist
+   the generation).
 2. Reconciliation is ``endpoint_state.merge``: higher generation wins, then per-field
    (version, value); so two replicas that received the same states in any order hold equal
    maps, and ``view()`` of equal maps is equal.
