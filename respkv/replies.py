@@ -15,11 +15,13 @@ version the client negotiated with HELLO. The mapping:
     Verbatim     -> bulk string                    RESP3: verbatim "=" with "txt:"
     Status       -> simple string "+"
     ErrorReply   -> error "-" (also raised by handlers as CommandError)
-    Raw          -> bytes written as they are (pre-encoded constants such as +OK)
+    Raw          -> bytes written as they are (pre-encoded constants such as +OK, and
+                    replies EXEC encoded for the protocol their command ran under)
 
 Invariants:
 1. encode() never mutates its argument and returns bytes for both protocols.
-2. Raw replies are valid in RESP2 and RESP3 alike (only protocol-neutral types are pre-encoded).
+2. Raw constants are valid in RESP2 and RESP3 alike (only protocol-neutral types are
+   pre-encoded); the one protocol-bound Raw is an EXEC element from before a queued HELLO.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ class Check(enum.Enum):
     KEYS = "keys"  # an array compared as a multiset
     SCAN = "scan"  # the driver iterates to cursor 0 on both sides
     RANDOMKEY = "randomkey"
+    HELLO = "hello"  # exact but for the fields naming the server and the client id
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class Generator:
             (2, self._dbsize), (1, self._flushdb), (6, self._expire), (5, self._ttl),
             (2, self._persist), (2, self._select), (3, self._multi),
             (1 if clients == 1 else 4, self._watch),
-            (2, self._misc), (4, self._bad), (2, self._object),
+            (2, self._misc), (4, self._bad), (2, self._object), (2, self._connection),
         ]
         self._weights = [w for w, _ in self._rules]
 
@@ -465,6 +466,28 @@ class Generator:
             (b"PING",), (b"PING", _values(rng)), (b"ECHO", _values(rng)), (b"ping",),
             (b"RESET",) if rng.random() < 0.2 else (b"PING",),
         ]))
+
+    def _connection(self) -> Step:
+        """HELLO switching protocols mid-sequence, client names, AUTH without a password."""
+        rng = self.rng
+        name = rng.choice([b"fuzz", b"a b", b"", b"x\ny", b"ok-name"])
+        pick = rng.randrange(6)
+        if pick < 2:
+            args = [b"HELLO", rng.choice([b"2", b"3"])]
+            if rng.random() < 0.3:
+                args += [b"SETNAME", name]
+            if rng.random() < 0.2:
+                args += rng.choice([[b"AUTH", b"default", b"pw"], [b"AUTH", b"default"],
+                                    [b"BOGUS"]])
+            return Step(tuple(args), Check.HELLO)
+        if pick == 2:
+            return Step(rng.choice([(b"HELLO", b"4"), (b"HELLO", b"x"), (b"HELLO", b"0")]))
+        if pick == 3:
+            return Step((b"CLIENT", b"SETNAME", name))
+        if pick == 4:
+            return Step((b"CLIENT", b"GETNAME"))
+        return Step(rng.choice([(b"AUTH", b"pw"), (b"AUTH", b"default", b"pw"),
+                                (b"AUTH", b"someone", b"pw"), (b"AUTH", b"a", b"b", b"c")]))
 
     def _bad(self) -> Step:
         """Wrong arity or an unknown command (at MULTI queue time these abort the EXEC)."""

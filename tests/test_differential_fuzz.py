@@ -202,12 +202,18 @@ def test_generator_covers_every_command_and_invalid_input() -> None:
         b"TYPE", b"RENAME", b"RENAMENX", b"COPY", b"MOVE", b"KEYS", b"SCAN", b"RANDOMKEY",
         b"DBSIZE", b"FLUSHDB", b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"TTL",
         b"PTTL", b"EXPIRETIME", b"PEXPIRETIME", b"PERSIST", b"SELECT", b"MULTI", b"EXEC",
-        b"DISCARD", b"WATCH", b"UNWATCH", b"ECHO", b"PING", b"NOSUCHCOMMAND",
+        b"DISCARD", b"WATCH", b"UNWATCH", b"ECHO", b"PING", b"NOSUCHCOMMAND", b"HELLO",
+        b"CLIENT", b"AUTH", b"OBJECT", b"FLUSHALL", b"RESET",
     }
     assert expected <= seen, expected - seen
     # Conflicting SET options and past expiries are part of every default run.
     sets = [s.args for s in steps if s.args[0] == b"SET"]
-    assert any(b"NX" in a and b"XX" in a for a in sets)
+    def conflicting(args: tuple[bytes, ...]) -> bool:
+        words = {arg.upper() for arg in args[3:]}
+        expiries = words & {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL"}
+        return {b"NX", b"XX"} <= words or len(expiries) > 1
+
+    assert sum(map(conflicting, sets)) >= 10
     assert any(b"PXAT" in a and b"1" in a for a in sets)
 
 
@@ -251,6 +257,15 @@ def test_comparator_reports_a_difference_with_the_seed_and_the_commands() -> Non
         (Step((b"KEYS", b"*"), Check.KEYS), b"*2\r\n$1\r\na\r\n$1\r\nb\r\n",
          b"*2\r\n$1\r\nb\r\n$1\r\na\r\n", True),
         (Step((b"KEYS", b"*"), Check.KEYS), b"*1\r\n$1\r\na\r\n", b"*1\r\n$1\r\nb\r\n", False),
+        (Step((b"HELLO", b"3"), Check.HELLO),
+         b"%3\r\n$6\r\nserver\r\n$6\r\nrespkv\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:7\r\n",
+         b"%3\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:9\r\n", True),
+        (Step((b"HELLO", b"3"), Check.HELLO),
+         b"%2\r\n$6\r\nserver\r\n$6\r\nrespkv\r\n$5\r\nproto\r\n:2\r\n",
+         b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n", False),
+        (Step((b"HELLO", b"3"), Check.HELLO),
+         b"*4\r\n$6\r\nserver\r\n$6\r\nrespkv\r\n$5\r\nproto\r\n:3\r\n",
+         b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n", False),
     ],
 )
 def test_comparator_checks(step: Step, mine: bytes, ref: bytes, ok: bool) -> None:

@@ -17,6 +17,7 @@ import redis
 import redis.asyncio
 
 from tests.conftest import Differential
+from tests.fuzz_compare import elements, same_hello
 from tests.servers import RawConnection, encode_command
 
 OK = b"+OK\r\n"
@@ -174,6 +175,26 @@ def test_shutdown_is_refused_inside_multi(diff: Differential) -> None:
     assert diff.call("SHUTDOWN") == b"-ERR Command not allowed inside a transaction\r\n"
     # DISCARD, not EXEC: a respkv that had queued it must not be shut down by this test.
     assert diff.call("DISCARD") == OK
+
+
+def test_hello_inside_multi_changes_the_protocol_of_the_replies_after_it(
+    diff: Differential,
+) -> None:
+    # Redis writes each queued command's reply as it runs: the replies before a queued HELLO
+    # keep the old protocol, HELLO's own and those after it have the new one.
+    assert diff.call("MULTI") == OK
+    for argv in (("GET", "no"), ("HELLO", "3"), ("GET", "no"), ("HELLO", "2"), ("GET", "no")):
+        assert diff.call(*argv) == QUEUED
+    mine, ref = diff.both("EXEC")
+    ours, theirs = elements(mine), elements(ref)
+    assert ours is not None and theirs is not None
+    assert ours[0] == theirs[0] == b"$-1\r\n"
+    assert ours[2] == theirs[2] == b"_\r\n"
+    assert ours[4] == theirs[4] == b"$-1\r\n"
+    # HELLO's replies name the server: equal but for that and the client id.
+    assert ours[1].startswith(b"%7") and same_hello(ours[1], theirs[1])
+    assert ours[3].startswith(b"*14") and same_hello(ours[3], theirs[3])
+    diff.call("GET", "no")
 
 
 def test_reset_inside_multi_discards_it(diff3: Differential) -> None:

@@ -17,7 +17,7 @@ from respkv import errors
 from respkv.commands.table import command
 from respkv.dispatch import resolve, run
 from respkv.errors import cluster_error_message, storage_error_message
-from respkv.replies import NULL_ARRAY, OK, CommandError
+from respkv.replies import NULL_ARRAY, OK, CommandError, Raw, encode
 
 if TYPE_CHECKING:
     from respkv.client import Client
@@ -71,6 +71,7 @@ async def exec_(client: Client, argv: list[bytes]) -> object:
     # Watches end when EXEC starts: the queued commands' own writes must not abort it.
     client.server.unwatch_all(client)
     replies: list[object] = []
+    resp = client.resp
     for queued_argv in queued:
         try:
             spec = resolve(queued_argv)
@@ -87,6 +88,9 @@ async def exec_(client: Client, argv: list[bytes]) -> object:
         except ClusterError as exc:
             client.server.stats.total_error_replies += 1
             replies.append(CommandError(cluster_error_message(exc)))
+        if client.resp != resp:
+            _fix_protocol(replies, resp)
+            resp = client.resp
     client.multi_error = False
     client.last_command = "exec"
     return replies
@@ -134,6 +138,14 @@ async def watch(client: Client, argv: list[bytes]) -> object:
 async def unwatch(client: Client, argv: list[bytes]) -> object:
     client.server.unwatch_all(client)
     return OK
+
+
+def _fix_protocol(replies: list[object], resp: int) -> None:
+    """A queued HELLO changed the protocol: encode the replies before it for the protocol
+    they ran under. Redis writes each reply as its command runs, so the replies after the
+    HELLO (its own included) are in the new protocol and those before it in the old one."""
+    for i in range(len(replies) - 1):
+        replies[i] = Raw(encode(replies[i], resp == 3))
 
 
 def _watched_key_expired(client: Client) -> bool:
