@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from tests.fuzz_gen import Check, Step
-from tests.servers import _reply_size
+from tests.servers import _reply_size, encode_command
 
 QUEUED = b"+QUEUED\r\n"
 OK = b"+OK\r\n"
@@ -34,7 +34,19 @@ PIPELINE_MAX = 24
 class Connection(Protocol):
     def call(self, *args: bytes | str | int) -> bytes: ...
 
-    def pipeline(self, commands: Iterable[tuple[bytes | str | int, ...]]) -> list[bytes]: ...
+    def send_raw(self, data: bytes) -> None: ...
+
+    def read_reply(self) -> bytes: ...
+
+
+def request(step: Step) -> bytes:
+    return step.inline if step.inline is not None else encode_command(*step.args)
+
+
+def _exchange(conn: Connection, steps: list[Step]) -> list[bytes]:
+    """Send the steps' requests in one write, then read one reply for each."""
+    conn.send_raw(b"".join(map(request, steps)))
+    return [conn.read_reply() for _ in steps]
 
 
 class Mismatch(AssertionError):
@@ -158,15 +170,15 @@ class FuzzRun:
             return
         ours, theirs = self.pairs[batch[0].client]
         self.history.extend(f"{step}  (pipelined)" for step in batch)
-        mine = ours.pipeline(step.args for step in batch)
-        ref = theirs.pipeline(step.args for step in batch)
+        mine = _exchange(ours, batch)
+        ref = _exchange(theirs, batch)
         for step, a, b in zip(batch, mine, ref, strict=True):
             self._judge(step, a, b)
 
     def _send(self, step: Step) -> tuple[bytes, bytes]:
         self.history.append(str(step))
         ours, theirs = self.pairs[step.client]
-        return ours.call(*step.args), theirs.call(*step.args)
+        return _exchange(ours, [step])[0], _exchange(theirs, [step])[0]
 
     def fail(self, why: str, mine: bytes, ref: bytes) -> None:
         lines = "\n".join(f"  {i:4d}  {line}" for i, line in enumerate(self.history))

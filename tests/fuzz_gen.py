@@ -53,9 +53,12 @@ class Step:
     check: Check = Check.EXACT
     tolerant: bool = False  # for EXPIRETIME/PEXPIRETIME: a relative expiry may be involved
     client: int = 0  # which of the run's connections to each server sends it
+    inline: bytes | None = None  # the command as an inline request line, or None: RESP array
 
     def __str__(self) -> str:
         text = " ".join(_show(a) for a in self.args)
+        if self.inline is not None:
+            text = f"inline {self.inline!r}"
         return f"[client {self.client}] {text}" if self.client else text
 
 
@@ -103,6 +106,38 @@ def _values(rng: random.Random) -> bytes:
     if pick == 6:
         return rng.choice([b"x" * 100, b"y" * 5000, b"z" * 70000, b"\r\n", b"\xc3\xa9t\xc3\xa9"])
     return rng.choice([b"v", b"hello", b"", b"a*b", b"k1", b"00", b"1 2"])
+
+
+INLINE_MAX = 4096  # inline requests stay far below Redis's 64 KiB inline limit
+_PLAIN = frozenset(range(0x21, 0x7F)) - frozenset(b"\"'\\")
+_ESCAPES = {b"\n"[0]: b"\\n", b"\r"[0]: b"\\r", b"\t"[0]: b"\\t", 8: b"\\b", 7: b"\\a",
+            b'"'[0]: b'\\"', b"\\"[0]: b"\\\\"}
+
+
+def inline_request(args: tuple[bytes, ...], rng: random.Random) -> bytes:
+    """The command as an inline request line (sdssplitargs syntax): each argument bare,
+    single-quoted or double-quoted with escapes, whichever its bytes allow."""
+    words = []
+    for arg in args:
+        bare = bool(arg) and all(byte in _PLAIN for byte in arg)
+        single = all(0x20 <= byte < 0x7F and byte != 0x5C for byte in arg)  # no backslash
+        pick = rng.random()
+        if bare and pick < 0.6:
+            words.append(arg)
+        elif single and pick < 0.8:
+            words.append(b"'" + arg.replace(b"'", b"\\'") + b"'")
+        else:
+            words.append(b'"' + b"".join(_double_quoted(byte, rng) for byte in arg) + b'"')
+    separator = rng.choice([b" ", b"  ", b"\t"])
+    return separator.join(words) + rng.choice([b"\r\n", b"\n"])
+
+
+def _double_quoted(byte: int, rng: random.Random) -> bytes:
+    if byte in _ESCAPES and (byte in b'"\\' or rng.random() < 0.5):
+        return _ESCAPES[byte]
+    if 0x20 <= byte < 0x7F and byte not in b'"\\':
+        return bytes([byte])
+    return rng.choice([b"\\x%02x", b"\\x%02X"]) % byte
 
 
 class Generator:
@@ -154,6 +189,9 @@ class Generator:
             if self.in_multi and step.check in (Check.SCAN, Check.RANDOMKEY):
                 continue  # invariant 4
             made += 1
+            if (step.check not in (Check.SCAN, Check.RANDOMKEY) and self.rng.random() < 0.05
+                    and sum(map(len, step.args)) < INLINE_MAX):
+                step = replace(step, inline=inline_request(step.args, self.rng))
             yield self._track(step)
             while self._follow:
                 yield self._track(self._follow.pop(0))
