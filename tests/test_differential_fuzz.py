@@ -76,15 +76,22 @@ def test_random_sequences_of_three_clients_match_redis(
     """Three clients, each with its own MULTI and WATCH state: one's writes land between
     another's WATCH and EXEC, inside its MULTI, under its SELECTed database."""
     pairs = [(RawConnection(respkv_port), RawConnection(redis_port)) for _ in range(3)]
+    label = f"seed {seed}, RESP2, three clients (RESPKV_FUZZ_SEED={seed})"
+    assert run_clients(pairs, label, Generator(seed, int(time.time()), clients=3)) >= (
+        fuzz_length()
+    )
+
+
+def run_clients(pairs: list[tuple[RawConnection, RawConnection]], label: str,
+                generator: Generator) -> int:
+    """Run the generator's steps over several clients (a connection to each server per
+    client), one by one; close the connections; the number of steps sent."""
     try:
-        label = f"seed {seed}, RESP2, three clients (RESPKV_FUZZ_SEED={seed})"
-        run = FuzzRun(*pairs[0], label, more=pairs[1:])
-        sent = run.run(Generator(seed, int(time.time()), clients=3).steps(fuzz_length()))
+        return FuzzRun(*pairs[0], label, more=pairs[1:]).run(generator.steps(fuzz_length()))
     finally:
         for ours, theirs in pairs:
             ours.close()
             theirs.close()
-    assert sent >= fuzz_length()
 
 
 @pytest.fixture(scope="module")
@@ -166,18 +173,12 @@ def test_random_sequences_of_three_clients_through_cluster_nodes_match_redis(
     """Three clients, each through its own node of the 3-node cluster: a client's write is
     acknowledged by a quorum before the next step, and every read asks a quorum, so each
     client reads the others' writes too."""
+    with cluster.connect(0) as conn:
+        assert conn.call("FLUSHALL") == b"+OK\r\n"
     pairs = [(cluster.connect(i), RawConnection(redis_port)) for i in range(3)]
-    try:
-        assert pairs[0][0].call("FLUSHALL") == b"+OK\r\n"
-        label = f"seed {seed}, RESP2, three clients on three nodes (RESPKV_FUZZ_SEED={seed})"
-        run = FuzzRun(*pairs[0], label, more=pairs[1:])
-        steps = Generator(seed, int(time.time()), cluster=True, clients=3).steps(fuzz_length())
-        sent = run.run(steps)
-    finally:
-        for ours, theirs in pairs:
-            ours.close()
-            theirs.close()
-    assert sent >= fuzz_length()
+    label = f"seed {seed}, RESP2, three clients on three nodes (RESPKV_FUZZ_SEED={seed})"
+    generator = Generator(seed, int(time.time()), cluster=True, clients=3)
+    assert run_clients(pairs, label, generator) >= fuzz_length()
 
 
 # The generator and the comparator themselves ----------------------------------------------
