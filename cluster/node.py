@@ -41,6 +41,7 @@ import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import chain
 from typing import NamedTuple, cast
 
@@ -316,8 +317,9 @@ class Node:
                     self._store_new(db, ekey, self._encode_now(now_ms, value, 1), actor,
                                     now_ms, value)
                 elif self._replica.on_store is None:
-                    self._replica.store_live(db, ekey, _encode_single(
-                        now_ms, expire_at_ms, actor, value, 1, now_ms), _ABSENT, expire_at_ms)
+                    self._replica.store_encoded(
+                        db, ekey, _encode_single(now_ms, expire_at_ms, actor, value, 1, now_ms),
+                        _ABSENT, (1, 1, expire_at_ms), now_ms)
                 else:
                     self._apply(db, ekey, (), (
                         ({actor: (1, now_ms)}, now_ms, expire_at_ms, actor, value),), now_ms)
@@ -374,17 +376,21 @@ class Node:
             listener(db, key)
 
     def _put_single(self, db: int, ekey: bytes, single: Single, now_ms: int,
-                    expire_at_ms: int, value: bytes) -> None:
-        """Store ``value`` expiring at ``expire_at_ms`` (0 = never) over ``single``: the key's
-        one version, whose clock is this node's actor alone. What the general path (a version
-        bumping that clock, then ``Replica.apply``) stores, without building either set: the
-        SET ... EX of a key this node wrote last. REQUIRES: no store hook."""
+                    expire_at_ms: int, value: bytes | None) -> None:
+        """Store ``value`` (None: a tombstone) expiring at ``expire_at_ms`` (0 = never) over
+        ``single``: the key's one version, whose clock is this node's actor alone. What the
+        general path (a version bumping that clock, then ``Replica.apply``) stores, without
+        building either set: the SET ... EX or DEL of a key this node wrote last.
+        REQUIRES: no store hook."""
         timestamp_ms = single[1]
-        data = _encode_single(max(timestamp_ms, now_ms), expire_at_ms, self.actor, value,
+        new_timestamp_ms = max(timestamp_ms, now_ms)
+        data = _encode_single(new_timestamp_ms, expire_at_ms, self.actor, value,
                               single[7] + 1, now_ms)
         replica = self._replica
-        replica.store_live(db, ekey, data, _single_state(
-            timestamp_ms, single[2], single[4], replica.grace_ms), expire_at_ms)
+        grace_ms = replica.grace_ms
+        replica.store_encoded(
+            db, ekey, data, _single_state(timestamp_ms, single[2], single[4], grace_ms),
+            _single_state(new_timestamp_ms, expire_at_ms, value, grace_ms), now_ms)
 
     def _put_over(self, ekey: bytes, single: Single, now_ms: int, value: bytes) -> None:
         """Store ``value`` (no expiry) over ``single``: the key's one live version, without
@@ -427,12 +433,25 @@ class Node:
 
     async def delete(self, db: int, key: bytes) -> bool:
         """Delete ``key`` with a tombstone; True when a visible value existed."""
+        return self.delete_now(db, key)
+
+    def delete_now(self, db: int, key: bytes) -> bool:
+        """``delete`` without a coroutine (a cluster of one's DEL)."""
         ekey = _engine_key(db, key)
         raw = self._eget(ekey)
         if raw is None:
             return False
         now_ms = self._wall_ms()
-        old = decode(raw)
+        single = _decode_single(raw)
+        if (single is not None and len(single) == _SINGLE_FIELDS and single[6] == self.actor
+                and single[4] is not None and not 0 < single[2] <= now_ms
+                and self._replica.on_store is None):
+            # A live value this node wrote last (the common DEL): its tombstone without
+            # building the sets, as _put_single stores it.
+            self._put_single(db, ekey, single, now_ms, 0, None)
+            self._changed(db, key)
+            return True
+        old = siblings_of(single) if single is not None else decode(raw)
         visible, live = _liveness(old, now_ms)
         if live:
             version = self._version(old, old, now_ms, 0, None)
@@ -444,11 +463,11 @@ class Node:
 
     async def delete_many(self, db: int, keys: Sequence[bytes]) -> int:
         """``delete`` of each key in order; how many visible values were deleted."""
-        deleted = 0
-        for key in keys:
-            if await self.delete(db, key):
-                deleted += 1
-        return deleted
+        return self.delete_many_now(db, keys)
+
+    def delete_many_now(self, db: int, keys: Sequence[bytes]) -> int:
+        """``delete_many`` without a coroutine (a cluster of one's DEL and UNLINK)."""
+        return sum(map(partial(self.delete_now, db), keys))
 
     async def write_many(self, db: int, ops: Sequence[tuple[bytes, bytes | None, int]]) -> None:
         """Apply ``(key, value or None = delete, expire_at_ms)`` ops atomically (one batch).

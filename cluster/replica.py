@@ -231,15 +231,22 @@ class Replica:
         if self.on_store is not None:
             self.on_store(ekey, (), (({actor: (1, now_ms)}, now_ms, 0, actor, value),))
 
-    def store_live(self, db: int, ekey: bytes, data: bytes, old: KeyState,
-                   expire_at_ms: int) -> None:
-        """``apply`` for a write whose new set is one live version expiring at
-        ``expire_at_ms`` (0 = never), already encoded as ``data``, over a stored set whose
-        ``key_state`` is ``old`` (ABSENT if none): no set is built or compared.
-        REQUIRES: no store hook (``on_store`` is None), which needs the sets."""
+    def store_encoded(self, db: int, ekey: bytes, data: bytes, old: KeyState, new: KeyState,
+                      now_ms: int) -> None:
+        """``apply`` for a new set given as its encoding ``data`` and its ``key_state``
+        ``new``, over a stored set whose ``key_state`` is ``old`` (ABSENT if none): the same
+        outcome (stored, or physically removed when ``new`` is dead and purgeable now),
+        without building or comparing the sets. REQUIRES: no store hook (``on_store`` is
+        None), which needs the sets."""
         assert self.on_store is None
-        self._put(ekey, data)
-        new = (1, 1, expire_at_ms) if expire_at_ms else _LIVE
+        if new[0] or new[2] is None or new[2] > now_ms:
+            self._put(ekey, data)
+        elif old != ABSENT:  # a stored set (a non-empty one is never ABSENT)
+            self.engine.delete(ekey)
+            self.stats["tombstones_purged"] += 1
+            new = ABSENT
+        else:
+            return  # nothing stored, and nothing worth storing
         if old != new:
             self._account(db, ekey, old, new)
 

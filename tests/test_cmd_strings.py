@@ -980,12 +980,14 @@ def test_random_command_mix(diff: Differential) -> None:
     (b"SET", b"k", b"v"), (b"SET", b"k", b"v", b"EX", b"100"), (b"SET", b"k", b"v", b"PXAT",
                                                                  b"9999999999999"),
     (b"SETEX", b"k", b"100", b"v"), (b"PSETEX", b"k", b"100", b"v"), (b"INCR", b"n"),
-    (b"DECR", b"n"), (b"INCRBY", b"n", b"5"), (b"DECRBY", b"n", b"5"),
+    (b"DECR", b"n"), (b"INCRBY", b"n", b"5"), (b"DECRBY", b"n", b"5"), (b"DEL", b"k", b"n"),
+    (b"UNLINK", b"k"),
 ], ids=lambda argv: b" ".join(argv).decode())
 def test_blind_writes_and_counters_answer_without_a_coroutine(local: Local,
                                                               argv: tuple[bytes, ...]) -> None:
     """In a cluster of one these complete at once (no coroutine to create and drive), as GET
     and plain SET do; what they store is checked by the tests above."""
+    local("SET", "k", "v")
     spec = resolve(list(argv))
     assert spec.handler is not None
     reply = spec.handler(local.client, list(argv))

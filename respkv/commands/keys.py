@@ -105,8 +105,12 @@ async def _lookup_read(client: Client, key: bytes) -> Entry | None:
 # Existence and deletion ------------------------------------------------------------------
 
 
-async def _delete_keys(client: Client, argv: list[bytes]) -> int:
-    return await client.node.delete_many(client.db, argv[1:])
+def _delete_keys(client: Client, argv: list[bytes]) -> object:
+    """DEL and UNLINK: without a coroutine in a cluster of one (as GET; see strings.get)."""
+    node = client.node
+    if node.local_only:
+        return node.delete_many_now(client.db, argv[1:])
+    return node.delete_many(client.db, argv[1:])
 
 
 _DEL_COMPLEXITY = (
@@ -120,8 +124,8 @@ _DEL_COMPLEXITY = (
 @command("del", -2, "write", (1, -1, 1), group="generic", summary="Delete a key",
          since="1.0.0", complexity=_DEL_COMPLEXITY, acl="@keyspace @write @slow",
          arguments=[_KEYS])
-async def del_(client: Client, argv: list[bytes]) -> object:
-    return await _delete_keys(client, argv)
+def del_(client: Client, argv: list[bytes]) -> object:
+    return _delete_keys(client, argv)
 
 
 @command("unlink", -2, "write fast", (1, -1, 1), group="generic",
@@ -132,8 +136,8 @@ async def del_(client: Client, argv: list[bytes]) -> object:
                     "O(N) work in a different thread in order to reclaim memory, where N is the "
                     "number of allocations the deleted objects where composed of.",
          acl="@keyspace @write @fast", arguments=[_KEYS])
-async def unlink(client: Client, argv: list[bytes]) -> object:
-    return await _delete_keys(client, argv)
+def unlink(client: Client, argv: list[bytes]) -> object:
+    return _delete_keys(client, argv)
 
 
 async def _count_existing(client: Client, argv: list[bytes]) -> int:
