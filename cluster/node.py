@@ -49,7 +49,7 @@ from cluster import keys as keyspace
 from cluster import node_meta, vclock
 from cluster.clock import Clock, LoopClock, system_wall_ms
 from cluster.expiry import ActiveExpiry
-from cluster.replica import ABSENT, PurgeFilter, Replica, single_state
+from cluster.replica import ABSENT, KeyState, PurgeFilter, Replica, key_state, single_state
 from cluster.sibling_codec import (
     BIN_HEADERS,
     SINGLE_FIELDS,
@@ -58,6 +58,7 @@ from cluster.sibling_codec import (
     SingleParts,
     decode,
     decode_single_trusted,
+    encode,
     encode_single,
     siblings_of,
     single_parts,
@@ -481,11 +482,14 @@ class Node:
         now_ms = self._wall_ms()
         replica = self._replica
         grace_ms = replica.grace_ms
+        ekeys = [_engine_key(db, key) for key, _, _ in ops]
+        if replica.on_store is None and len(set(ekeys)) == len(ekeys):
+            self._write_encoded(db, ops, ekeys, now_ms)
+            return
         current: dict[bytes, Siblings] = {}
         changes: list[tuple[bytes, Siblings, Siblings]] = []
         changed: list[bytes] = []
-        for key, value, expire_at_ms in ops:
-            ekey = _engine_key(db, key)
+        for (key, value, expire_at_ms), ekey in zip(ops, ekeys, strict=True):
             old = current[ekey] if ekey in current else replica.read(ekey)
             if value is None and not _liveness(old, now_ms)[1]:
                 continue  # nothing live to delete (expired leftovers are reclaimed lazily)
@@ -496,6 +500,50 @@ class Node:
             due_ms = purge_at(new, grace_ms)
             current[ekey] = () if due_ms is not None and due_ms <= now_ms else new
         replica.apply_many(db, changes, now_ms)
+        for key in changed:
+            self._changed(db, key)
+
+    def _write_encoded(self, db: int, ops: Sequence[tuple[bytes, bytes | None, int]],
+                       ekeys: Sequence[bytes], now_ms: int) -> None:
+        """``write_many`` of distinct keys without a store hook: each version encoded as it
+        is built, the one this node wrote last bumped as ``_put_single`` does, anything else
+        through the general version and sets; one batch (``Replica.store_encoded_many``)."""
+        replica = self._replica
+        grace_ms = replica.grace_ms
+        actor = self.actor
+        changes: list[tuple[bytes, bytes, KeyState, KeyState]] = []
+        changed: list[bytes] = []
+        for (key, value, expire_at_ms), ekey in zip(ops, ekeys, strict=True):
+            raw = self._eget(ekey)
+            single = None if raw is None else _decode_single(raw)
+            if raw is None:
+                if value is None:
+                    continue  # nothing to delete
+                old_state = _ABSENT
+                timestamp_ms = now_ms
+                data = _encode_single(now_ms, expire_at_ms, actor, value, 1, now_ms)
+            elif (single is not None and len(single) == _SINGLE_FIELDS
+                    and single[6] == actor):
+                if value is None and (single[4] is None or 0 < single[2] <= now_ms):
+                    continue  # nothing live to delete
+                old_state = _single_state(single[1], single[2], single[4], grace_ms)
+                timestamp_ms = max(single[1], now_ms)
+                data = _encode_single(timestamp_ms, expire_at_ms, actor, value,
+                                      single[7] + 1, now_ms)
+            else:
+                old = decode(raw)
+                if value is None and not _liveness(old, now_ms)[1]:
+                    continue
+                new = self._siblings(
+                    old, old, self._version(old, old, now_ms, expire_at_ms, value), now_ms)
+                changes.append((ekey, encode(new), key_state(old, grace_ms),
+                                key_state(new, grace_ms)))
+                changed.append(key)
+                continue
+            changes.append((ekey, data, old_state,
+                            _single_state(timestamp_ms, expire_at_ms, value, grace_ms)))
+            changed.append(key)
+        replica.store_encoded_many(db, changes, now_ms)
         for key in changed:
             self._changed(db, key)
 

@@ -132,6 +132,16 @@ def single_state(timestamp_ms: int, expire_at_ms: int, value: bytes | None,
     return (0, 0, max(timestamp_ms, expire_at_ms) + grace_ms)
 
 
+def outcome(old: KeyState, new: KeyState, now_ms: int) -> KeyState | None:
+    """What replacing a stored set whose state is ``old`` (ABSENT: none) by a set whose state is
+    ``new`` leaves: ``new`` when the new set is stored, ABSENT when the key is removed instead
+    (the new set is dead and may be purged now, invariant 2), None when there is nothing to
+    store or remove."""
+    if new[0] or new[2] is None or new[2] > now_ms:
+        return new
+    return ABSENT if old != ABSENT else None  # a stored (non-empty) set is never ABSENT
+
+
 class Replica:
     def __init__(
         self,
@@ -203,19 +213,16 @@ class Replica:
         """Replace ``old`` (what is stored, invariant 3) by ``new`` for one key."""
         grace_ms = self.grace_ms
         old_state = key_state(old, grace_ms) if old else ABSENT
-        new_state = key_state(new, grace_ms)
-        if new_state[0] or new_state[2] is None or new_state[2] > now_ms:
-            self._put(ekey, encode(new))
-            if self.on_store is not None:
-                self.on_store(ekey, old, new)
-        elif old:
+        new_state = outcome(old_state, key_state(new, grace_ms), now_ms)
+        if new_state is None:
+            return  # nothing stored, and nothing worth storing
+        if new_state is ABSENT:
             self.engine.delete(ekey)
             self.stats["tombstones_purged"] += 1
-            new_state = ABSENT
-            if self.on_store is not None:
-                self.on_store(ekey, old, None)
         else:
-            return  # nothing stored, and nothing worth storing
+            self._put(ekey, encode(new))
+        if self.on_store is not None:
+            self.on_store(ekey, old, None if new_state is ABSENT else new)
         if old_state is not new_state:
             self._account(db, ekey, old_state, new_state)
 
@@ -239,16 +246,41 @@ class Replica:
         without building or comparing the sets. REQUIRES: no store hook (``on_store`` is
         None), which needs the sets."""
         assert self.on_store is None
-        if new[0] or new[2] is None or new[2] > now_ms:
-            self._put(ekey, data)
-        elif old != ABSENT:  # a stored set (a non-empty one is never ABSENT)
+        left = outcome(old, new, now_ms)
+        if left is None:
+            return
+        if left is ABSENT:
             self.engine.delete(ekey)
             self.stats["tombstones_purged"] += 1
-            new = ABSENT
         else:
-            return  # nothing stored, and nothing worth storing
-        if old != new:
-            self._account(db, ekey, old, new)
+            self._put(ekey, data)
+        if old != left:
+            self._account(db, ekey, old, left)
+
+    def store_encoded_many(self, db: int, changes: Sequence[tuple[bytes, bytes, KeyState,
+                                                                  KeyState]],
+                           now_ms: int) -> None:
+        """``store_encoded`` of several distinct keys, ``(engine key, data, old state, new
+        state)`` each, as one atomic engine batch (``apply_many`` without the sets).
+        REQUIRES: no store hook; no key twice."""
+        assert self.on_store is None
+        ops: list[tuple[bytes, bytes | None]] = []
+        accounting: list[tuple[bytes, KeyState, KeyState]] = []
+        purged = 0
+        for ekey, data, old, new in changes:
+            left = outcome(old, new, now_ms)
+            if left is None:
+                continue
+            if left is ABSENT:
+                ops.append((ekey, None))
+                purged += 1
+            else:
+                ops.append((ekey, data))
+            accounting.append((ekey, old, left))
+        self.engine.write_batch(ops)
+        self.stats["tombstones_purged"] += purged
+        for ekey, old, left in accounting:
+            self._account(db, ekey, old, left)
 
     def apply_many(self, db: int, changes: Sequence[tuple[bytes, Siblings, Siblings]],
                    now_ms: int) -> None:
@@ -263,15 +295,14 @@ class Replica:
         purged = 0
         for ekey, old, new in changes:
             old_state = key_state(old, grace_ms) if old else ABSENT
-            new_state = key_state(new, grace_ms)
-            if new_state[0] or new_state[2] is None or new_state[2] > now_ms:
-                ops.append((ekey, encode(new)))
-            elif old:
+            new_state = outcome(old_state, key_state(new, grace_ms), now_ms)
+            if new_state is None:
+                continue
+            if new_state is ABSENT:
                 ops.append((ekey, None))
                 purged += 1
-                new_state = ABSENT
             else:
-                continue
+                ops.append((ekey, encode(new)))
             accounting.append((ekey, old_state, new_state))
         self.engine.write_batch(ops)
         self.stats["tombstones_purged"] += purged

@@ -714,6 +714,9 @@ _OPS = st.lists(st.one_of(
               st.just(0)),
     st.tuples(st.just("reput"), st.sampled_from([b"a", b"b", b"c"]), st.binary(max_size=20),
               st.sampled_from([0, 5, 900, 60_000])),
+    # write_many of two distinct keys: the first set to the value, the second deleted
+    st.tuples(st.just("many"), st.sampled_from([b"ab", b"ba", b"ca", b"bc"]),
+              st.binary(max_size=20), st.sampled_from([0, 5, 60_000])),
     st.tuples(st.just("advance"), st.just(b""), st.just(b""), st.integers(1, 2500)),
 ), max_size=40)
 
@@ -722,8 +725,9 @@ _OPS = st.lists(st.one_of(
 @given(_OPS, st.sampled_from([0, 2000]))
 def test_expiring_writes_store_what_the_general_path_stores(
         ops: list[tuple[str, bytes, bytes, int]], grace_ms: int) -> None:
-    """put_now's shortcuts for writes with an expiry, or over one (``Replica.store_live``),
-    with or without the context of a read (EXPIRE, INCR: "reput"), store the same bytes and
+    """put_now's shortcuts for writes with an expiry, or over one (``Replica.store_encoded``),
+    with or without the context of a read (EXPIRE, INCR: "reput"), delete_now's and
+    write_many's (MSET, "many": ``Replica.store_encoded_many``), store the same bytes and
     keep the same counters and expiry index as the general path (a version built by
     ``_version``, then ``Replica.apply``), which a store hook forces."""
     with temp_dir() as path:
@@ -741,6 +745,10 @@ def test_expiring_writes_store_what_the_general_path_stores(
                         node.put_now(0, key, value, clock.wall_ms() + n if n else 0)
                     elif op == "delete":
                         run(node.delete(0, key))
+                    elif op == "many":
+                        first, second = key[:1], key[1:]
+                        run(node.write_many(0, [
+                            (first, value, clock.wall_ms() + n if n else 0), (second, None, 0)]))
                     elif op == "reput":
                         entry = node.get_now(0, key)
                         if entry is not None:
