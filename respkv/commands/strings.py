@@ -18,6 +18,7 @@ nothing beyond the reply.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from respkv import errors
@@ -116,6 +117,50 @@ def _count_lookup(client: Client, found: bool) -> None:
         stats.keyspace_misses += 1
 
 
+# Read, decide, write --------------------------------------------------------------------------
+
+# What a read-modify-write command makes of the key it read: (its reply, the write), where the
+# write is None (nothing to write) or (value, expire_at_ms), a value of None deleting the key.
+_Decision = tuple[object, tuple[bytes | None, int] | None]
+
+
+def _read_modify_write(client: Client, key: bytes,
+                       decide: Callable[[Entry | None], _Decision]) -> object:
+    """Read ``key``, ``decide``, write what it says (superseding what was read): at once in a
+    cluster of one, as GET (no coroutine to create and drive), else the coroutine that does the
+    same through the coordinator. ``decide`` may raise a CommandError: nothing is written."""
+    node = client.node
+    if not node.local_only:
+        return _read_modify_write_async(client, key, decide)
+    db = client.db
+    entry = node.get_now(db, key)
+    reply, write = decide(entry)
+    if write is not None:
+        value, expire_at = write
+        if value is None:
+            node.delete_now(db, key)
+        else:
+            node.put_now(db, key, value, expire_at,
+                         context=None if entry is None else entry.context)
+    return reply
+
+
+async def _read_modify_write_async(client: Client, key: bytes,
+                                   decide: Callable[[Entry | None], _Decision]) -> object:
+    node = client.node
+    db = client.db
+    entry = await node.get(db, key)
+    reply, write = decide(entry)
+    if write is not None:
+        value, expire_at = write
+        if value is None:
+            await node.delete(db, key)
+        else:
+            await node.put(db, key, value, expire_at,
+                           context=None if entry is None else entry.context)
+    return reply
+
+
 # GET / SET family ---------------------------------------------------------------------------
 
 
@@ -204,24 +249,17 @@ async def _put_async(client: Client, key: bytes, value: bytes, expire_at: int) -
     return OK
 
 
-async def _set_conditional(client: Client, argv: list[bytes], flags: int,
-                           expire_at: int) -> object:
+def _set_conditional(client: Client, argv: list[bytes], flags: int, expire_at: int) -> object:
     """SET with NX, XX, GET or KEEPTTL: the outcome depends on the current value."""
-    node = client.node
-    db = client.db
-    key = argv[1]
-    entry = await node.get(db, key)
-    if flags & _GET:
-        _count_lookup(client, entry is not None)
-    old = None if entry is None else entry.value
-    if (flags & _NX and entry is not None) or (flags & _XX and entry is None):
-        return old if flags & _GET else None
-    if flags & _KEEPTTL and entry is not None:
-        expire_at = entry.expire_at_ms
-    await node.put(
-        db, key, argv[2], expire_at, context=None if entry is None else entry.context
-    )
-    return old if flags & _GET else OK
+    def decide(entry: Entry | None) -> _Decision:
+        if flags & _GET:
+            _count_lookup(client, entry is not None)
+        old = None if entry is None else entry.value
+        if (flags & _NX and entry is not None) or (flags & _XX and entry is None):
+            return (old if flags & _GET else None), None
+        keep = entry.expire_at_ms if flags & _KEEPTTL and entry is not None else expire_at
+        return (old if flags & _GET else OK), (argv[2], keep)
+    return _read_modify_write(client, argv[1], decide)
 
 
 @command(
@@ -230,12 +268,9 @@ async def _set_conditional(client: Client, argv: list[bytes], flags: int,
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0},
                {"name": "value", "type": "string"}],
 )
-async def setnx(client: Client, argv: list[bytes]) -> object:
-    node = client.node
-    if await node.get(client.db, argv[1]) is not None:
-        return 0
-    await node.put(client.db, argv[1], argv[2])
-    return 1
+def setnx(client: Client, argv: list[bytes]) -> object:
+    return _read_modify_write(client, argv[1], lambda entry: (
+        (0, None) if entry is not None else (1, (argv[2], 0))))
 
 
 def _set_expiring(client: Client, argv: list[bytes], flags: int, name: str) -> object:
@@ -268,15 +303,11 @@ def psetex(client: Client, argv: list[bytes]) -> object:
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0},
                {"name": "value", "type": "string"}],
 )
-async def getset(client: Client, argv: list[bytes]) -> object:
-    node = client.node
-    entry = await node.get(client.db, argv[1])
-    _count_lookup(client, entry is not None)
-    if entry is None:
-        await node.put(client.db, argv[1], argv[2])
-        return None
-    await node.put(client.db, argv[1], argv[2], context=entry.context)
-    return entry.value
+def getset(client: Client, argv: list[bytes]) -> object:
+    def decide(entry: Entry | None) -> _Decision:
+        _count_lookup(client, entry is not None)
+        return (None if entry is None else entry.value), (argv[2], 0)
+    return _read_modify_write(client, argv[1], decide)
 
 
 @command(
@@ -284,14 +315,11 @@ async def getset(client: Client, argv: list[bytes]) -> object:
     summary="Get the value of a key and delete the key", since="6.2.0",
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0}],
 )
-async def getdel(client: Client, argv: list[bytes]) -> object:
-    node = client.node
-    entry = await node.get(client.db, argv[1])
-    _count_lookup(client, entry is not None)
-    if entry is None:
-        return None
-    await node.delete(client.db, argv[1])
-    return entry.value
+def getdel(client: Client, argv: list[bytes]) -> object:
+    def decide(entry: Entry | None) -> _Decision:
+        _count_lookup(client, entry is not None)
+        return (None, None) if entry is None else (entry.value, (None, 0))
+    return _read_modify_write(client, argv[1], decide)
 
 
 @command(
@@ -311,25 +339,23 @@ async def getdel(client: Client, argv: list[bytes]) -> object:
         },
     ],
 )
-async def getex(client: Client, argv: list[bytes]) -> object:
+def getex(client: Client, argv: list[bytes]) -> object:
     flags, expire = _parse_expire_options(argv, 2, False) if len(argv) > 2 else (0, b"")
-    node = client.node
-    db = client.db
-    key = argv[1]
-    entry = await node.get(db, key)
-    _count_lookup(client, entry is not None)
-    if entry is None:
-        # Redis validates the expire time only once the key is found.
-        return None
-    if flags & _EXPIRES:
-        expire_at = _expire_at_ms(client, expire, flags, "getex")
-        if not flags & _RELATIVE and expire_at <= node.clock.wall_ms():
-            await node.delete(db, key)
-        else:
-            await node.put(db, key, entry.value, expire_at, context=entry.context)
-    elif flags & _PERSIST and entry.expire_at_ms:
-        await node.put(db, key, entry.value, 0, context=entry.context)
-    return entry.value
+
+    def decide(entry: Entry | None) -> _Decision:
+        _count_lookup(client, entry is not None)
+        if entry is None:
+            return None, None  # Redis validates the expire time only once the key is found
+        value = entry.value
+        if flags & _EXPIRES:
+            expire_at = _expire_at_ms(client, expire, flags, "getex")
+            if not flags & _RELATIVE and expire_at <= client.node.clock.wall_ms():
+                return value, (None, 0)
+            return value, (value, expire_at)
+        if flags & _PERSIST and entry.expire_at_ms:
+            return value, (value, 0)
+        return value, None
+    return _read_modify_write(client, argv[1], decide)
 
 
 # Multi-key ------------------------------------------------------------------------------------
@@ -412,18 +438,16 @@ def _check_length(client: Client, size: int, added: int) -> None:
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0},
                {"name": "value", "type": "string"}],
 )
-async def append(client: Client, argv: list[bytes]) -> object:
-    node = client.node
+def append(client: Client, argv: list[bytes]) -> object:
     suffix = argv[2]
-    entry = await node.get(client.db, argv[1])
-    if entry is None:
-        # Even an empty suffix creates the key, as in Redis.
-        await node.put(client.db, argv[1], suffix)
-        return len(suffix)
-    _check_length(client, len(entry.value), len(suffix))
-    value = entry.value + suffix
-    await node.put(client.db, argv[1], value, entry.expire_at_ms, context=entry.context)
-    return len(value)
+
+    def decide(entry: Entry | None) -> _Decision:
+        if entry is None:
+            return len(suffix), (suffix, 0)  # even an empty suffix creates the key, as in Redis
+        _check_length(client, len(entry.value), len(suffix))
+        value = entry.value + suffix
+        return len(value), (value, entry.expire_at_ms)
+    return _read_modify_write(client, argv[1], decide)
 
 
 @command(
@@ -522,32 +546,13 @@ async def setrange(client: Client, argv: list[bytes]) -> object:
 
 
 def _incr_by(client: Client, key: bytes, delta: int) -> object:
-    """INCR and its family: without a coroutine in a cluster of one (see get())."""
-    node = client.node
-    if not node.local_only:
-        return _incr_by_async(client, key, delta)
-    entry = node.get_now(client.db, key)
-    result = _incremented(entry, delta)
-    expire_at, context = (0, None) if entry is None else (entry.expire_at_ms, entry.context)
-    node.put_now(client.db, key, b"%d" % result, expire_at, context=context)
-    return result
-
-
-async def _incr_by_async(client: Client, key: bytes, delta: int) -> int:
-    node = client.node
-    entry = await node.get(client.db, key)
-    result = _incremented(entry, delta)
-    expire_at, context = (0, None) if entry is None else (entry.expire_at_ms, entry.context)
-    await node.put(client.db, key, b"%d" % result, expire_at, context=context)
-    return result
-
-
-def _incremented(entry: Entry | None, delta: int) -> int:
-    """The value INCRBY ``delta`` leaves (the TTL stays, as in Redis)."""
-    result = (0 if entry is None else parse_int(entry.value)) + delta
-    if result > INT64_MAX or result < INT64_MIN:
-        raise CommandError(errors.OVERFLOW)
-    return result
+    """INCR and its family; the TTL stays, as in Redis."""
+    def decide(entry: Entry | None) -> _Decision:
+        result = (0 if entry is None else parse_int(entry.value)) + delta
+        if result > INT64_MAX or result < INT64_MIN:
+            raise CommandError(errors.OVERFLOW)
+        return result, (b"%d" % result, 0 if entry is None else entry.expire_at_ms)
+    return _read_modify_write(client, key, decide)
 
 
 _KEY_ARG: list[dict[str, Any]] = [{"name": "key", "type": "key", "key_spec_index": 0}]
@@ -599,19 +604,15 @@ def decrby(client: Client, argv: list[bytes]) -> object:
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0},
                {"name": "increment", "type": "double"}],
 )
-async def incrbyfloat(client: Client, argv: list[bytes]) -> object:
-    node = client.node
-    entry = await node.get(client.db, argv[1])
-    current = _LD_ZERO if entry is None else parse_long_double(entry.value)
-    increment = parse_long_double(argv[2])
-    if current is None or increment is None:
-        raise CommandError(errors.NAN_OR_INF)
-    result = format_long_double(add_long_double(current, increment))
-    if entry is None:
-        await node.put(client.db, argv[1], result)
-    else:
-        await node.put(client.db, argv[1], result, entry.expire_at_ms, context=entry.context)
-    return result
+def incrbyfloat(client: Client, argv: list[bytes]) -> object:
+    def decide(entry: Entry | None) -> _Decision:
+        current = _LD_ZERO if entry is None else parse_long_double(entry.value)
+        increment = parse_long_double(argv[2])
+        if current is None or increment is None:
+            raise CommandError(errors.NAN_OR_INF)
+        result = format_long_double(add_long_double(current, increment))
+        return result, (result, 0 if entry is None else entry.expire_at_ms)
+    return _read_modify_write(client, argv[1], decide)
 
 
 # x87 long double arithmetic for INCRBYFLOAT -----------------------------------------------------
