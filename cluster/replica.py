@@ -264,6 +264,13 @@ class Replica:
         state)`` each, as one atomic engine batch (``apply_many`` without the sets).
         REQUIRES: no store hook; no key twice."""
         assert self.on_store is None
+        self._write_batch(db, changes, now_ms)
+
+    def _write_batch(self, db: int, changes: Sequence[tuple[bytes, bytes, KeyState, KeyState]],
+                     now_ms: int) -> list[tuple[bytes, bytes | None]]:
+        """Write ``(engine key, data, old state, new state)`` changes as one engine batch, each
+        stored, removed or skipped as ``outcome`` says, then keep the counters; returns the
+        batch's ops (data, or None for a removal)."""
         ops: list[tuple[bytes, bytes | None]] = []
         accounting: list[tuple[bytes, KeyState, KeyState]] = []
         purged = 0
@@ -281,6 +288,7 @@ class Replica:
         self.stats["tombstones_purged"] += purged
         for ekey, old, left in accounting:
             self._account(db, ekey, old, left)
+        return ops
 
     def apply_many(self, db: int, changes: Sequence[tuple[bytes, Siblings, Siblings]],
                    now_ms: int) -> None:
@@ -290,24 +298,9 @@ class Replica:
         same call (a key may appear more than once; the last entry wins).
         """
         grace_ms = self.grace_ms
-        ops: list[tuple[bytes, bytes | None]] = []
-        accounting: list[tuple[bytes, KeyState, KeyState]] = []
-        purged = 0
-        for ekey, old, new in changes:
-            old_state = key_state(old, grace_ms) if old else ABSENT
-            new_state = outcome(old_state, key_state(new, grace_ms), now_ms)
-            if new_state is None:
-                continue
-            if new_state is ABSENT:
-                ops.append((ekey, None))
-                purged += 1
-            else:
-                ops.append((ekey, encode(new)))
-            accounting.append((ekey, old_state, new_state))
-        self.engine.write_batch(ops)
-        self.stats["tombstones_purged"] += purged
-        for ekey, old_state, new_state in accounting:
-            self._account(db, ekey, old_state, new_state)
+        ops = self._write_batch(db, [
+            (ekey, encode(new), key_state(old, grace_ms) if old else ABSENT,
+             key_state(new, grace_ms)) for ekey, old, new in changes], now_ms)
         if self.on_store is not None:
             stored = dict(ops)
             for ekey, old, new in changes:
