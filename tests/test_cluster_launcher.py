@@ -119,8 +119,8 @@ def test_up_status_down_cycle(capsys: pytest.CaptureFixture[str], cluster_dir: P
     code, out, _ = run(capsys, "status", "--dir", str(cluster_dir))
     assert code == 1
     assert f"{HOST}:{ports[1]}" in out and "not running" in out
-    code, out, _ = run(capsys, "up", "--dir", str(cluster_dir))
-    assert code == 0
+    code, out, err = run(capsys, "up", "--dir", str(cluster_dir))
+    assert code == 0, f"{out}\n{err}"
     assert f"node {HOST}:{ports[1]} started" in out and out.count("already running") == 2
     assert pid_of(cluster_dir, ports[1]) != pids[1]
     with RawConnection(ports[1]) as conn:

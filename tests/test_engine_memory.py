@@ -28,9 +28,16 @@ def status_kib(pid, field):
 
 def workers():
     # The table workers are exec'd processes (engine/table_worker.py): their memory is the
-    # engine's too. A child is listed under the thread that started it: read every thread's.
-    return [int(pid) for task in os.listdir("/proc/self/task")
-            for pid in open(f"/proc/self/task/{task}/children").read().split()]
+    # engine's too. A child is listed under the thread that started it: read every thread's
+    # (a thread may end between the listing and the read).
+    pids = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as children:
+                pids += map(int, children.read().split())
+        except FileNotFoundError:
+            pass
+    return pids
 
 
 # The store's resident memory at a moment is the engine's process plus its workers: sampled
