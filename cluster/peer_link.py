@@ -280,11 +280,18 @@ class PeerLink:
         timer = self.clock.call_later(self.config.connect_timeout_s, too_slow)
         conn: PeerConnection | None = None
         try:
-            _, conn = await loop.create_connection(
+            transport, conn = await loop.create_connection(
                 lambda: PeerConnection(self, Role.INITIATOR, self.config, self.owner.rng,
                                     self.clock, expected_peer_id=(
                                         self.peer_id if self.verify_id else None)),
                 self.host, self.port)
+            if transport.get_extra_info("sockname") == transport.get_extra_info("peername"):
+                # A TCP self-connect: with nothing listening on a port of the ephemeral range,
+                # the kernel may pick that very port as our source and connect us to
+                # ourselves. Left to the handshake's timeout, the socket would hold the port
+                # the peer needs to bind when it restarts.
+                raise OSError(f"connected to itself on {self.host}:{self.port} "
+                              "(TCP self-connect)")
             await conn.ready
         except asyncio.CancelledError:
             if self.state is LinkState.CLOSED:

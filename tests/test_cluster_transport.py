@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -601,3 +602,32 @@ def test_loopback_latency_and_throughput() -> None:
         await client.close()
         await server.close()
     run(main(), timeout_s=20)
+
+
+def test_a_self_connect_fails_at_once_and_frees_the_port() -> None:
+    """A link whose connection ends up connected to itself (a TCP self-connect, which the
+    kernel makes when the source port it picks is the destination port and nothing listens
+    there) fails it at once, so the port is free for the peer that will listen on it. The
+    source port is forced here, which makes the kernel's rare choice certain."""
+    async def main() -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        real = loop.create_connection
+
+        def from_the_same_port(factory: Any, host: str, port_: int, **kwargs: Any) -> Any:
+            return real(factory, host, port_, local_addr=(host, port_), **kwargs)
+
+        loop.create_connection = from_the_same_port  # type: ignore[method-assign,assignment]
+        client = client_to(port, connect_timeout_s=30)
+        failed = client.request("server", m.Read(0, b"k"), 30)
+        error = await error_of(failed)
+        assert isinstance(error, PeerUnavailable) and "itself" in str(error), error
+        loop.create_connection = real  # type: ignore[method-assign]
+        with socket.socket() as listener:  # the port is free again
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", port))
+        await client.close()
+
+    run(main())
