@@ -104,13 +104,6 @@ class DueIndex:
             return
         self._count -= 1
 
-    def next_due_ms(self) -> int | None:
-        """The end of the earliest non-empty slot: the first time ``take`` returns a key."""
-        heap, slots = self._heap, self._slots
-        while heap and heap[0] not in slots:
-            heappop(heap)
-        return ((heap[0] + 1) << SLOT_SHIFT) - 1 if heap else None
-
     def take(self, now_ms: int, limit: int) -> list[bytes]:
         """Remove and return up to ``limit`` keys of slots ended by ``now_ms`` (invariant 2)."""
         taken: list[bytes] = []

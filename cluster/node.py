@@ -383,15 +383,21 @@ class Node:
         general path (a version bumping that clock, then ``Replica.apply``) stores, without
         building either set: the SET ... EX or DEL of a key this node wrote last.
         REQUIRES: no store hook."""
+        self._replica.store_encoded(db, ekey, *self._bumped(single, now_ms, expire_at_ms, value),
+                                    now_ms)
+
+    def _bumped(self, single: Single, now_ms: int, expire_at_ms: int,
+                value: bytes | None) -> tuple[bytes, KeyState, KeyState]:
+        """The version superseding ``single`` (this node's own, alone): its clock bumped, its
+        timestamp never behind the old one (Rule 2), encoded; with the key states of the old
+        and the new set (``Replica.store_encoded``)."""
         timestamp_ms = single[1]
         new_timestamp_ms = max(timestamp_ms, now_ms)
-        data = _encode_single(new_timestamp_ms, expire_at_ms, self.actor, value,
-                              single[7] + 1, now_ms)
-        replica = self._replica
-        grace_ms = replica.grace_ms
-        replica.store_encoded(
-            db, ekey, data, _single_state(timestamp_ms, single[2], single[4], grace_ms),
-            _single_state(new_timestamp_ms, expire_at_ms, value, grace_ms), now_ms)
+        grace_ms = self._replica.grace_ms
+        return (_encode_single(new_timestamp_ms, expire_at_ms, self.actor, value,
+                               single[7] + 1, now_ms),
+                _single_state(timestamp_ms, single[2], single[4], grace_ms),
+                _single_state(new_timestamp_ms, expire_at_ms, value, grace_ms))
 
     def _put_over(self, ekey: bytes, single: Single, now_ms: int, value: bytes) -> None:
         """Store ``value`` (no expiry) over ``single``: the key's one live version, without
@@ -506,11 +512,9 @@ class Node:
     def _write_encoded(self, db: int, ops: Sequence[tuple[bytes, bytes | None, int]],
                        ekeys: Sequence[bytes], now_ms: int) -> None:
         """``write_many`` of distinct keys without a store hook: each version encoded as it
-        is built, the one this node wrote last bumped as ``_put_single`` does, anything else
-        through the general version and sets; one batch (``Replica.store_encoded_many``)."""
-        replica = self._replica
-        grace_ms = replica.grace_ms
-        actor = self.actor
+        is built, the one this node wrote last bumped (``_bumped``), anything else through
+        the general version and sets; one batch (``Replica.store_encoded_many``)."""
+        grace_ms = self._replica.grace_ms
         changes: list[tuple[bytes, bytes, KeyState, KeyState]] = []
         changed: list[bytes] = []
         for (key, value, expire_at_ms), ekey in zip(ops, ekeys, strict=True):
@@ -519,17 +523,14 @@ class Node:
             if raw is None:
                 if value is None:
                     continue  # nothing to delete
-                old_state = _ABSENT
-                timestamp_ms = now_ms
-                data = _encode_single(now_ms, expire_at_ms, actor, value, 1, now_ms)
+                changes.append((ekey, _encode_single(now_ms, expire_at_ms, self.actor, value,
+                                                     1, now_ms),
+                                _ABSENT, _single_state(now_ms, expire_at_ms, value, grace_ms)))
             elif (single is not None and len(single) == _SINGLE_FIELDS
-                    and single[6] == actor):
+                    and single[6] == self.actor):
                 if value is None and (single[4] is None or 0 < single[2] <= now_ms):
                     continue  # nothing live to delete
-                old_state = _single_state(single[1], single[2], single[4], grace_ms)
-                timestamp_ms = max(single[1], now_ms)
-                data = _encode_single(timestamp_ms, expire_at_ms, actor, value,
-                                      single[7] + 1, now_ms)
+                changes.append((ekey, *self._bumped(single, now_ms, expire_at_ms, value)))
             else:
                 old = decode(raw)
                 if value is None and not _liveness(old, now_ms)[1]:
@@ -538,12 +539,8 @@ class Node:
                     old, old, self._version(old, old, now_ms, expire_at_ms, value), now_ms)
                 changes.append((ekey, encode(new), key_state(old, grace_ms),
                                 key_state(new, grace_ms)))
-                changed.append(key)
-                continue
-            changes.append((ekey, data, old_state,
-                            _single_state(timestamp_ms, expire_at_ms, value, grace_ms)))
             changed.append(key)
-        replica.store_encoded_many(db, changes, now_ms)
+        self._replica.store_encoded_many(db, changes, now_ms)
         for key in changed:
             self._changed(db, key)
 

@@ -14,12 +14,11 @@ T0 = 1_700_000_000_000  # slot-aligned
 def test_take_returns_only_keys_of_passed_slots_earliest_first() -> None:
     index = DueIndex([(T0 + 5, b"a"), (T0 + SLOT + 1, b"b"), (T0 + 3 * SLOT, b"c")])
     assert len(index) == 3
-    assert index.next_due_ms() == T0 + SLOT - 1
     assert index.take(T0 + 5, 10) == []  # a is due, but its slot has not ended
     assert index.take(T0 + SLOT - 2, 10) == []
     assert index.take(T0 + SLOT - 1, 10) == [b"a"]
     assert index.take(T0 + 10 * SLOT, 10) == [b"b", b"c"]
-    assert len(index) == 0 and not index and index.next_due_ms() is None
+    assert len(index) == 0 and not index
 
 
 def test_take_respects_its_limit_and_resumes_in_the_same_slot() -> None:
@@ -95,5 +94,3 @@ def test_matches_a_model_of_slots(ops: list[tuple[str, int, bytes, int]]) -> Non
         assert len(index) == sum(map(len, model.values()))
         assert sorted(index) == sorted((s << SLOT_SHIFT, k) for s, keys in model.items()
                                        for k in keys)
-        first = min((s for s, keys in model.items() if keys), default=None)
-        assert index.next_due_ms() == (None if first is None else (first + 1) * SLOT - 1)
