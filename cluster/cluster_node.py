@@ -280,7 +280,7 @@ class ClusterNode(KeyOperations, FanOutOperations, PeerHandler, ViewUpkeep,
         return self.node.options
 
     @property
-    def pending_log(self) -> bytearray:
+    def pending_log(self) -> list[bytes | None]:
         return self.node.pending_log
 
     @property

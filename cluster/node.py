@@ -193,7 +193,7 @@ class Node:
         # get_now/put_now instead of awaiting get/put. A node of a larger ring is never so.
         self.local_only = True
         # Truthy while writes await commit(); see Engine.pending_log.
-        self.pending_log: bytearray = engine.pending_log
+        self.pending_log: list[bytes | None] = engine.pending_log
         # The system clock's function itself when the clock is the loop's (a frame per
         # call fewer: every SET reads it).
         self._wall_ms = system_wall_ms if type(clock) is LoopClock else clock.wall_ms

@@ -1,9 +1,12 @@
-"""The segmented commit log: numbered segment files, one of them active, plus the buffer of
-encoded records that commit() has not yet handed to the OS.
+"""The segmented commit log: numbered segment files, one of them active, plus the writes
+that commit() has not yet encoded and handed to the OS.
 
-Theory of operation. put()/delete()/write_batch() append encoded records to `pending` (no
-syscall). commit() hands all of `pending` to the OS in one pwrite on the active segment and, with
-fsync "always", fsyncs it; only then is `pending` cleared. When the active segment passes
+Theory of operation. put()/delete()/write_batch() append their keys and values to `pending`
+(no syscall, no encoding: a flat list key, value, key, value, ...; a value of None deletes) and
+write_batch() and oversized items also mark their slice in `spans`. commit() encodes `pending`
+into GROUP records (log_format.encode_groups: each span one record, the free items in chunks),
+hands them to the OS in one pwrite on the active segment and, with fsync "always", fsyncs
+them; only then are `pending` and `spans` cleared. When the active segment passes
 segment_size_bytes, commit() starts the next segment. sync() may run on another thread (the
 everysec timer); it takes `_lock`, which every change of the active writer also takes, so it
 never fsyncs a closed (or reused) descriptor. A memtable freeze calls rotate(); the flush thread
@@ -18,10 +21,11 @@ or the directory (invariant 6): under a flush's or a compaction's writes each of
 fsyncs took up to ~100 ms (the file system's journal), a stall for every writer.
 
 Invariants:
-1. Records reach the file in the order they were appended to `pending`; after a successful
-   commit() every appended record is in the OS (and on disk with fsync "always").
-2. A failed commit() (StorageError) keeps `pending` intact and the file cut back to its last
-   good record, so a later commit() writes the same records again, at the same offset.
+1. Records reach the file in the order their items were appended to `pending`; after a
+   successful commit() every appended item is in the OS (and on disk with fsync "always").
+2. A failed commit() (StorageError) keeps `pending` and `spans` intact and the file cut back
+   to its last good record, so a later commit() writes the same records again (the encoding
+   is deterministic), at the same offset.
 3. Every byte commit() acknowledged is in the OS, whatever segment holds it, so after a process
    crash (kill -9) only the last segment can have a torn tail. A closed segment may still
    have unsynced bytes (it waits in `_unsynced`) while its successor exists, but only while
@@ -53,7 +57,7 @@ Invariants:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from engine import filenames, log_format
 from engine.errors import StorageError
@@ -90,8 +94,11 @@ class CommitLog:
         # Called (loop thread) after a rotation parked a segment: someone should call
         # sync_closed() soon. The engine sets it to wake its flush thread.
         self.on_rotate: Callable[[], None] | None = None
-        # Encoded records not yet written. Its identity never changes: callers may bind it.
-        self.pending = bytearray()
+        # Items not yet written (key, value | None, ...). Its identity never changes: callers
+        # may bind it, and its truth says whether a commit is due.
+        self.pending: list[bytes | None] = []
+        # Slices of pending that must each be one record (log_format.encode_groups).
+        self.spans: list[tuple[int, int]] = []
         self.commits = 0
         self.fsyncs = 0
         self.commit_errors = 0
@@ -103,7 +110,8 @@ class CommitLog:
         """Continue the last recovered segment if it has room, else start a new one."""
         closed = list(recovered.segments)
         next_no = recovered.next_segment_no
-        if closed and closed[-1].size < options.segment_size_bytes:
+        if (closed and closed[-1].size < options.segment_size_bytes
+                and closed[-1].version == log_format.VERSION):
             last = closed.pop()
             path = join(directory, filenames.segment_name(last.number))
             try:
@@ -116,6 +124,21 @@ class CommitLog:
             writer = cls._create_segment(fs, directory, next_no, prev)
             next_no += 1
         return cls(fs, directory, options, reporter, writer, closed, next_no)
+
+    def append_span(self, ops: Sequence[log_format.Op]) -> None:
+        """Append ops as one record of their own (a batch, or an oversized item).
+        REQUIRES: log_format.group_payload_bound(ops) <= RECORD_PAYLOAD_BYTES_MAX."""
+        pending = self.pending
+        start = len(pending)
+        for key, value in ops:
+            pending.append(key)
+            pending.append(value)
+        if len(pending) > start:
+            self.spans.append((start, len(pending)))
+
+    def pending_bytes(self) -> int:
+        """The bytes the next commit() will write (encodes them: for stats, not hot paths)."""
+        return len(log_format.encode_groups(self.pending, self.spans)) if self.pending else 0
 
     @property
     def active_segment_no(self) -> int:
@@ -131,8 +154,9 @@ class CommitLog:
         if writer is None:
             raise StorageError("commit log is closed")
         start = writer.offset
+        records = log_format.encode_groups(pending, self.spans)
         try:
-            writer.append(pending)
+            writer.append(records)
             if self.fsync_always:
                 try:
                     writer.sync()
@@ -143,8 +167,9 @@ class CommitLog:
         except StorageError:
             self.commit_errors += 1
             raise
-        self.bytes_written += len(pending)
+        self.bytes_written += len(records)
         pending.clear()
+        self.spans.clear()
         self.commits += 1
         if writer.offset >= self._rotate_at_offset:
             try:
@@ -286,8 +311,8 @@ class CommitLog:
                 except StorageError as exc:
                     error = error or exc
         if error is not None:
-            raise StorageError(f"commit log closed with {len(self.pending)} bytes unwritten: "
-                               f"{error}") from error
+            raise StorageError(f"commit log closed with {len(self.pending) // 2} writes "
+                               f"unwritten: {error}") from error
 
     def stats(self) -> dict[str, int]:
         writer = self._writer
@@ -295,7 +320,7 @@ class CommitLog:
         return {
             "log_bytes": sum(s.size for s in self._closed_segments) + active_bytes,
             "log_segments": len(self._closed_segments) + (writer is not None),
-            "log_pending_bytes": len(self.pending),
+            "log_pending_bytes": self.pending_bytes(),
             "log_bytes_written": self.bytes_written,
             "commits": self.commits,
             "commit_errors": self.commit_errors,

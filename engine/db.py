@@ -11,8 +11,9 @@ age-contiguous tables (compaction_picker.py), passing every value through the co
 filter of the layer above; the tables it replaces are deleted once no scan uses them.
 
 Invariants:
-1. Write path: a record is appended to the commit log's pending buffer before the memtable
-   changes, and both happen or neither (encoding and size checks come first).
+1. Write path: a write's key and value are appended to the commit log's pending list before
+   the memtable changes, and both happen or neither (size checks come first); commit()
+   encodes the list into log records.
 2. Nothing is acknowledged durable until commit() returns: the server calls commit() once per
    event-loop iteration before it sends replies (group commit), so kill -9 after a reply never
    loses that write. Reads may see writes that are not committed yet.
@@ -207,9 +208,9 @@ class Engine:
         # Hot-path bindings (invariant 4). All of these objects live as long as the engine.
         self._pending = log.pending
         # The live commit-log buffer, the same object for the engine's lifetime: truthy
-        # while records await commit(). The server's group commit polls it per batch, where
+        # while writes await commit(). The server's group commit polls it per batch, where
         # even a property call would show up in the profile.
-        self.pending_log: bytearray = log.pending
+        self.pending_log: list[bytes | None] = log.pending
         self._mem_put = memtable.put
         self.get = memtable.lookup
         if tables:
@@ -222,6 +223,10 @@ class Engine:
         # Negative once closed: the size check in put() then doubles as the "closed" check.
         self._value_bytes_max = options.value_bytes_max
         self._key_bytes_max = options.key_bytes_max
+        # Keys and values up to this size share log records (put()'s one size check: larger
+        # ones take _put_spanned, which also refuses what is over the limits or closed).
+        self._free_value_max = min(log_format.GROUP_FREE_BYTES_MAX, options.value_bytes_max)
+        self._free_key_max = min(log_format.GROUP_FREE_BYTES_MAX, options.key_bytes_max)
         self._threads: list[threading.Thread] = []
         if options.background:
             for name, loop in (("flush", self._flush_loop), ("compact", self._compact_loop)):
@@ -305,16 +310,31 @@ class Engine:
         Raises ValueError (nothing written) if key or value is over its limit in the options,
         StorageError if the engine is closed.
         """
+        if len(value) > self._free_value_max or len(key) > self._free_key_max:
+            self._put_spanned(key, value)
+            return
+        pending = self._pending
+        pending.append(key)
+        pending.append(value)
+        self._mem_put(key, value)
+
+    def _put_spanned(self, key: bytes, value: bytes) -> None:
+        """put() of a key or value too large to share a log record with others."""
         if len(value) > self._value_bytes_max or len(key) > self._key_bytes_max:
             self._reject(key, value)
-        log_format.append_put(self._pending, key, value)
+        self._log.append_span(((key, value),))
         self._mem_put(key, value)
 
     def delete(self, key: bytes) -> None:
         """Record the deletion of key (present or not): buffered log append + memtable."""
-        if len(key) > self._key_bytes_max:
-            self._reject(key, b"")
-        log_format.append_delete(self._pending, key)
+        if len(key) > self._free_key_max:
+            if len(key) > self._key_bytes_max:
+                self._reject(key, b"")
+            self._log.append_span(((key, None),))
+        else:
+            pending = self._pending
+            pending.append(key)
+            pending.append(None)
         self._memtable.delete(key)
 
     def write_batch(self, ops: Sequence[tuple[bytes, bytes | None]]) -> None:
@@ -329,9 +349,9 @@ class Engine:
             if len(key) > self._key_bytes_max or (
                     value is not None and len(value) > self._value_bytes_max):
                 self._reject(key, value or b"")
-        if log_format.batch_payload_bytes(ops) > log_format.RECORD_PAYLOAD_BYTES_MAX:
+        if log_format.group_payload_bound(ops) > log_format.RECORD_PAYLOAD_BYTES_MAX:
             raise ValueError("batch larger than one commit-log record (4 GiB)")
-        log_format.append_batch(self._pending, ops)
+        self._log.append_span(ops)
         self._memtable.apply(ops)
 
     def set_fsync(self, policy: FsyncPolicy) -> None:
@@ -868,6 +888,7 @@ class Engine:
         if self._lock is None:
             return
         self._value_bytes_max = self._key_bytes_max = -1
+        self._free_value_max = self._free_key_max = -1
         self._stopping = True
         self._stop_event.set()
         self._flush_wanted.set()

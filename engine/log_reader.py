@@ -55,6 +55,7 @@ class LogReader:
         self._reporter = reporter
         self.valid_end = 0
         self.damage: Damage | None = None
+        self._version = log_format.VERSION  # the header's, once read
 
     def read_header(self) -> log_format.SegmentHeader | None:
         """The segment's header, or None (damage reported) if it is missing or bad."""
@@ -71,6 +72,7 @@ class LogReader:
             self._stop(kind, 0, f"bad segment header: {exc.reason}")
             return None
         self.valid_end = log_format.SEGMENT_HEADER_SIZE
+        self._version = header.version
         return header
 
     def records(self) -> Iterator[list[log_format.Op]]:
@@ -104,7 +106,8 @@ class LogReader:
                            f"length {length})")
                 return
             try:
-                ops = log_format.decode_record(rtype, payload, self._path, pos)
+                ops = log_format.decode_record(rtype, payload, self._path, pos,
+                                               self._version)
             except CorruptionError as exc:
                 self._stop(DamageKind.CORRUPT, pos, exc.reason)
                 return

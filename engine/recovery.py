@@ -39,6 +39,7 @@ _COPY_CHUNK_BYTES = 1 << 20
 class SegmentInfo:
     number: int
     size: int
+    version: int = log_format.VERSION  # of its header: the log appends only to the current
 
 
 @dataclass(slots=True)
@@ -85,15 +86,20 @@ def recover(fs: FileSystem, directory: str, apply: Callable[[list[log_format.Op]
         finally:
             file.close()
         if reader.damage is None:
-            result.segments.append(SegmentInfo(number, size))
+            result.segments.append(SegmentInfo(number, size, _version(header)))
             continue
         _quarantine_segments(fs, directory, live[index + 1 :], reporter)
         result.segments_quarantined += len(live) - index - 1
         result.bytes_truncated += size - reader.valid_end
         if _repair(fs, directory, number, size, reader.valid_end, reader.damage, reporter):
-            result.segments.append(SegmentInfo(number, reader.valid_end))
+            result.segments.append(SegmentInfo(number, reader.valid_end, _version(header)))
         break
     return result
+
+
+def _version(header: log_format.SegmentHeader | None) -> int:
+    # A segment kept without a readable header (repaired) is never appended to: older version.
+    return header.version if header is not None else 0
 
 
 def _follows(header: log_format.SegmentHeader, replayed: list[SegmentInfo], path: str,

@@ -80,6 +80,66 @@ def test_records_concatenate(records: list[tuple[str, bytes, bytes | None]]) -> 
     assert decode_all(bytes(buf)) == [[(k, v)] for _, k, v in records]
 
 
+def flatten(batch: list[log_format.Op]) -> list[bytes | None]:
+    return [item for op in batch for item in op]
+
+
+# A pending list as the commit log builds it: free ops, and spans (batches) between them.
+pending_parts = st.lists(st.tuples(st.booleans(), ops.filter(bool)), max_size=6)
+
+
+@given(pending_parts)
+def test_groups_round_trip_with_spans_as_records_of_their_own(
+        parts: list[tuple[bool, list[log_format.Op]]]) -> None:
+    items: list[bytes | None] = []
+    spans: list[tuple[int, int]] = []
+    expected: list[list[log_format.Op]] = []  # the records: each span, each free run
+    previous_free = False
+    for is_span, batch in parts:
+        start = len(items)
+        items += flatten(batch)
+        if is_span:
+            spans.append((start, len(items)))
+            expected.append(batch)
+        elif previous_free:
+            expected[-1] = expected[-1] + batch  # the free run goes on
+        else:
+            expected.append(batch)
+        previous_free = not is_span
+    records = split_records(log_format.encode_groups(items, spans))
+    assert all(rtype == RecordType.GROUP for rtype, _ in records)
+    assert [log_format.decode_record(t, p, "mem", 0) for t, p in records] == expected
+
+
+def test_free_items_are_cut_into_records_of_at_most_group_items_max() -> None:
+    count = log_format.GROUP_ITEMS_MAX + 10  # items: keys and values
+    items: list[bytes | None] = [b"k%d" % i if i % 2 == 0 else b"v" for i in range(count)]
+    records = split_records(log_format.encode_groups(items, []))
+    decoded = [log_format.decode_record(t, p, "mem", 0) for t, p in records]
+    assert [len(ops) for ops in decoded] == [log_format.GROUP_ITEMS_MAX // 2, 5]
+    assert flatten([op for ops in decoded for op in ops]) == items
+
+
+def test_one_free_run_is_one_record_of_known_bytes() -> None:
+    # The layout docs/formats/commit-log.md shows: put "k" = "v", delete "d".
+    data = log_format.encode_groups([b"k", b"v", b"d", None], [])
+    assert data.hex(" ") == "13 dd 82 d0 0b 00 00 00 04 94 c4 01 6b c4 01 76 c4 01 64 c0"
+    assert decode_all(data) == [[(b"k", b"v"), (b"d", None)]]
+
+
+@given(ops.filter(bool))
+def test_group_payload_bound_holds(batch: list[log_format.Op]) -> None:
+    [(_, payload)] = split_records(log_format.encode_groups(flatten(batch), [(0, 2 * len(batch))]))
+    assert len(payload) <= log_format.group_payload_bound(batch)
+
+
+def test_group_record_in_a_version_1_segment_is_damage() -> None:
+    [(rtype, payload)] = split_records(log_format.encode_groups([b"k", b"v"], []))
+    with pytest.raises(CorruptionError, match="unknown record type 4"):
+        log_format.decode_record(rtype, payload, "seg", 0, version=1)
+    assert log_format.decode_record(rtype, payload, "seg", 0, version=2) == [(b"k", b"v")]
+
+
 def test_crc_covers_length_and_type() -> None:
     buf = bytearray()
     log_format.append_put(buf, b"k", b"v")
@@ -131,7 +191,7 @@ def test_unknown_version_is_not_corruption() -> None:
     header = bytearray(log_format.encode_segment_header(log_format.SegmentHeader(3, 2, 50)))
     header[8] = log_format.VERSION + 1
     header[36:40] = log_format.crc32(header[:36]).to_bytes(4, "little")
-    with pytest.raises(StorageError, match="format version 2") as info:
+    with pytest.raises(StorageError, match=f"format version {log_format.VERSION + 1}") as info:
         log_format.check_segment_header(bytes(header), "seg", 3)
     assert not isinstance(info.value, CorruptionError)
 
@@ -148,6 +208,14 @@ MALFORMED = [
     (RecordType.BATCH, struct.pack("<I", 1) + log_format.BATCH_OP.pack(2, 1, 1) + b"kv",
      "BATCH op 2 with value length 1"),
     (RecordType.BATCH, struct.pack("<I", 0) + b"junk", "stray bytes"),
+    (RecordType.GROUP, b"\xc1", "GROUP payload is not msgpack"),
+    (RecordType.GROUP, b"\x92\xc4\x01k", "GROUP payload is not msgpack"),  # truncated
+    (RecordType.GROUP, b"\x90", "not a non-empty array"),
+    (RecordType.GROUP, b"\xc4\x01k", "not a non-empty array"),
+    (RecordType.GROUP, b"\x91\xc4\x01k", "not a non-empty array"),  # a key, no value
+    (RecordType.GROUP, b"\x92\xa1k\xc0", "GROUP key is not bin"),  # str, not bin
+    (RecordType.GROUP, b"\x92\xc4\x01k\x05", "neither bin nor nil"),
+    (RecordType.GROUP, b"\x92\xc4\x01k\xc0\x00", "GROUP payload is not msgpack"),  # extra
     (RecordType.ZERO, b"", "unknown record type 0"),
     (200, b"abc", "unknown record type 200"),
 ]
@@ -171,7 +239,8 @@ def test_decode_never_raises_anything_but_corruption(rtype: int, payload: bytes)
 def test_on_disk_numbers_are_frozen() -> None:
     # Changing any of these breaks every existing log: retire values, never renumber.
     assert log_format.MAGIC == b"\x89RKVLOG\n"
-    assert log_format.VERSION == 1
-    assert [int(t) for t in RecordType] == [0, 1, 2, 3]
+    assert log_format.VERSION == 2
+    assert log_format.READ_VERSIONS == (1, 2)
+    assert [int(t) for t in RecordType] == [0, 1, 2, 3, 4]
     assert log_format.SEGMENT_HEADER_SIZE == 40
     assert log_format.RECORD_HEADER_SIZE == 9

@@ -206,7 +206,7 @@ def test_malformed_payload_with_valid_checksum() -> None:
         rewrite_record(seg, record_offsets(seg)[1], payload=b"\x01")
         contents, reports = reopen(d)
         assert contents == first_n(1)
-        assert "PUT payload of 1 bytes" in reports[0]
+        assert "GROUP payload is not a non-empty array" in reports[0]
 
 
 def test_torn_batch_is_all_or_nothing() -> None:
@@ -324,7 +324,7 @@ def test_unsupported_format_version_refuses_to_open_and_touches_nothing() -> Non
         header[36:40] = zlib.crc32(header[:36]).to_bytes(4, "little")
         patch_file(seg, 0, bytes(header))
         before = read_bytes(seg)
-        with pytest.raises(StorageError, match="format version 2"):
+        with pytest.raises(StorageError, match=f"format version {log_format.VERSION + 1}"):
             open_engine(d)
         assert read_bytes(seg) == before
         assert quarantined_files(d) == []
@@ -484,3 +484,74 @@ def _apply_damage(d: str, damage: Damage, records: list[tuple[int, int]]) -> tup
         first_bad = changed[0] + 1
     allowed = sum(1 for s, e in records if s < index or (s == index and e < first_bad))
     return allowed, detectable
+
+
+def test_log_of_an_earlier_build_is_replayed_and_never_appended_to() -> None:
+    # An earlier build wrote version-1 segments of PUT, DELETE and BATCH records; this one
+    # replays them, and writes its GROUP records into a new segment, so the earlier build
+    # refuses the new segment's version instead of taking a GROUP record for damage.
+    with temp_dir() as d:
+        records = bytearray()
+        log_format.append_put(records, key(1), value(1))
+        log_format.append_put(records, key(2), value(2))
+        log_format.append_delete(records, key(1))
+        log_format.append_batch(records, [(key(3), value(3)), (key(2), None)])
+        old = log_format.encode_segment_header(log_format.SegmentHeader(1, 0, 0, version=1))
+        path = os.path.join(d, filenames.segment_name(1))
+        with open(path, "wb") as f:
+            f.write(old + records)
+        opened = open_engine(d)
+        assert dict(opened.engine.scan()) == {key(3): value(3)}
+        assert opened.engine.stats()["records_replayed"] == 4
+        opened.engine.put(key(4), value(4))
+        opened.engine.close()
+        assert read_bytes(path) == old + records
+        new = segment_files(d)[-1]
+        assert log_format.check_segment_header(read_bytes(new)[:40], new, 2).version == 2
+        contents, reports = reopen(d)
+        assert contents == {key(3): value(3), key(4): value(4)}
+        assert reports == []
+
+
+def test_writes_of_one_commit_are_one_record_but_batches_and_big_values_their_own() -> None:
+    with temp_dir() as d:
+        opened = open_engine(d)
+        big = b"x" * (log_format.GROUP_FREE_BYTES_MAX + 1)
+        opened.engine.put(key(1), value(1))
+        opened.engine.delete(key(9))
+        opened.engine.put(key(2), big)
+        opened.engine.put(key(3), value(3))
+        opened.engine.write_batch([(key(4), value(4)), (key(1), None)])
+        opened.engine.put(key(5), value(5))
+        pending = opened.engine.stats()["log_pending_bytes"]
+        log_bytes = opened.engine.stats()["log_bytes"]
+        opened.engine.commit()
+        assert opened.engine.stats()["log_bytes"] - log_bytes == pending
+        opened.engine.close()
+        [seg] = segment_files(d)
+        data = read_bytes(seg)
+        offsets = record_offsets(seg)
+        ops = [log_format.decode_record(data[start + 8], data[start + 9:end], seg, start)
+               for start, end in zip(offsets, offsets[1:], strict=False)]
+        assert ops == [[(key(1), value(1)), (key(9), None)], [(key(2), big)],
+                       [(key(3), value(3))], [(key(4), value(4)), (key(1), None)],
+                       [(key(5), value(5))]]
+
+
+def test_torn_group_loses_only_its_own_commit() -> None:
+    with temp_dir() as d:
+        build_log(d, 2)
+        opened = open_engine(d)
+        for i in range(2, 6):
+            opened.engine.put(key(i), value(i))
+        opened.engine.close()  # one commit: one record
+        [seg] = segment_files(d)
+        offsets = record_offsets(seg)
+        assert len(offsets) == 4
+        whole = read_bytes(seg)
+        for cut in range(offsets[2] + 1, offsets[3], 7):
+            with open(seg, "wb") as f:  # recovery truncated it: the torn file afresh each time
+                f.write(whole[:cut])
+            contents, reports = reopen(d)
+            assert contents == first_n(2), cut
+            assert reports, cut
