@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
 from typing import Any
@@ -532,7 +533,7 @@ def test_writes_of_one_commit_are_one_record_but_batches_and_big_values_their_ow
         data = read_bytes(seg)
         offsets = record_offsets(seg)
         ops = [log_format.decode_record(data[start + 8], data[start + 9:end], seg, start)
-               for start, end in zip(offsets, offsets[1:], strict=False)]
+               for start, end in itertools.pairwise(offsets)]
         assert ops == [[(key(1), value(1)), (key(9), None)], [(key(2), big)],
                        [(key(3), value(3))], [(key(4), value(4)), (key(1), None)],
                        [(key(5), value(5))]]

@@ -514,6 +514,25 @@ def test_canonical_split_is_exact_or_declines(argvs: list[list[bytes]], mutation
     assert run(parser, [data + mutation])[0][: len(argvs)] == argvs
 
 
+@pytest.mark.parametrize("argvs", [
+    [[b"SETEX", b"k", b"10", b"v"]],
+    [[b"SET", b"k", b"v", b"EX", b"10"]],
+    [[b"PING"], [b"PING"], [b"PING"]],  # 9 lines, as a 4-argument command
+    [[b"PING"], [b"GET", b"k"], [b"PING"]],  # 11 lines, as a 5-argument command
+    [[b"GET", b"k"], [b"PING"], [b"PING"]],
+    [[b"PING"], [b"PING"], [b"GET", b"k"]],
+], ids=repr)
+def test_canonical_split_of_four_and_five_arguments_and_its_look_alikes(
+        argvs: list[list[bytes]]) -> None:
+    from respkv.resp import _split_canonical
+
+    data = encode(*argvs)
+    assert _split_canonical(data) == argvs
+    lines = data.split(b"\r\n")
+    lines[1] = b"$9"  # the first argument's header no longer fits it
+    assert _split_canonical(b"\r\n".join(lines)) is None
+
+
 uniform_argvs = st.integers(1, 4).flatmap(lambda argc: st.lists(
     st.lists(st.binary(max_size=40), min_size=argc, max_size=argc), min_size=1, max_size=12))
 
