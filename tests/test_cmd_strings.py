@@ -984,7 +984,8 @@ def test_random_command_mix(diff: Differential) -> None:
     (b"UNLINK", b"k"), (b"SET", b"k", b"w", b"NX", b"PX", b"100"), (b"SET", b"k", b"w", b"XX"),
     (b"SET", b"k", b"w", b"GET"), (b"SETNX", b"k", b"w"), (b"GETSET", b"k", b"w"),
     (b"GETDEL", b"k"), (b"GETEX", b"k", b"EX", b"100"), (b"APPEND", b"k", b"w"),
-    (b"INCRBYFLOAT", b"n", b"1.5"),
+    (b"INCRBYFLOAT", b"n", b"1.5"), (b"SETRANGE", b"k", b"1", b"w"),
+    (b"SETRANGE", b"k", b"4", b"w"),
 ], ids=lambda argv: b" ".join(argv).decode())
 def test_blind_writes_and_counters_answer_without_a_coroutine(local: Local,
                                                               argv: tuple[bytes, ...]) -> None:

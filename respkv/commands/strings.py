@@ -519,27 +519,24 @@ async def substr(client: Client, argv: list[bytes]) -> object:
     arguments=[{"name": "key", "type": "key", "key_spec_index": 0},
                {"name": "offset", "type": "integer"}, {"name": "value", "type": "string"}],
 )
-async def setrange(client: Client, argv: list[bytes]) -> object:
+def setrange(client: Client, argv: list[bytes]) -> object:
     offset = parse_int(argv[2])
     if offset < 0:
         raise CommandError(errors.OFFSET_OUT_OF_RANGE)
     patch = argv[3]
-    node = client.node
-    entry = await node.get(client.db, argv[1])
-    if not patch:
-        # Writing nothing neither creates the key nor touches it.
-        return 0 if entry is None else len(entry.value)
-    _check_length(client, offset, len(patch))
-    old = b"" if entry is None else entry.value
-    if offset > len(old):
-        value = old + bytes(offset - len(old)) + patch
-    else:
-        value = old[:offset] + patch + old[offset + len(patch) :]
-    if entry is None:
-        await node.put(client.db, argv[1], value)
-    else:
-        await node.put(client.db, argv[1], value, entry.expire_at_ms, context=entry.context)
-    return len(value)
+
+    def decide(entry: Entry | None) -> _Decision:
+        if not patch:
+            # Writing nothing neither creates the key nor touches it.
+            return (0 if entry is None else len(entry.value)), None
+        _check_length(client, offset, len(patch))
+        old = b"" if entry is None else entry.value
+        if offset > len(old):
+            value = old + bytes(offset - len(old)) + patch
+        else:
+            value = old[:offset] + patch + old[offset + len(patch):]
+        return len(value), (value, 0 if entry is None else entry.expire_at_ms)
+    return _read_modify_write(client, argv[1], decide)
 
 
 # Counters -------------------------------------------------------------------------------------
