@@ -534,6 +534,8 @@ def test_set_conditions(diff3: Differential) -> None:
         ("EX", "10", "EX", "abc"), ("NX", "NXX"), ("KEEPTTL", "KEEPTTL"), ("keepttl", "get"),
         ("EXAT", "9223372036854775"), ("PXAT", "9223372036854775807"), ("EXAT", "1"),
         ("PXAT", "1", "GET"), ("EX", "100", "NX", "GET"), ("px", "100000", "xx", "get"),
+        ("ex", "10"), ("Ex", "10"), ("px", "0"), ("pX", "-3"), ("ex", "9223372036854776"),
+        ("EX\x00", "10"), ("px", "1.5"),
     ],
 )
 def test_set_option_combinations(diff3: Differential, options: tuple[str, ...]) -> None:

@@ -44,6 +44,8 @@ _EXPIRES = _EX | _PX | _EXAT | _PXAT
 _RELATIVE = _EX | _PX
 _SECONDS = _EX | _EXAT
 _EXPIRE_TOKENS = {b"EX": _EX, b"PX": _PX, b"EXAT": _EXAT, b"PXAT": _PXAT}
+# `SET key value EX|PX n` as clients spell it: a cache's write, parsed without the option loop.
+_SET_TTL_SPELLINGS = {b"EX": _EX, b"ex": _EX, b"PX": _PX, b"px": _PX}
 
 
 def _invalid_expire(name: str) -> CommandError:
@@ -224,9 +226,13 @@ async def _get_async(client: Client, argv: list[bytes]) -> object:
 def set_(client: Client, argv: list[bytes]) -> object:
     # A SET whose result does not depend on the current value (no NX, XX, GET or KEEPTTL)
     # completes without a coroutine in a cluster of one (see get()).
-    if len(argv) == 3 and client.node.local_only:  # the hottest case, _blind_set inlined
+    argc = len(argv)
+    if argc == 3 and client.node.local_only:  # the hottest case, _blind_set inlined
         client.node.put_now(client.db, argv[1], argv[2])
         return OK
+    if argc == 5 and (unit := _SET_TTL_SPELLINGS.get(argv[3])) is not None:
+        # What the option loop makes of it: that one flag, and argv[4] its argument.
+        return _blind_set(client, argv[1], argv[2], _expire_at_ms(client, argv[4], unit, "set"))
     flags, expire = _parse_expire_options(argv, 3, True)
     expire_at = _expire_at_ms(client, expire, flags, "set") if flags & _EXPIRES else 0
     if not flags & (_NX | _XX | _GET | _KEEPTTL):
