@@ -392,13 +392,15 @@ class Coordinator:
         self.stats["cond_writes"] += 1
         if on_version is not None:
             on_version(version)
-        self.service.merge_onto(db, key, local, (version,))
+        versions = (version,)
+        data = encode(versions)  # stored here and sent to the peers: encoded once
+        self.service.merge_onto(db, key, local, versions, data)
         write = ConditionalWrite(self, db, key, version, requirement, peers,
                                  self._counted(on_reply), on_reply, self.service.hints,
                                  self.should_hint, on_version)
         self.active.add(write)
         if peers:
-            message = CondWrite(db, key, encode((version,)))
+            message = CondWrite(db, key, data)
             call = self.transport.call
             for peer in peers:
                 call(peer, message, self.timeout_s, write.on_peer)

@@ -142,11 +142,12 @@ class PutFsm:
         if self.on_version is not None:
             self.on_version(version)
         self._to(State.EXECUTE)
-        payload = encode((version,))
+        versions = (version,)
+        payload = encode(versions)
         # Rule 4: the local store (or the floor) first. If it raises, nothing was sent and
         # the error is the caller's (the FSM stays in EXECUTE and is dropped).
         if local_is_replica:
-            self.service.merge(request.db, request.key, (version,))
+            self.service.merge(request.db, request.key, versions, payload)
             self.core.add_result(self.local_id, ACKED)
         else:
             self.service.raise_floor(request.db, request.key, version[CLOCK][self.actor][0])

@@ -209,8 +209,11 @@ class Replica:
 
     # Writing ---------------------------------------------------------------------------
 
-    def apply(self, db: int, ekey: bytes, old: Siblings, new: Siblings, now_ms: int) -> None:
-        """Replace ``old`` (what is stored, invariant 3) by ``new`` for one key."""
+    def apply(self, db: int, ekey: bytes, old: Siblings, new: Siblings, now_ms: int,
+              data: bytes | None = None) -> None:
+        """Replace ``old`` (what is stored, invariant 3) by ``new`` for one key. ``data``, when
+        given, is ``encode(new)`` (the caller had it: a peer's write, a coordinator's
+        version), stored instead of encoding ``new`` again."""
         grace_ms = self.grace_ms
         old_state = key_state(old, grace_ms) if old else ABSENT
         new_state = outcome(old_state, key_state(new, grace_ms), now_ms)
@@ -220,7 +223,7 @@ class Replica:
             self.engine.delete(ekey)
             self.stats["tombstones_purged"] += 1
         else:
-            self._put(ekey, encode(new))
+            self._put(ekey, encode(new) if data is None else data)
         if self.on_store is not None:
             self.on_store(ekey, old, None if new_state is ABSENT else new)
         if old_state is not new_state:

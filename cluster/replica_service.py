@@ -33,6 +33,10 @@ Invariants:
    (its data and the hints it holds for the key, what a ``Read`` would have answered) is
    descended by an incoming version, else the set it held (cluster/conditional_write.py).
    It never names ``hint_for``: only primaries get one.
+8. What is stored is ``sibling_codec.encode`` of the new set, whoever built it: a write's
+   bytes are stored as they came only when the new set is the incoming one itself and
+   ``decode_exact`` found them to be exactly its encoding (a peer may send valid bytes in
+   another msgpack form; the Merkle trees hash stored bytes, tree_set.py invariant 2).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from cluster.messages import (
     WriteAck,
 )
 from cluster.replica import Replica
-from cluster.sibling_codec import decode, encode
+from cluster.sibling_codec import decode, decode_exact, encode
 from cluster.transport import RemoteError
 from cluster.vclock import PruneBounds, descends, dominates
 from cluster.version import CLOCK, Siblings, limit, merge, prune_siblings
@@ -92,18 +96,23 @@ class ReplicaService:
         """The stored sibling set of (db, key), ``()`` if none. CorruptionError if damaged."""
         return self.replica.read(keyspace.engine_key(db, key))
 
-    def merge(self, db: int, key: bytes, incoming: Siblings) -> Siblings:
+    def merge(self, db: int, key: bytes, incoming: Siblings, data: bytes | None = None
+              ) -> Siblings:
         """Merge ``incoming`` into what is stored (invariants 1 and 3); returns the new set.
+        ``data`` as ``merge_onto``'s.
 
         REQUIRES: ``incoming`` is a valid, non-empty sibling set. Raises CorruptionError if
         the stored value is damaged, and whatever the engine raises if it cannot write.
         """
         assert incoming, "nothing to merge"
-        return self.merge_onto(db, key, self.read(db, key), incoming)
+        return self.merge_onto(db, key, self.read(db, key), incoming, data)
 
-    def merge_onto(self, db: int, key: bytes, old: Siblings, incoming: Siblings) -> Siblings:
+    def merge_onto(self, db: int, key: bytes, old: Siblings, incoming: Siblings,
+                   data: bytes | None = None) -> Siblings:
         """``merge`` when the caller has just read the stored set ``old`` (``read`` in the
-        same loop turn, so nothing was written in between): saves reading it again."""
+        same loop turn, so nothing was written in between): saves reading it again.
+        ``data``: ``encode(incoming)`` if the caller has it, stored as it is when the new set
+        is ``incoming`` itself (invariant 8)."""
         assert incoming, "nothing to merge"
         ekey = keyspace.engine_key(db, key)
         now_ms = self.clock.wall_ms()
@@ -114,7 +123,7 @@ class ReplicaService:
         if new == old:
             self.stats["writes_unchanged"] += 1
             return old
-        self.replica.apply(db, ekey, old, new, now_ms)
+        self.replica.apply(db, ekey, old, new, now_ms, data if new is incoming else None)
         if self.on_change is not None:
             self.on_change(db, key)
         return new
@@ -140,17 +149,24 @@ class ReplicaService:
         self.merge(db, key, incoming)
         return True
 
-    def merge_checked(self, db: int, key: bytes, incoming: Siblings) -> Siblings | None:
-        """A COND_WRITE (invariant 7): merge ``incoming`` as ``merge`` does; None when every
-        version held just before (stored, and hinted for the key) is descended by an
-        incoming one ("clean"), else that previous set."""
+    def merge_checked(self, db: int, key: bytes, incoming: Siblings,
+                      data: bytes | None = None) -> Siblings | None:
+        """A COND_WRITE (invariant 7): merge ``incoming`` as ``merge`` does (``data`` as
+        ``merge_onto``'s); None when every version held just before (stored, and hinted for
+        the key) is descended by an incoming one ("clean"), else that previous set."""
         stored = self.read(db, key)
         before = stored
         if self.hints is not None and self.hints.stats.per_target:
             hinted = self.hints.for_key(db, key)
             if hinted:
                 before = merge(stored, hinted)
-        self.merge_onto(db, key, stored, incoming)
+        self.merge_onto(db, key, stored, incoming, data)
+        if len(incoming) == 1:  # a coordinator's version: one clock to check against
+            mine = incoming[0][CLOCK]
+            for held in before:
+                if not descends(mine, held[CLOCK]):
+                    return before
+            return None
         clocks = [v[CLOCK] for v in incoming]
         for held in before:
             clock = held[CLOCK]
@@ -189,8 +205,19 @@ class ReplicaService:
                 if hinted:
                     return ReadReply(encode(merge(stored, hinted)))
             return ReadReply(raw)
+        if isinstance(message, CondWrite):  # first: the commonest request under writes
+            incoming, data = self._incoming(message)
+            try:
+                before = self.merge_checked(message.db, message.key, incoming, data)
+            except CorruptionError as exc:
+                raise RemoteError(ErrorCode.INTERNAL, f"stored value is damaged: {exc}") from None
+            self.stats["writes_served"] += 1
+            if before is None:
+                return CLEAN
+            self.stats["cond_writes_unclean"] += 1
+            return CondWriteReply(False, encode(before))
         if isinstance(message, Write):
-            incoming = self._incoming(message)
+            incoming, data = self._incoming(message)
             if message.hint_for is not None and self.hints is not None:
                 self.stats["hinted_writes"] += 1
                 if not self.hints.add(message.hint_for, message.db, message.key, incoming):
@@ -199,34 +226,25 @@ class ReplicaService:
                                       f"hint limit reached for node {message.hint_for}")
                 return WriteAck()
             try:
-                self.merge(message.db, message.key, incoming)
+                self.merge(message.db, message.key, incoming, data)
             except CorruptionError as exc:
                 raise RemoteError(ErrorCode.INTERNAL, f"stored value is damaged: {exc}") from None
             self.stats["writes_served"] += 1
             if message.hint_for is not None:
                 self.stats["hinted_writes"] += 1
             return WriteAck()
-        if isinstance(message, CondWrite):
-            incoming = self._incoming(message)
-            try:
-                before = self.merge_checked(message.db, message.key, incoming)
-            except CorruptionError as exc:
-                raise RemoteError(ErrorCode.INTERNAL, f"stored value is damaged: {exc}") from None
-            self.stats["writes_served"] += 1
-            if before is None:
-                return CLEAN
-            self.stats["cond_writes_unclean"] += 1
-            return CondWriteReply(False, encode(before))
         raise RemoteError(ErrorCode.UNSUPPORTED, f"{type(message).__name__} is not served here")
 
-    def _incoming(self, message: Write | CondWrite) -> Siblings:
-        """The sibling set a write carries, its db checked; a damaged one is refused."""
+    def _incoming(self, message: Write | CondWrite) -> tuple[Siblings, bytes | None]:
+        """The sibling set a write carries, its db checked, and its bytes if they are exactly
+        the set's encoding (invariant 8), else None; a damaged one is refused."""
         self._check_db(message.db)
         try:
-            return decode(message.siblings)
+            incoming, exact = decode_exact(message.siblings)
         except CorruptionError as exc:
             self.stats["writes_refused"] += 1
             raise RemoteError(ErrorCode.PROTOCOL, f"write refused: {exc}") from None
+        return incoming, message.siblings if exact else None
 
     def _check_db(self, db: int) -> None:
         if db >= self.replica.databases:

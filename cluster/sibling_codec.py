@@ -66,10 +66,48 @@ SINGLE_FIELDS = 9
 
 def decode(data: bytes) -> Siblings:
     """The sibling set stored in ``data``; raises CorruptionError if it is not one."""
-    single = decode_single(data)
-    if single is not None:
-        return siblings_of(single)
-    return _decode_general(_unpack(data))
+    return _build(_unpack(data))
+
+
+def decode_exact(data: bytes) -> tuple[Siblings, bool]:
+    """``decode``, and whether ``data`` is exactly ``encode`` of the result, so that it may be
+    stored as it is (the Merkle trees hash stored bytes: tree_set.py invariant 2). The
+    layout is one flat array in the order ``decode`` accepts (clocks in actor order), so
+    ``encode(decode(data))`` is msgpack's own packing of the fields ``data`` holds."""
+    raw = _unpack(data)
+    return _build(raw), _pack(raw) == data
+
+
+def _build(raw: tuple[Any, ...]) -> Siblings:
+    if len(raw) == SINGLE_FIELDS and _is_single(raw):
+        return siblings_of(raw)
+    # Anything else (a longer clock, several versions, garbage) is checked field by field as
+    # the set is built: one pass, not a check and then a second build by siblings_of.
+    return _decode_general(raw)
+
+
+def _is_single(raw: tuple[Any, ...]) -> bool:
+    """Straight-line check of the commonest shape: SINGLE_FIELDS fields, one clock entry."""
+    head, timestamp_ms, expire_at_ms, writer, value, n, actor, counter, stamp = raw
+    return (
+        head == FORMAT_VERSION
+        and n == 1
+        and type(head) is int
+        and type(n) is int
+        and type(timestamp_ms) is int
+        and type(expire_at_ms) is int
+        and type(counter) is int
+        and type(stamp) is int
+        and timestamp_ms >= 0
+        and expire_at_ms >= 0
+        and counter >= 1
+        and stamp >= 0
+        and type(writer) is bytes
+        and type(actor) is bytes
+        and 0 < len(writer) <= ACTOR_BYTES_MAX
+        and 0 < len(actor) <= ACTOR_BYTES_MAX
+        and (value is None or type(value) is bytes)
+    )
 
 
 def decode_single(data: bytes) -> Single | None:
@@ -80,27 +118,8 @@ def decode_single(data: bytes) -> Single | None:
     """
     raw = _unpack(data)
     size = len(raw)
-    if size == SINGLE_FIELDS:  # straight-line check of the commonest shape
-        head, timestamp_ms, expire_at_ms, writer, value, n, actor, counter, stamp = raw
-        if (
-            head == FORMAT_VERSION
-            and n == 1
-            and type(head) is int
-            and type(n) is int
-            and type(timestamp_ms) is int
-            and type(expire_at_ms) is int
-            and type(counter) is int
-            and type(stamp) is int
-            and timestamp_ms >= 0
-            and expire_at_ms >= 0
-            and counter >= 1
-            and stamp >= 0
-            and type(writer) is bytes
-            and type(actor) is bytes
-            and 0 < len(writer) <= ACTOR_BYTES_MAX
-            and 0 < len(actor) <= ACTOR_BYTES_MAX
-            and (value is None or type(value) is bytes)
-        ):
+    if size == SINGLE_FIELDS:
+        if _is_single(raw):
             return raw
     elif size > SINGLE_FIELDS and raw[5] == (size - 6) // 3 and (size - 6) % 3 == 0:
         _decode_general(raw)  # one version with a longer clock: validate it fully

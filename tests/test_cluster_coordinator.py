@@ -20,19 +20,28 @@ from cluster import vclock
 from cluster.consistency import ConsistencyError, Level, NoQuorum
 from cluster.coordinator import Coordinator, CoordinatorOptions, Deleted
 from cluster.get_core import Found
-from cluster.messages import ErrorCode, Ping, Read, ReadReply, Write, WriteAck
+from cluster.messages import (
+    CondWrite,
+    ErrorCode,
+    Ping,
+    Read,
+    ReadReply,
+    Write,
+    WriteAck,
+)
 from cluster.preflist import Placement, Replication
 from cluster.put_core import PutOk
 from cluster.replica import Replica
 from cluster.replica_service import ReplicaService
 from cluster.ring import NodeInfo, Ring
-from cluster.sibling_codec import encode
+from cluster.sibling_codec import decode, encode
 from cluster.transport import RemoteError
 from cluster.version import CLOCK, VALUE, Siblings, Version, winner
 from engine.db import Engine
 from tests.sim.checkers import AckObserver, History, Key, check_all, same_version
 from tests.sim.sim_clock import SimClock
 from tests.sim.sim_network import NetworkOptions, SimNetwork
+from tests.test_cluster_sibling_codec import wide_encoding
 
 T = TypeVar("T")
 TIMEOUT_MS = 200  # ticks are 1 ms: a request deadline is 200 ticks
@@ -429,6 +438,32 @@ def test_service_write_merges_and_never_overwrites(make: Callable[..., SimCluste
     reply = service.handle("p", Read(0, b"k"))
     assert isinstance(reply, ReadReply) and reply.siblings == encode((b, newer_a))
     assert service.handle("p", Read(0, b"none")) == ReadReply(None)
+
+
+def test_service_stores_the_same_bytes_whatever_form_a_write_came_in(
+        make: Callable[..., SimCluster]) -> None:
+    """Replica invariant 8: a write's bytes are stored as they came only when they are
+    ``encode``'s own; a peer's other msgpack form of the same set stores the same bytes,
+    and both replicas answer alike (WRITE and COND_WRITE, fast and general merges)."""
+    exact, other = make(["n1"], n=1).services["n1"], make(["n2"], n=1).services["n2"]
+    rng = random.Random(7)
+    for step in range(300):
+        key = rng.choice([b"a", b"b", b"c"])
+        incoming = tuple(
+            ({actor: (rng.randint(1, 6), rng.randint(0, 9))
+              for actor in rng.sample([b"x", b"y", b"z"], rng.randint(1, 3))},
+             rng.randint(0, 50), 0, rng.choice([b"x", b"y", b"z"]),
+             rng.choice([None, b"v%d" % step]))
+            for _ in range(rng.choice([1, 1, 1, 2])))
+        data = encode(incoming)
+        kind = rng.choice([Write, CondWrite])
+        assert exact.handle("p", kind(0, key, data)) == other.handle(
+            "p", kind(0, key, wide_encoding(data)))
+        stored = exact.replica.raw(keyspace.engine_key(0, key))
+        assert stored == other.replica.raw(keyspace.engine_key(0, key))
+        assert stored is None or stored == encode(decode(stored))
+    assert exact.stats == other.stats
+    assert exact.stats["writes_served"] == 300 and exact.replica.keys[0] > 0
 
 
 @pytest.mark.parametrize("message, code", [

@@ -13,6 +13,7 @@ from cluster.sibling_codec import (
     FORMAT_VERSION,
     UINTS,
     decode,
+    decode_exact,
     decode_single,
     encode,
     encode_single,
@@ -37,6 +38,33 @@ def test_round_trip(siblings: Siblings) -> None:
     data = encode(siblings)
     assert decode(data) == siblings
     assert encode(decode(data)) == data
+
+
+def wide_encoding(data: bytes) -> bytes:
+    """The fields of the encoded set ``data`` packed with an array32 header and every integer
+    in its 8-byte form: valid msgpack that decodes to the same set, yet not ``encode``'s
+    bytes (what another msgpack writer might send)."""
+    fields = msgpack.unpackb(data, use_list=False)
+    out = [b"\xdd" + len(fields).to_bytes(4, "big")]
+    for item in fields:
+        out.append(b"\xcf" + item.to_bytes(8, "big") if type(item) is int
+                   else msgpack.packb(item, use_bin_type=True))
+    return b"".join(out)
+
+
+@given(sibling_sets)
+def test_decode_exact_tells_encode_bytes_from_other_forms(siblings: Siblings) -> None:
+    data = encode(siblings)
+    assert decode_exact(data) == (siblings, True)
+    wide = wide_encoding(data)
+    assert wide != data
+    assert decode_exact(wide) == (siblings, False)
+    assert decode(wide) == siblings
+
+
+def test_decode_exact_refuses_garbage() -> None:
+    with pytest.raises(CorruptionError):
+        decode_exact(b"\x92\x09\x09")
 
 
 @given(sibling_sets)

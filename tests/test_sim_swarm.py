@@ -134,7 +134,8 @@ def test_the_seed_and_options_are_printed(tmp_path: Path,
 class OverwritingService(ReplicaService):
     """Broken on purpose: a write replaces what the replica holds instead of merging."""
 
-    def merge(self, db: int, key: bytes, incoming: Siblings) -> Siblings:
+    def merge(self, db: int, key: bytes, incoming: Siblings, data: bytes | None = None
+              ) -> Siblings:
         ekey = keyspace.engine_key(db, key)
         old = self.replica.read(ekey)
         new = merge(incoming, ())
@@ -233,7 +234,8 @@ def test_hints_refused_by_their_bound_lose_no_acknowledged_write(tmp_path: Path)
 class TombstoneIgnoringService(ReplicaService):
     """Broken on purpose: a replica drops the tombstones it is sent (keeps the values)."""
 
-    def merge(self, db: int, key: bytes, incoming: Siblings) -> Siblings:
+    def merge(self, db: int, key: bytes, incoming: Siblings, data: bytes | None = None
+              ) -> Siblings:
         live = tuple(v for v in incoming if v[4] is not None)
         return super().merge(db, key, live) if live else self.read(db, key)
 
