@@ -121,6 +121,9 @@ class Route:
     hint_to: tuple[str, ...]
     # A vnode's cached route (Rule 8) memoizes its requirement per level here; None: not one.
     requirements: dict[Consistency, Requirement] | None = field(default=None, compare=False)
+    # A cached route whose targets include this node: the other targets' ids (Rule 12's
+    # peers, kept with the route instead of rebuilt per write); None otherwise.
+    peers: tuple[str, ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,10 @@ class Coordinator:
             nodes = ring.nodes
             targets = tuple(Target(node_id, nodes[node_id].datacenter)
                             for node_id in placement.primaries_at(index))
-            placed = self._placed[index] = Route(targets, frozenset(), (), {})
+            me = self.node_id
+            peers = tuple(t.node_id for t in targets if t.node_id != me)
+            placed = self._placed[index] = Route(
+                targets, frozenset(), (), {}, peers if len(peers) < len(targets) else None)
         return placed
 
     def requirement(self, targets: tuple[Target, ...], level: Consistency) -> Requirement:
@@ -373,14 +379,9 @@ class Coordinator:
                            on_version: Callable[[Version], None] | None) -> bool:
         """Rule 12: the write as a ``ConditionalWrite``; False (nothing done) where it does
         not apply."""
-        if (route.requirements is None or requirement.per_dc
-                or self.future_placement is not None):
+        peers = route.peers  # None: not a cached route, or this node is no replica of it
+        if peers is None or requirement.per_dc or self.future_placement is not None:
             return False
-        me = self.node_id
-        targets = route.targets
-        peers = tuple(t.node_id for t in targets if t.node_id != me)
-        if len(peers) == len(targets):
-            return False  # not a replica of the key
         try:
             local = self.service.read(db, key)
         except CorruptionError:

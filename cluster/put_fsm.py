@@ -237,6 +237,10 @@ def build_version(seen: Siblings, floor: int, actor: bytes, now_ms: int, value: 
                   expire_at_ms: int) -> Version:
     """Rules 2 and 3: a version descending ``seen`` with ``actor`` bumped above ``floor`` and
     every counter of ``actor`` in ``seen``, written at ``max(now_ms, newest in seen)``."""
+    if len(seen) == 1 and not floor:  # a SET over one version: its clock, bumped
+        clock, timestamp_ms = seen[0][CLOCK], seen[0][TIMESTAMP_MS]
+        return (vclock.increment(clock, actor, now_ms), max(now_ms, timestamp_ms),
+                expire_at_ms, actor, value)
     floor = max([floor, *(v[CLOCK].get(actor, (0, 0))[0] for v in seen)])
     clocks: list[VClock] = [v[CLOCK] for v in seen]
     if floor:

@@ -279,6 +279,9 @@ class TreeSet:
         self._starts: list[int] = []  # sorted span starts, for token -> range lookup
         self._span_of: list[tuple[int, RangeTrees]] = []  # (span end, range) per start
         self._queue: deque[TokenRange] = deque()  # ranges with a build pending or running
+        # Whether any range has left UNBUILT: until one has, the write hooks have nothing to
+        # update (every range ignores writes) and return before looking the range up.
+        self._tracking = False
         self.stats = {"builds_done": 0, "keys_scanned": 0, "tree_corrections": 0,
                       "rebuilds_growth": 0, "truncations": 0}
 
@@ -296,6 +299,7 @@ class TreeSet:
         spans.sort(key=lambda s: s[0])
         self._starts = [s[0] for s in spans]
         self._span_of = [(s[1], s[2]) for s in spans]
+        self._tracking = any(t.status is not Status.UNBUILT for t in self.ranges.values())
 
     def range_of(self, tok: int) -> RangeTrees | None:
         """The replicated range holding ``tok``, None if this node does not replicate it."""
@@ -311,6 +315,7 @@ class TreeSet:
         trees = self.ranges[rng]
         if trees.status is Status.UNBUILT:
             trees.status = Status.BUILDING
+            self._tracking = True
             trees.build = _Build(list(range(self.databases)))
             self._queue.appendleft(rng)
         return trees.status
@@ -398,7 +403,7 @@ class TreeSet:
 
     def on_write(self, db: int, key: bytes, old: bytes | None, new: bytes | None) -> None:
         """The engine value of (db, key) went from ``old`` to ``new`` (None: absent)."""
-        if old == new or db >= self.databases:
+        if old == new or db >= self.databases or not self._tracking:
             return
         tok = keyspace.token(key)
         trees = self.range_of(tok)
@@ -418,7 +423,7 @@ class TreeSet:
         """``on_write`` for the Replica's own view: ``old`` the set it replaced (``()``: none),
         ``new`` the set now stored (None: the key was removed)."""
         db = ekey[0]
-        if db >= self.databases:
+        if db >= self.databases or not self._tracking:
             return
         tok = keyspace.token_of(ekey)
         trees = self.range_of(tok)

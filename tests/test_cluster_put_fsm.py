@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cluster import vclock
 from cluster.consistency import NoQuorum, Requirement
@@ -12,11 +14,20 @@ from cluster.hints import HintStore
 from cluster.keys import engine_key
 from cluster.messages import Write
 from cluster.put_core import PutOk
-from cluster.put_fsm import TRANSITIONS, FsmError, PutFsm, PutRequest, State, Target
+from cluster.put_fsm import (
+    TRANSITIONS,
+    FsmError,
+    PutFsm,
+    PutRequest,
+    State,
+    Target,
+    build_version,
+)
 from cluster.sibling_codec import decode
 from cluster.version import CLOCK, Siblings, Version
 from tests.sim.sim_network import NetworkOptions, TraceEvent
 from tests.test_cluster_coordinator import TIMEOUT_MS, SimCluster
+from tests.test_cluster_sibling_codec import actors, stamps, versions
 
 TARGETS = (Target("n1", "dc1"), Target("n2", "dc1"), Target("n3", "dc1"))
 
@@ -167,3 +178,15 @@ def test_targets_the_version_did_not_reach_get_a_hint_kept_here(cluster: SimClus
     fsm2.start()
     c.clock.run_while(lambda: not replies2, 10_000)
     assert fsm2.hints_kept == 0
+
+
+@given(versions, actors, stamps, st.one_of(st.none(), st.binary(max_size=8)),
+       st.integers(0, 2**40))
+def test_a_version_over_one_seen_is_the_general_rule_s(seen: Version, actor: bytes,
+                                                      now_ms: int, value: bytes | None,
+                                                      expire_at_ms: int) -> None:
+    """build_version's shortcut for one seen version and no floor (a SET's) builds what its
+    general rule builds: the same set seen twice takes the general path."""
+    one = build_version((seen,), 0, actor, now_ms, value, expire_at_ms)
+    assert one == build_version((seen, seen), 0, actor, now_ms, value, expire_at_ms)
+    assert vclock.dominates(one[CLOCK], seen[CLOCK])
