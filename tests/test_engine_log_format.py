@@ -216,6 +216,11 @@ MALFORMED = [
     (RecordType.GROUP, b"\x92\xa1k\xc0", "GROUP key is not bin"),  # str, not bin
     (RecordType.GROUP, b"\x92\xc4\x01k\x05", "neither bin nor nil"),
     (RecordType.GROUP, b"\x92\xc4\x01k\xc0\x00", "GROUP payload is not msgpack"),  # extra
+    (RecordType.GROUP, b"\x91" * 100_000 + b"\xc0", "GROUP payload is not msgpack"),  # deep
+    (RecordType.GROUP, b"\xdd\xff\xff\xff\xff", "GROUP payload is not msgpack"),  # 4G items
+    (RecordType.GROUP, b"\x92\xc6\xff\xff\xff\xff", "GROUP payload is not msgpack"),
+    (RecordType.GROUP, b"\x92\xd4\x01\x01\xc0", "GROUP key is not bin"),  # an ext type
+    (RecordType.GROUP, b"\x92\x80\xc0", "GROUP key is not bin"),  # a map
     (RecordType.ZERO, b"", "unknown record type 0"),
     (200, b"abc", "unknown record type 200"),
 ]
