@@ -3,7 +3,8 @@
 The prose spec with the byte grammar is docs/formats/commit-log.md; keep the two in step.
 
 Invariants:
-1. decode_record() inverts the append_*() encoders for every record they can produce.
+1. decode_record() inverts encode_groups() and the append_*() encoders for every record they
+   can produce.
 2. A record's CRC covers every byte of the record after the CRC field (length, type, payload),
    so no header field can change undetected.
 3. Record type 0 is never written, so a zero-filled tail never parses as a record.
