@@ -383,7 +383,7 @@ class Coordinator:
         if peers is None or requirement.per_dc or self.future_placement is not None:
             return False
         try:
-            local = self.service.read(db, key)
+            local, raw = self.service.read_stored(db, key)
         except CorruptionError:
             return False  # the read-then-write path counts the local replica failed
         # conditional_write invariant 1: the floor is the local set's own counters
@@ -395,7 +395,7 @@ class Coordinator:
             on_version(version)
         versions = (version,)
         data = encode(versions)  # stored here and sent to the peers: encoded once
-        self.service.merge_onto(db, key, local, versions, data)
+        self.service.merge_onto(db, key, local, versions, data, raw)
         write = ConditionalWrite(self, db, key, version, requirement, peers,
                                  self._counted(on_reply), on_reply, self.service.hints,
                                  self.should_hint, on_version)

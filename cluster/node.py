@@ -315,8 +315,7 @@ class Node:
             raw = self._eget(ekey)
             if raw is None:
                 if not expire_at_ms:
-                    self._store_new(db, ekey, self._encode_now(now_ms, value, 1), actor,
-                                    now_ms, value)
+                    self._store_new(db, ekey, self._encode_now(now_ms, value, 1))
                 elif self._replica.on_store is None:
                     self._replica.store_encoded(
                         db, ekey, _encode_single(now_ms, expire_at_ms, actor, value, 1, now_ms),

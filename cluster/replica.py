@@ -34,6 +34,10 @@ Invariants:
    without a word (likewise an entry whose key has since been rewritten with another due
    time), and ``apply`` of a key read as a dead set that compaction removed meanwhile is
    still right (a dead set and no set count the same).
+6. Every change of a stored key made here is reported to ``on_store`` (when set), after the
+   engine took it, with the bytes the key held before (None: nothing) and the bytes it holds
+   now (None: removed). A writer that read the key with ``read_stored`` hands its bytes on
+   (``old_raw``); otherwise they are read from the engine before the write.
 
 Compaction filter. ``PurgeFilter`` runs on the engine's compaction thread (engine/compactor.py
 invariant 3): it reads only its own fields and a wall clock that must be thread-safe
@@ -45,7 +49,7 @@ own bookkeeping for the same key; the expiry cycle reclaims them within a period
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from cluster import keys as keyspace
 from cluster.clock import system_wall_ms
@@ -167,8 +171,10 @@ class Replica:
         self._get = engine.get
         self._put = engine.put
         # Observers of every stored change, in the order the engine applied them (the
-        # cluster's Merkle trees): (engine key, old set, new set or None when removed).
-        self.on_store: Callable[[bytes, Siblings, Siblings | None], None] | None = None
+        # cluster's Merkle trees): (engine key, the bytes it held or None, the bytes it
+        # holds now or None when removed). Bytes, not sets: the trees hash stored bytes,
+        # and the writer has them (invariant 6).
+        self.on_store: Callable[[bytes, bytes | None, bytes | None], None] | None = None
         self.on_flush: Callable[[int], None] | None = None
 
     # Reading ---------------------------------------------------------------------------
@@ -177,6 +183,12 @@ class Replica:
         """The stored sibling set of an engine key, ``()`` if none. CorruptionError if damaged."""
         raw = self._get(ekey)
         return () if raw is None else decode(raw)
+
+    def read_stored(self, ekey: bytes) -> tuple[Siblings, bytes | None]:
+        """``read``, with the bytes it decoded (None: nothing stored): a caller that writes
+        the key next hands them to ``apply`` as ``old_raw`` (invariant 6)."""
+        raw = self._get(ekey)
+        return (() if raw is None else decode(raw)), raw
 
     def raw(self, ekey: bytes) -> bytes | None:
         return self._get(ekey)
@@ -210,36 +222,40 @@ class Replica:
     # Writing ---------------------------------------------------------------------------
 
     def apply(self, db: int, ekey: bytes, old: Siblings, new: Siblings, now_ms: int,
-              data: bytes | None = None) -> None:
+              data: bytes | None = None, old_raw: bytes | None = None) -> None:
         """Replace ``old`` (what is stored, invariant 3) by ``new`` for one key. ``data``, when
         given, is ``encode(new)`` (the caller had it: a peer's write, a coordinator's
-        version), stored instead of encoding ``new`` again."""
+        version), stored instead of encoding ``new`` again. ``old_raw``, when given, is the
+        stored bytes ``old`` was decoded from (``read_stored``), for the store hook."""
         grace_ms = self.grace_ms
         old_state = key_state(old, grace_ms) if old else ABSENT
         new_state = outcome(old_state, key_state(new, grace_ms), now_ms)
         if new_state is None:
             return  # nothing stored, and nothing worth storing
+        hook = self.on_store
+        if hook is not None and old and old_raw is None:
+            old_raw = self._get(ekey)  # the caller did not keep them: read before they change
         if new_state is ABSENT:
             self.engine.delete(ekey)
             self.stats["tombstones_purged"] += 1
+            data = None
         else:
-            self._put(ekey, encode(new) if data is None else data)
-        if self.on_store is not None:
-            self.on_store(ekey, old, None if new_state is ABSENT else new)
+            if data is None:
+                data = encode(new)
+            self._put(ekey, data)
+        if hook is not None:
+            hook(ekey, old_raw if old else None, data)
         if old_state is not new_state:
             self._account(db, ekey, old_state, new_state)
 
-    def store_new(self, db: int, ekey: bytes, data: bytes, actor: bytes, now_ms: int,
-                  value: bytes) -> None:
+    def store_new(self, db: int, ekey: bytes, data: bytes) -> None:
         """``apply(db, ekey, (), new, now_ms)`` for a key with nothing stored, where ``new`` is
-        one live version without expiry written by ``actor`` at ``now_ms`` (clock ``{actor:
-        (1, now_ms)}``), already encoded as ``data``: the counters move from ABSENT to _LIVE,
-        so only the key count changes (a new key is SET's common case). The set itself is
-        built only when a store hook needs it."""
+        one live version without expiry, already encoded as ``data``: the counters move from
+        ABSENT to _LIVE, so only the key count changes (a new key is SET's common case)."""
         self._put(ekey, data)
         self.keys[db] += 1
         if self.on_store is not None:
-            self.on_store(ekey, (), (({actor: (1, now_ms)}, now_ms, 0, actor, value),))
+            self.on_store(ekey, None, data)
 
     def store_encoded(self, db: int, ekey: bytes, data: bytes, old: KeyState, new: KeyState,
                       now_ms: int) -> None:
@@ -294,21 +310,27 @@ class Replica:
         return ops
 
     def apply_many(self, db: int, changes: Sequence[tuple[bytes, Siblings, Siblings]],
-                   now_ms: int) -> None:
-        """``apply`` for several keys as one atomic engine batch.
+                   now_ms: int, old_raws: Mapping[bytes, bytes | None] | None = None) -> None:
+        """``apply`` for several keys as one atomic engine batch. ``old_raws``, when given,
+        holds the stored bytes of every key before the batch (``read_stored``), for the
+        store hook.
 
         REQUIRES: each ``old`` is the stored set *as changed by the earlier entries* of the
         same call (a key may appear more than once; the last entry wins).
         """
+        hook = self.on_store
+        if hook is not None and old_raws is None:
+            old_raws = {ekey: self._get(ekey) for ekey, _, _ in changes}  # before they change
         grace_ms = self.grace_ms
         ops = self._write_batch(db, [
             (ekey, encode(new), key_state(old, grace_ms) if old else ABSENT,
              key_state(new, grace_ms)) for ekey, old, new in changes], now_ms)
-        if self.on_store is not None:
-            stored = dict(ops)
-            for ekey, old, new in changes:
-                if ekey in stored:
-                    self.on_store(ekey, old, new if stored[ekey] is not None else None)
+        if hook is not None:
+            assert old_raws is not None
+            # A key stored twice in the batch went from what it held before the batch to
+            # what its last op left.
+            for ekey, data in dict(ops).items():
+                hook(ekey, old_raws[ekey], data)
 
     def expire_key(self, db: int, ekey: bytes, old: Siblings, now_ms: int) -> None:
         """Reclaim what has expired or may be purged in a stored key (lazy and active expiry)."""
@@ -328,11 +350,12 @@ class Replica:
         puts them back.
         """
         changes: list[tuple[bytes, Siblings, Siblings]] = []
+        raws: dict[bytes, bytes | None] = {}
         expired = 0
         grace_ms = self.grace_ms
         for ekey in dict.fromkeys(ekeys):  # a key may be in two slots (DueIndex invariant 1)
             try:
-                old = self.read(ekey)
+                old, raws[ekey] = self.read_stored(ekey)
             except (CorruptionError, StorageError) as exc:  # damaged value or table block
                 self.report(f"cannot expire key {ekey!r}: {exc}")
                 continue
@@ -343,7 +366,7 @@ class Replica:
             if top[VALUE] is not None and 0 < top[EXPIRE_AT_MS] <= now_ms:
                 expired += 1
             changes.append((ekey, old, expire(old, now_ms)))
-        self.apply_many(db, changes, now_ms)
+        self.apply_many(db, changes, now_ms, raws)
         self.stats["expired_keys"] += expired
 
     def _account(self, db: int, ekey: bytes, old: KeyState, new: KeyState) -> None:

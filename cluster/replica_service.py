@@ -96,6 +96,10 @@ class ReplicaService:
         """The stored sibling set of (db, key), ``()`` if none. CorruptionError if damaged."""
         return self.replica.read(keyspace.engine_key(db, key))
 
+    def read_stored(self, db: int, key: bytes) -> tuple[Siblings, bytes | None]:
+        """``read``, with the stored bytes (``Replica.read_stored``), for ``merge_onto``."""
+        return self.replica.read_stored(keyspace.engine_key(db, key))
+
     def merge(self, db: int, key: bytes, incoming: Siblings, data: bytes | None = None
               ) -> Siblings:
         """Merge ``incoming`` into what is stored (invariants 1 and 3); returns the new set.
@@ -105,14 +109,16 @@ class ReplicaService:
         the stored value is damaged, and whatever the engine raises if it cannot write.
         """
         assert incoming, "nothing to merge"
-        return self.merge_onto(db, key, self.read(db, key), incoming, data)
+        old, old_raw = self.read_stored(db, key)
+        return self.merge_onto(db, key, old, incoming, data, old_raw)
 
     def merge_onto(self, db: int, key: bytes, old: Siblings, incoming: Siblings,
-                   data: bytes | None = None) -> Siblings:
+                   data: bytes | None = None, old_raw: bytes | None = None) -> Siblings:
         """``merge`` when the caller has just read the stored set ``old`` (``read`` in the
         same loop turn, so nothing was written in between): saves reading it again.
         ``data``: ``encode(incoming)`` if the caller has it, stored as it is when the new set
-        is ``incoming`` itself (invariant 8)."""
+        is ``incoming`` itself (invariant 8). ``old_raw``: the bytes ``old`` was read from,
+        if the caller has them (``read_stored``), for the store hook."""
         assert incoming, "nothing to merge"
         ekey = keyspace.engine_key(db, key)
         now_ms = self.clock.wall_ms()
@@ -123,7 +129,8 @@ class ReplicaService:
         if new == old:
             self.stats["writes_unchanged"] += 1
             return old
-        self.replica.apply(db, ekey, old, new, now_ms, data if new is incoming else None)
+        self.replica.apply(db, ekey, old, new, now_ms, data if new is incoming else None,
+                           old_raw)
         if self.on_change is not None:
             self.on_change(db, key)
         return new
@@ -154,13 +161,13 @@ class ReplicaService:
         """A COND_WRITE (invariant 7): merge ``incoming`` as ``merge`` does (``data`` as
         ``merge_onto``'s); None when every version held just before (stored, and hinted for
         the key) is descended by an incoming one ("clean"), else that previous set."""
-        stored = self.read(db, key)
+        stored, raw = self.read_stored(db, key)
         before = stored
         if self.hints is not None and self.hints.stats.per_target:
             hinted = self.hints.for_key(db, key)
             if hinted:
                 before = merge(stored, hinted)
-        self.merge_onto(db, key, stored, incoming, data)
+        self.merge_onto(db, key, stored, incoming, data, raw)
         if len(incoming) == 1:  # a coordinator's version: one clock to check against
             mine = incoming[0][CLOCK]
             for held in before:

@@ -14,6 +14,9 @@ starts, or a peer's request), then BUILDING while ``build_step`` scans it in bou
 to the part already scanned is applied to the builder and one to the part not yet scanned is
 ignored (the scan will read it); afterwards every write is applied to the tree through the
 hooks ``on_store`` / ``on_write`` / ``on_flush``, so a READY tree is current without scans.
+The hooks are handed the stored bytes before and after a change, never the sibling sets,
+and hash them exactly as the scan does (``stored_hash``): what a hook XORs out is what a
+scan or an earlier hook XORed in, whatever msgpack form the bytes are in.
 
 Why one tree per (db, range) rather than the db folded into the entry hash: (a) each tree's
 depth fits its own key count (a nearly empty db 5 does not inherit db 0's depth); (b) the keys
@@ -76,6 +79,8 @@ HASH_INT_BYTES = 48  # a 128-bit int object (sys.getsizeof 44, rounded to the al
 ScanFn = Callable[[bytes, bytes], Iterable[tuple[bytes, bytes]]]
 _unpackb = msgpack.unpackb
 _ENTRY_HASHER = hashlib.blake2b(digest_size=HASH_BYTES, person=b"respkv-merkle")  # as merkle
+_FIXARRAYS = frozenset(bytes((0x90 | n,)) for n in range(16))  # msgpack fixarray headers
+_PREFIX_BYTES = keyspace.PREFIX_BYTES
 
 
 def canonical(raw: bytes) -> bytes:
@@ -86,7 +91,11 @@ def canonical(raw: bytes) -> bytes:
     re-encoded in ``rank`` order. A value that does not decode is hashed as it is (it is
     then different from every good value, which is what a repair should see).
     """
-    if raw[:1] == b"\x99":  # msgpack fixarray of 9: one version with a one-actor clock
+    if raw[:1] in _FIXARRAYS:
+        # A flat array of at most 15 fields: one version (a one-, two- or three-actor clock:
+        # 9, 12 or 15 fields), since several versions take at least 17 (the codec's layout:
+        # 1 + 5 per version + 3 per clock entry); or not a sibling set at all, which is
+        # hashed as it is too. Every SET of a cluster of three stores such a value.
         return raw
     try:
         fields = _unpackb(raw, use_list=False)
@@ -106,10 +115,20 @@ def canonical_encode(siblings: Siblings) -> bytes:
 
 
 def entry_int(key: bytes, stored: bytes) -> int:
-    """``merkle.entry_hash(key, stored)`` as an int, computed from a pre-personalised
-    hasher (copying one is cheaper than building one: this runs on every write)."""
+    """``merkle.entry_hash(key, stored)`` as an int."""
+    return _entry_of(_head(key), stored)
+
+
+def _head(key: bytes) -> bytes:
+    """What an entry hash hashes before the stored bytes (merkle.entry_hash)."""
+    return len(key).to_bytes(4, "big") + key
+
+
+def _entry_of(head: bytes, stored: bytes) -> int:
+    """``entry_int`` of the key whose ``_head`` is ``head``, computed from a pre-personalised
+    hasher (copying one is cheaper than building one: this runs twice a write)."""
     digest = _ENTRY_HASHER.copy()
-    digest.update(len(key).to_bytes(4, "big") + key + stored)
+    digest.update(head + stored)
     return int.from_bytes(digest.digest(), "big")
 
 
@@ -150,26 +169,57 @@ def node_spans(rng: TokenRange, level: int, index: int) -> list[tuple[int, int |
 
 
 class RangeTree(MerkleTree):
-    """A ``MerkleTree`` over one token range in offset coordinates (module docstring)."""
+    """A ``MerkleTree`` over one token range in offset coordinates (module docstring).
+
+    Only the leaf level is kept current by ``apply``; the levels above it are recomputed
+    from the leaves when next read (``root``, ``hashes``, ``reset``, ``truncate``). A write
+    then costs one XOR whatever the depth, and a tree is read (by a repair, hourly) far
+    less often than it is written. Do not make the inner levels eager again for the sake of
+    reads: refreshing costs about a quarter of a scan of the range's keys per read, and
+    every write a node serves would pay depth XORs instead.
+    """
 
     def __init__(self, rng: TokenRange, depth: int) -> None:
         super().__init__(0, rng.size(), depth)
         self.range = rng
         self.origin = origin_of(rng)
+        self._stale = False  # the levels above the leaves lag behind them
 
     def leaf_of(self, tok: int) -> int:
         """The leaf of a ring token. REQUIRES: ``self.range.contains(tok)``."""
         return (((tok - self.origin) & TOKEN_MAX) << self.depth) // self.end
 
     def apply(self, tok: int, delta: int, count: int) -> None:
-        """XOR ``delta`` into the leaf of ``tok`` and its ancestors; ``count`` is the change
-        in entries (-1, 0 or +1)."""
-        index = self.leaf_of(tok)
-        levels = self._levels
-        for level in range(self.depth, -1, -1):
-            levels[level][index] ^= delta
-            index >>= 1
+        """XOR ``delta`` into the leaf of ``tok`` (its ancestors follow when next read);
+        ``count`` is the change in entries (-1, 0 or +1)."""
+        depth = self.depth
+        self._levels[depth][(((tok - self.origin) & TOKEN_MAX) << depth) // self.end] ^= delta
+        self._stale = True
         self.entries += count
+
+    @property
+    def root(self) -> bytes:
+        self._refresh()
+        return super().root
+
+    def hashes(self, level: int, indices: Sequence[int]) -> list[bytes]:
+        self._refresh()
+        return super().hashes(level, indices)
+
+    def _refresh(self) -> None:
+        """Recompute the levels above the leaves if a write changed the leaves since."""
+        if self._stale:
+            self._fill_above(self.depth)
+            self._stale = False
+
+    def _fill_above(self, depth: int) -> None:
+        """Set every node above level ``depth`` to the XOR of its two children."""
+        levels = self._levels
+        for level in range(depth - 1, -1, -1):
+            below = levels[level + 1]
+            row = levels[level]
+            for i in range(len(row)):
+                row[i] = below[2 * i] ^ below[2 * i + 1]
 
     @classmethod
     def from_leaves(cls, rng: TokenRange, depth: int, leaves: dict[int, int], from_depth: int,
@@ -181,17 +231,14 @@ class RangeTree(MerkleTree):
         shift = from_depth - depth
         for leaf, value in leaves.items():
             bottom[leaf >> shift] ^= value
-        for level in range(depth - 1, -1, -1):
-            below = tree._levels[level + 1]
-            row = tree._levels[level]
-            for i in range(len(row)):
-                row[i] = below[2 * i] ^ below[2 * i + 1]
+        tree._fill_above(depth)
         tree.entries = entries
         return tree
 
     def truncate(self, depth: int) -> None:
         """Drop the levels below ``depth`` (exact: invariant 4)."""
         assert 0 <= depth <= self.depth, depth
+        self._refresh()
         del self._levels[depth + 1:]
         self.depth = depth
 
@@ -201,6 +248,7 @@ class RangeTree(MerkleTree):
         to match. ``entries`` (the sizing count) is corrected only for the root. Returns
         whether anything was wrong (a change that bypassed the hooks: compaction purging a
         tombstone, a damaged block). REQUIRES: level <= depth."""
+        self._refresh()
         levels = self._levels
         width = self.depth - level
         first = index << width
@@ -227,6 +275,7 @@ class RangeTree(MerkleTree):
         return True
 
     def memory_bytes(self) -> int:
+        self._refresh()
         slots = (1 << (self.depth + 1)) - 1
         nonzero = sum(1 for row in self._levels for value in row if value)
         return slots * NODE_SLOT_BYTES + nonzero * HASH_INT_BYTES
@@ -403,43 +452,38 @@ class TreeSet:
 
     def on_write(self, db: int, key: bytes, old: bytes | None, new: bytes | None) -> None:
         """The engine value of (db, key) went from ``old`` to ``new`` (None: absent)."""
-        if old == new or db >= self.databases or not self._tracking:
+        if db < self.databases:
+            self.on_store(keyspace.engine_key(db, key), old, new)
+
+    def on_store(self, ekey: bytes, old: bytes | None, new: bytes | None) -> None:
+        """``on_write`` for the Replica's hook (replica.py invariant 6), which names the
+        engine key. Runs on every write a node serves once its trees are built: the common
+        case (a READY range, a key overwritten) takes one range lookup, two entry hashes of
+        the stored bytes as they are (what a scan hashes: invariant 1; re-encoding the sets
+        instead would cost two encodes) and one leaf XOR."""
+        db = ekey[0]
+        if not self._tracking or old == new or db >= self.databases:
             return
-        tok = keyspace.token(key)
+        tok = int.from_bytes(ekey[1:_PREFIX_BYTES], "big")
         trees = self.range_of(tok)
         if trees is None or trees.status is Status.UNBUILT:
             return
+        key = ekey[_PREFIX_BYTES:]
+        head = _head(key)
         delta = 0
         count = 0
         if old is not None:
-            delta = stored_hash(key, old)
-            count -= 1
+            delta = _entry_of(head, canonical(old))
+            count = -1
         if new is not None:
-            delta ^= stored_hash(key, new)
+            delta ^= _entry_of(head, canonical(new))
             count += 1
+        if count == 0 and trees.build is None:
+            tree = trees.trees.get(db)
+            if tree is not None:  # an overwrite in a READY range: nothing else changes
+                tree.apply(tok, delta, 0)
+                return
         self._apply(trees, db, tok, key, delta, count)
-
-    def on_store(self, ekey: bytes, old: Siblings, new: Siblings | None) -> None:
-        """``on_write`` for the Replica's own view: ``old`` the set it replaced (``()``: none),
-        ``new`` the set now stored (None: the key was removed)."""
-        db = ekey[0]
-        if db >= self.databases or not self._tracking:
-            return
-        tok = keyspace.token_of(ekey)
-        trees = self.range_of(tok)
-        if trees is None or trees.status is Status.UNBUILT:
-            return
-        key = ekey[keyspace.PREFIX_BYTES:]
-        delta = 0
-        count = 0
-        if old:
-            delta = entry_int(key, canonical_encode(old))
-            count -= 1
-        if new is not None:
-            delta ^= entry_int(key, canonical_encode(new))
-            count += 1
-        if delta or count:
-            self._apply(trees, db, tok, key, delta, count)
 
     def on_flush(self, db: int | None) -> None:
         """Every key of ``db`` (None: of every db) was removed."""

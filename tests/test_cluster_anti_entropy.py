@@ -15,6 +15,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given
 
 from cluster import keys as keyspace
 from cluster.anti_entropy import AntiEntropyServer, Outcome, Push, RepairSession
@@ -38,6 +39,8 @@ from cluster.anti_entropy_messages import (
 from cluster.clock import ManualClock
 from cluster.keys import TOKEN_MAX
 from cluster.merkle import depth_for, entry_hash
+from cluster.messages import CondWrite, Write
+from cluster.put_fsm import build_version
 from cluster.replica import Replica
 from cluster.replica_service import ReplicaService
 from cluster.ring import TokenRange
@@ -46,6 +49,7 @@ from cluster.tree_set import (
     RangeTree,
     TreeSet,
     canonical,
+    canonical_encode,
     entry_int,
     node_of,
     node_spans,
@@ -57,6 +61,7 @@ from cluster.tree_set import (
 from cluster.version import Siblings, Version, merge
 from engine.db import Engine
 from engine.options import EngineOptions
+from tests.test_cluster_sibling_codec import sibling_sets, wide_encoding
 
 NOW = 1_700_000_000_000
 GRACE_MS = 10 * 24 * 3600 * 1000
@@ -80,11 +85,12 @@ def version(actor: bytes, counter: int, value: bytes | None, ts: int = 0,
 class Side:
     """One replica: engine, replica, service, trees and the anti-entropy server."""
 
-    def __init__(self, path: Path, ranges: list[TokenRange], clock: ManualClock) -> None:
+    def __init__(self, path: Path, ranges: list[TokenRange], clock: ManualClock, *,
+                 grace_ms: int = GRACE_MS) -> None:
         self.engine = Engine.open(str(path), EngineOptions(fsync="no"))
         self.trees = TreeSet(self.engine.scan, DATABASES)
         self.trees.set_ranges(ranges)
-        self.replica = Replica(self.engine, DATABASES, GRACE_MS, lambda message: None)
+        self.replica = Replica(self.engine, DATABASES, grace_ms, lambda message: None)
         self.replica.on_store = self.trees.on_store
         self.service = ReplicaService(self.replica, clock)
         self.server = AntiEntropyServer(self.trees, self.service)
@@ -276,6 +282,76 @@ def test_trees_follow_random_writes_during_and_after_the_build(
         rebuilds += side.trees.stats["rebuilds_growth"]
         side.close()
     assert rebuilds > 0  # db 5, empty when built, grew past its depth: rebuilt while written
+
+
+def _wide(siblings: Siblings) -> bytes:
+    """``encode(siblings)`` in another msgpack form: the same set, other bytes."""
+    return wide_encoding(encode(siblings))
+
+
+def test_trees_kept_by_the_hooks_equal_a_scan_after_every_kind_of_write(
+        tmp_path: Path) -> None:
+    """Property: the hooks hash the bytes each write stores and replaces (tree_set invariant
+    1), so after random writes through every path a node has (a peer's COND_WRITE and WRITE,
+    in encode's form or another; the coordinator's own store with the bytes it read; merges
+    making siblings; clocks of 1 to 5 actors; tombstones purged at once; expiries, lazy and
+    by the active cycle; bytes stored in a foreign form behind the Replica's back), with the
+    trees read now and then between writes (their inner levels follow lazily), every tree
+    equals one built afresh from the engine."""
+    ranges = ring_ranges(11, 8)
+    actors = [b"node-%d" % i for i in range(5)]
+    reads = 0
+    for seed in range(4):
+        rng = random.Random(seed)
+        clock = ManualClock(NOW)
+        side = Side(tmp_path / f"s{seed}", ranges, clock, grace_ms=rng.choice((0, GRACE_MS)))
+        keys = [b"k%d" % i for i in range(200)]
+        side.load(0, {k: (version(b"node-0", 1, b"v", clock={a: (1, NOW) for a in actors[:3]}),)
+                      for k in keys[:150]})
+        side.build()
+        for step in range(1200):
+            clock.step_wall_ms(rng.randrange(0, 40))
+            now = clock.wall_ms()
+            db = rng.choice((0, 0, 0, 3))
+            key = rng.choice(keys)
+            ekey = keyspace.engine_key(db, key)
+            held = side.service.read(db, key)
+            writer = rng.choice(actors[:rng.randrange(1, 6)])
+            value = None if rng.random() < 0.1 else b"v%d" % step
+            expire_at = now + rng.randrange(1, 300) if rng.random() < 0.2 else 0
+            new = build_version(held, 0, writer, now, value, expire_at)
+            if rng.random() < 0.15:  # a concurrent write: siblings of what is held
+                new = (({writer: (step + 1, now)}, now, expire_at, writer, value))
+            action = rng.random()
+            if action < 0.3:
+                data = _wide((new,)) if rng.random() < 0.3 else encode((new,))
+                side.service.handle("peer", CondWrite(db, key, data))
+            elif action < 0.45:
+                side.service.handle("peer", Write(db, key, encode((new,)), None))
+            elif action < 0.7:  # the coordinator's own store (Rule 12)
+                local, raw = side.service.read_stored(db, key)
+                side.service.merge_onto(db, key, local, (new,), encode((new,)), raw)
+            elif action < 0.8:
+                side.service.merge(db, key, (new,))
+            elif action < 0.87:  # lazy expiry of what is held
+                if held:
+                    side.replica.expire_key(db, ekey, held, now)
+            elif action < 0.94:  # the active expiry cycle
+                side.replica.expire_due(db, [keyspace.engine_key(db, k) for k in keys[::7]],
+                                        now)
+            elif action < 0.97:  # bytes in a foreign form, through the raw hook
+                old = side.engine.get(ekey)
+                if held:
+                    side.engine.put(ekey, _wide(held))
+                    side.trees.on_write(db, key, old, _wide(held))
+            else:
+                reads += 1
+                for trees in side.trees.ranges.values():
+                    for tree in trees.trees.values():
+                        tree.hashes(min(tree.depth, 2), [0])
+        assert_trees_fresh(side, ranges)
+        side.close()
+    assert reads > 0
 
 
 def assert_trees_fresh(side: Side, ranges: list[TokenRange]) -> None:
@@ -588,6 +664,16 @@ def test_canonical_hash_ignores_sibling_order() -> None:
     multi = ({b"a": (1, NOW), b"b": (2, NOW)}, NOW, 0, b"a", b"v")
     assert canonical(encode((multi,))) == encode((multi,))
     assert canonical(b"garbage") == b"garbage"
+
+
+@given(sibling_sets)
+def test_canonical_shortcut_agrees_with_decoding(siblings: Siblings) -> None:
+    """``canonical`` returns a fixarray's bytes as they are: such a set is one version, which
+    is what decoding and re-encoding in rank order would give; other bytes are decoded."""
+    for data in (encode(siblings), encode(siblings[::-1]), wide_encoding(encode(siblings))):
+        expected = data if len(siblings) == 1 else canonical_encode(decode(data))
+        assert canonical(data) == expected
+    assert canonical(b"\x9c\x01") == b"\x9c\x01"  # a fixarray that is no set: as it is
 
 
 def test_entry_int_is_merkle_entry_hash() -> None:

@@ -91,10 +91,10 @@ def test_put_then_get() -> None:
 
 def test_a_new_key_is_stored_and_counted_as_the_general_path_would() -> None:
     """put_now's new-key shortcut (Replica.store_new) writes the bytes encode() gives for the
-    same version, counts the key, and hands the store hook the same set."""
+    same version, counts the key, and hands the store hook the same bytes."""
     with harness() as h:
         node = h.node
-        hooked: list[tuple[bytes, Siblings, Siblings | None]] = []
+        hooked: list[tuple[bytes, bytes | None, bytes | None]] = []
         node.replica.on_store = lambda ekey, old, new: hooked.append((ekey, old, new))
         node.put_now(0, b"fresh", b"v")
         node.put_now(0, b"expiring", b"v", T0 + 60_000)  # the general path
@@ -103,7 +103,7 @@ def test_a_new_key_is_stored_and_counted_as_the_general_path_would() -> None:
         assert engine is not None
         assert engine.get(_engine_key(0, b"fresh")) == sibling_codec.encode((version,))
         assert node.replica.keys[0] == 2 and node.replica.expires[0] == 1
-        assert hooked[0] == (_engine_key(0, b"fresh"), (), (version,))
+        assert hooked[0] == (_engine_key(0, b"fresh"), None, sibling_codec.encode((version,)))
         assert [event[:2] for event in h.events] == [(0, b"fresh"), (0, b"expiring")]
         h.reopen()
         assert h.node.replica.keys[0] == 2  # the counters a rebuild computes agree
