@@ -168,16 +168,13 @@ class ReplicaService:
             if hinted:
                 before = merge(stored, hinted)
         self.merge_onto(db, key, stored, incoming, data, raw)
-        if len(incoming) == 1:  # a coordinator's version: one clock to check against
-            mine = incoming[0][CLOCK]
-            for held in before:
-                if not descends(mine, held[CLOCK]):
-                    return before
-            return None
-        clocks = [v[CLOCK] for v in incoming]
+        clocks = [v[CLOCK] for v in incoming]  # one, from a coordinator
         for held in before:
             clock = held[CLOCK]
-            if not any(descends(mine, clock) for mine in clocks):
+            for mine in clocks:
+                if descends(mine, clock):
+                    break
+            else:
                 return before
         return None
 

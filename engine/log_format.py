@@ -230,7 +230,7 @@ def encode_groups(items: list[bytes | None], spans: Sequence[tuple[int, int]]) -
         if end > start:
             _append_group(out, items[start:end])
         pos = end
-    return out[0] if len(out) == 1 else b"".join(out)
+    return b"".join(out)
 
 
 def _append_group(out: list[bytes], items: list[bytes | None]) -> None:

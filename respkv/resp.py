@@ -134,7 +134,7 @@ def _split_canonical(data: bytes) -> list[list[bytes]] | None:
         return None
     # 3, 5 or 7 lines can only be one command of 1, 2 or 3 arguments (a command takes 1 + 2n
     # lines): GET, SET, INCR ... of an unpipelined client, checked straight-line, which costs
-    # half of the general loop below (a SET ... EX n: 0.55 against 1.0 us).
+    # half of the general loop below.
     header = _BULK_HEADERS
     if end == 5:
         a, b = lines[2], lines[4]
@@ -153,7 +153,8 @@ def _split_canonical(data: bytes) -> list[list[bytes]] | None:
             return [[a]]
         return None
     # 9 or 11 lines are one command of 4 or 5 arguments (SETEX, SET ... EX n) when the first
-    # line says so; otherwise they may be three short commands, for the loop below.
+    # line says so (a SET ... EX n: 0.6 against 1.0 us in the loop); otherwise they may be
+    # three short commands, for the loop below.
     if end == 9 and lines[0] == b"*4":
         a, b, c, d = lines[2], lines[4], lines[6], lines[8]
         if (lines[1] == header[len(a)] and lines[3] == header[len(b)]
